@@ -1,0 +1,213 @@
+"""Many mask files -> one CSV: discovery, case ids, parallel workers, progress, atomic writing, appending."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from .io import MASK_SUFFIXES, MaskReadError, read_image_like, read_mask, strip_suffix
+from .levels import LabelMap, LabelMapError, load_label_map, project_label_map
+from .qc import render_qc, write_qc
+from .spine import measure_spine
+from .table import COLUMNS, error_row, rows_for_case, to_frame, tool_version
+from .vertebra import MethodParameters
+
+
+def is_mask_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(MASK_SUFFIXES) and not path.name.startswith(".")
+
+
+def find_mask_files(inputs: Sequence[str | Path], pattern: str | None = None, recursive: bool = False) -> list[Path]:
+    """Expand files and folders into a sorted list of mask files (missing paths are kept, to be reported)."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            candidates = item.rglob(pattern or "*") if recursive else item.glob(pattern or "*")
+            found.extend(sorted(p for p in candidates if is_mask_file(p)))
+        else:
+            found.append(item)
+    unique: list[Path] = []
+    seen = set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def case_ids(paths: Sequence[Path], mode: str = "auto") -> list[str]:
+    """Case id per file: the file name without extension; with ``auto``, names shared by several files (such as
+    ``mask.nii.gz`` in one folder per case) use the parent folder's name instead (``parent`` forces that)."""
+    stems = [strip_suffix(p) for p in paths]
+    if mode == "name":
+        return stems
+    if mode == "parent":
+        return [p.resolve().parent.name for p in paths]
+    if mode != "auto":
+        raise ValueError(f"unknown case id mode {mode!r} (auto, name, parent)")
+    ids = [p.resolve().parent.name if stems.count(s) > 1 else s for p, s in zip(paths, stems, strict=False)]
+    return [f"{i}_{n}" if ids.count(i) > 1 else i for n, i in enumerate(ids)]
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """Everything a worker needs to measure one file."""
+
+    params: MethodParameters = field(default_factory=MethodParameters)
+    label_map: LabelMap = field(default_factory=project_label_map)
+    ignore_unmapped: bool = False
+    labels_per_case: str | None = None  # name of a label-map JSON beside each mask (e.g. levels.json)
+    qc_dir: str | None = None
+    images: str | None = None  # a folder of images, an image file, or None (look for image.* beside mask.*)
+
+
+def find_image_for(mask_path: Path, case_id: str, images: str | None) -> Path | None:
+    """Intensity image for a QC background: ``images`` folder (``CASE_0000.ext`` or ``CASE.ext``) or file, or an
+    ``image.*`` beside a mask named ``mask.*`` (the in-house export layout)."""
+    if images:
+        folder = Path(images)
+        if folder.is_file():
+            return folder
+        for suffix in MASK_SUFFIXES:
+            for name in (f"{case_id}_0000{suffix}", f"{case_id}{suffix}"):
+                if (folder / name).exists():
+                    return folder / name
+        return None
+    if strip_suffix(mask_path).lower() == "mask":
+        for suffix in MASK_SUFFIXES:
+            candidate = mask_path.with_name(f"image{suffix}")
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def measure_file(path: str | Path, case_id: str, options: MeasureOptions) -> list[dict]:
+    """Measure one mask file into table rows; never raises (a failure is one ``error`` row naming the problem)."""
+    path = Path(path)
+    try:
+        label_map = options.label_map
+        if options.labels_per_case:
+            label_map = load_label_map(path.parent / options.labels_per_case)
+        volume = read_mask(path, options.params.max_obliquity_deg, options.params.resample_oblique)
+        measurements = measure_spine(volume, label_map, options.params, options.ignore_unmapped)
+        if not measurements:
+            return [error_row(case_id, str(path), f"{path}: mask is empty (no vertebra label)")]
+        rows = rows_for_case(case_id, volume, measurements)
+        if options.qc_dir:
+            image = None
+            image_path = find_image_for(path, case_id, options.images)
+            if image_path is not None:
+                try:
+                    image = read_image_like(image_path, volume)
+                except MaskReadError as exc:
+                    for row in rows:
+                        row["message"] = "; ".join(filter(None, [row["message"], f"QC background skipped: {exc}"]))
+            write_qc(Path(options.qc_dir) / f"{case_id}.png", render_qc(case_id, volume, measurements, image))
+        return rows
+    except (MaskReadError, LabelMapError) as exc:
+        return [error_row(case_id, str(path), str(exc))]
+    except Exception as exc:  # noqa: BLE001 - one bad case must never stop a cohort
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return [error_row(case_id, str(path), f"{path}: unexpected error ({detail}); please report it")]
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="case", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def measure_files(
+    paths: Sequence[Path], ids: Sequence[str], options: MeasureOptions, jobs: int = 1, progress: bool = True
+) -> pd.DataFrame:
+    """Measure many files (in parallel with ``jobs`` > 1) into one table, in input order."""
+    results: dict[int, list[dict]] = {}
+    with _progress(len(paths), progress) as bar:
+        if jobs <= 1 or len(paths) <= 1:
+            for n, (path, case_id) in enumerate(zip(paths, ids, strict=False)):
+                results[n] = measure_file(path, case_id, options)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                work = enumerate(zip(paths, ids, strict=True))
+                futures = {pool.submit(measure_file, p, c, options): n for n, (p, c) in work}
+                for future in as_completed(futures):
+                    n = futures[future]
+                    try:
+                        results[n] = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker loses one case, not the batch
+                        results[n] = [error_row(ids[n], str(paths[n]), f"{paths[n]}: worker failed ({exc})")]
+                    bar.update(1)
+    return to_frame([row for n in range(len(paths)) for row in results[n]])
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".json") if csv_path.suffix.lower() == ".csv" else Path(f"{csv_path}.json")
+
+
+def method_record(options: MeasureOptions) -> dict:
+    return {
+        "tool": "spine-measure",
+        "tool_version": tool_version(),
+        "method": asdict(options.params),
+        "label_map": ({"per_case": options.labels_per_case} if options.labels_per_case else
+                      {"source": options.label_map.source, "labels": options.label_map.to_json_dict()}),
+        "definition": "docs/measurements.md",
+        "columns": COLUMNS,
+    }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class OutputExistsError(FileExistsError):
+    pass
+
+
+def write_table(frame: pd.DataFrame, csv_path: str | Path, options: MeasureOptions, inputs: Iterable[str],
+                append: bool = False, overwrite: bool = False) -> pd.DataFrame:
+    """Write the CSV atomically (with its JSON sidecar); with ``append``, merge into an existing CSV, replacing
+    rows of re-measured cases. Returns the table written."""
+    csv_path = Path(csv_path)
+    record = method_record(options)
+    if csv_path.exists() and not (append or overwrite):
+        raise OutputExistsError(f"{csv_path} exists: use --append to add cases or --overwrite to replace it")
+    if append and csv_path.exists():
+        previous_sidecar = sidecar_path(csv_path)
+        if previous_sidecar.exists():
+            earlier = json.loads(previous_sidecar.read_text())
+            if earlier.get("method") != record["method"] or earlier.get("label_map") != record["label_map"]:
+                raise ValueError(f"{csv_path} was measured with other method parameters or another label map "
+                                 f"(see {previous_sidecar}); write a new file or use --overwrite")
+        existing = pd.read_csv(csv_path, dtype={"case_id": str, "level": str})
+        missing = [c for c in COLUMNS if c not in existing.columns]
+        if missing:
+            raise ValueError(f"{csv_path} lacks columns {missing[:5]}: not a spine-measure table")
+        existing = existing[~existing["case_id"].isin(set(frame["case_id"]))]
+        frame = to_frame(pd.concat([existing[list(COLUMNS)], frame], ignore_index=True).to_dict("records"))
+    record["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["inputs"] = list(inputs)
+    record["cases"] = int(frame["case_id"].nunique())
+    _atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.4f"))
+    _atomic_write_text(sidecar_path(csv_path), json.dumps(record, indent=1) + "\n")
+    return frame

@@ -1,0 +1,109 @@
+"""spine-measure: vertebral body heights, rotation and distances from sagittal masks, as one tidy CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spine-measure",
+        description="Measure anterior/middle/posterior vertebral body heights, rotation and the anterior/posterior "
+        "distances between adjacent vertebrae (mm) in sagittal label masks. One CSV row per (case, vertebra). "
+        "The exact definition is in docs/measurements.md.",
+        epilog="Exit status: 0 every vertebra of every case measured (warnings allowed), 1 some case or vertebra "
+        "failed (see the status and message columns), 2 usage error.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="mask file(s) (.nii, .nii.gz, .nrrd, .mha) or "
+                        "folder(s) of masks")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="CSV to write (a JSON sidecar with "
+                        "the method parameters is written beside it)")
+    parser.add_argument("--labels", metavar="FILE", help="label map: nnU-Net dataset.json or JSON {value: level}; "
+                        "default: project scheme 1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, 9 S2")
+    parser.add_argument("--labels-per-case", metavar="NAME", help="read each case's label map from a JSON of this "
+                        "name beside its mask (e.g. levels.json of an in-house export)")
+    parser.add_argument("--ignore-unmapped", action="store_true", help="skip label values missing from the label map "
+                        "instead of reporting them as failed rows")
+    parser.add_argument("--qc-dir", metavar="DIR", help="write one QC picture per case (CASE.png) here")
+    parser.add_argument("--images", metavar="PATH", help="intensity images for the QC background: a folder holding "
+                        "CASE_0000.nii.gz or CASE.nii.gz, or one file (default: image.* beside a mask named mask.*)")
+    parser.add_argument("--recursive", action="store_true", help="search input folders recursively")
+    parser.add_argument("--pattern", metavar="GLOB", help="file name pattern inside input folders (e.g. 'mask.nii.gz')")
+    parser.add_argument("--case-id", choices=("auto", "name", "parent"), default="auto",
+                        help="case id from the file name, or from its folder ('auto': the folder when several files "
+                        "share a name, as in one-folder-per-case exports)")
+    parser.add_argument("--slice", dest="slice_selection", choices=("largest", "centroid"), default="largest",
+                        help="sagittal slice measured per vertebra (default: the largest section)")
+    parser.add_argument("--inset", type=float, default=0.10, help="inset of the anterior/posterior height lines, as "
+                        "a fraction of the body depth (default 0.10)")
+    parser.add_argument("--max-obliquity", type=float, default=25.0, metavar="DEG", help="largest angle between the "
+                        "slice axis and patient left-right that is measured as it is (default 25)")
+    parser.add_argument("--resample-oblique", action="store_true", help="resample more oblique volumes onto a "
+                        "patient-aligned grid instead of refusing them")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--append", action="store_true", help="add to an existing CSV (re-measured cases replace "
+                        "their earlier rows)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .batch import (
+        MeasureOptions,
+        OutputExistsError,
+        case_ids,
+        find_mask_files,
+        measure_files,
+        write_table,
+    )
+    from .levels import LabelMapError, load_label_map, project_label_map
+    from .vertebra import MethodParameters
+
+    if args.jobs < 1 or not 0 < args.inset < 0.5:
+        print("spine-measure: --jobs must be >= 1 and --inset between 0 and 0.5", file=sys.stderr)
+        return EXIT_USAGE
+    if args.labels and args.labels_per_case:
+        print("spine-measure: use either --labels or --labels-per-case", file=sys.stderr)
+        return EXIT_USAGE
+    if args.append and args.overwrite:
+        print("spine-measure: use either --append or --overwrite", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        label_map = load_label_map(args.labels) if args.labels else project_label_map()
+    except LabelMapError as exc:
+        print(f"spine-measure: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    paths = find_mask_files(args.inputs, args.pattern, args.recursive)
+    if not paths:
+        print(f"spine-measure: no mask files found in {', '.join(args.inputs)}", file=sys.stderr)
+        return EXIT_USAGE
+    params = MethodParameters(inset_fraction=args.inset, slice_selection=args.slice_selection,
+                              max_obliquity_deg=args.max_obliquity, resample_oblique=args.resample_oblique)
+    options = MeasureOptions(params=params, label_map=label_map, ignore_unmapped=args.ignore_unmapped,
+                             labels_per_case=args.labels_per_case,
+                             qc_dir=args.qc_dir, images=args.images)
+    frame = measure_files(paths, case_ids(paths, args.case_id), options, jobs=args.jobs,
+                          progress=not args.no_progress)
+    try:
+        write_table(frame, args.output, options, [str(p) for p in paths], append=args.append,
+                    overwrite=args.overwrite)
+    except (OutputExistsError, ValueError) as exc:
+        print(f"spine-measure: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = frame[frame["status"].isin(["error", "failed"])]
+    n_cases = frame["case_id"].nunique()
+    print(f"spine-measure: {n_cases} case(s), {len(frame)} row(s) -> {args.output}"
+          + (f"; QC pictures in {args.qc_dir}" if args.qc_dir else ""), file=sys.stderr)
+    for _, row in bad.iterrows():
+        print(f"  {row['status']}: {row['case_id']} {row['level'] or ''} {row['message']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if len(bad) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

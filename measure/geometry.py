@@ -1,0 +1,262 @@
+"""Pure 2D geometry of one vertebral body section: hull, bounding trapezoid, sub-pixel line extents.
+
+Coordinates are in mm in the sagittal image plane: ``x`` points anterior, ``y`` superior. A binary section is given
+as a boolean array ``mask[i, j]`` (i along x, j along y) with pixel spacing ``(sx, sy)`` and the index ``offset`` of
+``mask[0, 0]`` in the full slice, so pixel ``(i, j)`` has its centre at ``((offset_i + i) * sx, (offset_j + j) * sy)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+class GeometryError(ValueError):
+    """A section cannot be measured (too small, degenerate)."""
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def perpendicular(v: np.ndarray) -> np.ndarray:
+    """``v`` rotated by +90 degrees (anterior -> superior)."""
+    return np.array([-v[1], v[0]])
+
+
+@dataclass(frozen=True)
+class Section:
+    """A binary 2D section of one vertebra in the sagittal plane, cropped with a zero margin."""
+
+    mask: np.ndarray
+    spacing: tuple[float, float]
+    offset: tuple[int, int]
+    slice_shape: tuple[int, int]  # size of the full slice, to tell where the field of view ends
+
+    def pixel_centres_mm(self, where: np.ndarray | None = None) -> np.ndarray:
+        i, j = np.nonzero(self.mask if where is None else where)
+        return np.column_stack(((i + self.offset[0]) * self.spacing[0], (j + self.offset[1]) * self.spacing[1]))
+
+    def centroid_mm(self) -> np.ndarray:
+        return self.pixel_centres_mm().mean(axis=0)
+
+    def area_mm2(self) -> float:
+        return float(self.mask.sum() * self.spacing[0] * self.spacing[1])
+
+    def boundary_mask(self) -> np.ndarray:
+        kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+        eroded = cv2.erode(self.mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        return self.mask & (eroded == 0)
+
+    def hull_mm(self) -> np.ndarray:
+        """Convex hull (counter-clockwise, in mm) of the pixel squares, not only their centres."""
+        centres = self.pixel_centres_mm(self.boundary_mask())
+        half = np.array(self.spacing) / 2
+        corners = np.concatenate([centres + half * s for s in ((1, 1), (1, -1), (-1, 1), (-1, -1))])
+        hull = cv2.convexHull(corners.astype(np.float64).astype(np.float32)).reshape(-1, 2).astype(float)
+        if len(hull) < 3:
+            raise GeometryError("section is degenerate (fewer than three hull points)")
+        if _signed_area(hull) < 0:
+            hull = hull[::-1]
+        return hull
+
+
+def section_from_slice(slice_mask: np.ndarray, spacing: tuple[float, float], margin: int = 3) -> Section:
+    """Crop a full-slice boolean mask to its bounding box plus a zero margin."""
+    i, j = np.nonzero(slice_mask)
+    if i.size == 0:
+        raise GeometryError("empty section")
+    i0, i1, j0, j1 = i.min(), i.max() + 1, j.min(), j.max() + 1
+    crop = np.zeros((i1 - i0 + 2 * margin, j1 - j0 + 2 * margin), dtype=bool)
+    crop[margin:-margin, margin:-margin] = slice_mask[i0:i1, j0:j1]
+    return Section(crop, (float(spacing[0]), float(spacing[1])), (int(i0) - margin, int(j0) - margin),
+                   tuple(int(s) for s in slice_mask.shape))
+
+
+def _signed_area(polygon: np.ndarray) -> float:
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+class LineSampler:
+    """Sub-pixel sampling of a section: Gaussian-smoothed mask, bilinear interpolation, iso-level 0.5."""
+
+    def __init__(self, section: Section, sigma_px: float = 1.0):
+        values = section.mask.astype(np.float32)
+        if sigma_px > 0:
+            values = cv2.GaussianBlur(values, (0, 0), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_CONSTANT)
+        self.values = values
+        self.section = section
+
+    def __call__(self, points_mm: np.ndarray) -> np.ndarray:
+        sec = self.section
+        u = points_mm[..., 0] / sec.spacing[0] - sec.offset[0]
+        v = points_mm[..., 1] / sec.spacing[1] - sec.offset[1]
+        # cv2 images are (row, col) = (i, j): map_x runs along columns (j), map_y along rows (i)
+        sampled = cv2.remap(self.values, v.astype(np.float32).reshape(1, -1), u.astype(np.float32).reshape(1, -1),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return sampled.reshape(u.shape)
+
+    def extent(self, start: np.ndarray, direction: np.ndarray, reach_mm: float) -> tuple[float, float] | None:
+        """First and last crossing of the 0.5 level along ``start + t * direction``, ``|t| <= reach_mm``.
+
+        These are the farthest segmented points on the line, to sub-pixel precision. None if the line misses.
+        """
+        step = 0.1 * min(self.section.spacing)
+        t = np.arange(-reach_mm, reach_mm + step, step)
+        values = self(start[None, :] + t[:, None] * direction[None, :])
+        inside = np.nonzero(values >= 0.5)[0]
+        if inside.size == 0:
+            return None
+        first, last = inside[0], inside[-1]
+        return _crossing(t, values, first - 1, first), _crossing(t, values, last, last + 1)
+
+    def on_fov_edge(self, point_mm: np.ndarray, tolerance_px: float = 0.3) -> bool:
+        """Whether a boundary point lies on the edge of the full slice (the body may continue outside)."""
+        sec = self.section
+        index = np.array(point_mm) / np.array(sec.spacing)
+        low = index < -0.5 + tolerance_px
+        high = index > np.array(sec.slice_shape) - 0.5 - tolerance_px
+        return bool(np.any(low | high))
+
+
+def _crossing(t: np.ndarray, values: np.ndarray, a: int, b: int) -> float:
+    if a < 0 or b >= len(t):
+        return float(t[max(0, min(a, len(t) - 1))] if a < 0 else t[a])
+    va, vb = values[a], values[b]
+    if vb == va:
+        return float((t[a] + t[b]) / 2)
+    return float(t[a] + (0.5 - va) / (vb - va) * (t[b] - t[a]))
+
+
+@dataclass(frozen=True)
+class Trapezoid:
+    """Smallest bounding trapezoid with two walls perpendicular to the endplate bisector.
+
+    ``axis`` is the unit bisector of the two endplate directions (pointing anterior), ``normal`` the unit
+    perpendicular (pointing superior). ``corners`` are anterior-superior, posterior-superior, posterior-inferior,
+    anterior-inferior, in mm.
+    """
+
+    axis: np.ndarray
+    normal: np.ndarray
+    superior_direction: np.ndarray
+    inferior_direction: np.ndarray
+    corners: np.ndarray
+
+    @property
+    def angle_deg(self) -> float:
+        """In-plane angle of the bisector to the x (anterior) axis, positive when the anterior end is higher."""
+        return float(np.degrees(np.arctan2(self.axis[1], self.axis[0])))
+
+    @property
+    def endplate_angle_deg(self) -> float:
+        """Angle between the superior and the inferior endplate lines (0 when parallel)."""
+        cos = float(np.clip(np.dot(self.superior_direction, self.inferior_direction), -1, 1))
+        return float(np.degrees(np.arccos(cos)))
+
+
+def _rough_axis(hull: np.ndarray) -> np.ndarray:
+    """Direction of the minimum-area rectangle side closest to the anterior axis (pointing anterior)."""
+    box = cv2.boxPoints(cv2.minAreaRect(hull.astype(np.float32))).astype(float)
+    sides = [unit(box[1] - box[0]), unit(box[2] - box[1])]
+    axis = max(sides, key=lambda s: abs(s[0]))
+    return axis if axis[0] >= 0 else -axis
+
+
+def _line_corner(n1: np.ndarray, c1: np.ndarray, n2: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """Intersections of lines ``p . n1 = c1`` and ``p . n2 = c2`` (vectorised over the leading axis)."""
+    det = n1[..., 0] * n2[..., 1] - n1[..., 1] * n2[..., 0]
+    x = (c1 * n2[..., 1] - c2 * n1[..., 1]) / det
+    y = (n1[..., 0] * c2 - n2[..., 0] * c1) / det
+    return np.stack([x, y], axis=-1)
+
+
+def _quad_area(corners: np.ndarray) -> np.ndarray:
+    x, y = corners[..., 0], corners[..., 1]
+    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1))
+
+
+def _trapezoid_corners(hull: np.ndarray, n_sup: np.ndarray, n_inf: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Corners and bisector for endplate normals (vectorised over pairs)."""
+    d_sup = np.stack([n_sup[..., 1], -n_sup[..., 0]], axis=-1)  # superior endplate direction, anterior
+    d_inf = np.stack([-n_inf[..., 1], n_inf[..., 0]], axis=-1)  # inferior endplate direction, anterior
+    axis = d_sup + d_inf
+    axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
+    c_sup = (hull @ n_sup.T).max(axis=0) if n_sup.ndim == 2 else (hull @ n_sup).max()
+    c_inf = (hull @ n_inf.T).max(axis=0) if n_inf.ndim == 2 else (hull @ n_inf).max()
+    projection = hull @ axis.T if axis.ndim == 2 else hull @ axis
+    a_max, a_min = projection.max(axis=0), projection.min(axis=0)
+    corners = np.stack(
+        [
+            _line_corner(n_sup, c_sup, axis, a_max),
+            _line_corner(n_sup, c_sup, axis, a_min),
+            _line_corner(n_inf, c_inf, axis, a_min),
+            _line_corner(n_inf, c_inf, axis, a_max),
+        ],
+        axis=-2,
+    )
+    return corners, axis, d_sup, d_inf
+
+
+def _refine_direction(points: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Total-least-squares direction of boundary points along one endplate; ``fallback`` if too few."""
+    if len(points) < 4:
+        return fallback
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    direction = vt[0]
+    spread = np.ptp(centred @ direction)
+    if spread <= 0:
+        return fallback
+    direction = direction if np.dot(direction, fallback) >= 0 else -direction
+    if np.dot(direction, fallback) < np.cos(np.radians(20)):
+        return fallback
+    return direction
+
+
+def bounding_trapezoid(section: Section, max_tilt_deg: float = 40.0) -> Trapezoid:
+    """Smallest-area bounding trapezoid of a section, with sub-pixel endplate directions.
+
+    1. Candidate endplate lines are the hull edges whose outward normal lies within ``max_tilt_deg`` of the
+       superior (resp. inferior) side of the minimum-area rectangle; walls are the two hull support lines
+       perpendicular to the bisector of the two endplates. The pair with the smallest area wins.
+    2. Each endplate direction is refined by a total-least-squares line through the boundary pixels lying along
+       the chosen support line (central 80% of the body), which removes the pixel staircase bias of hull edges.
+    """
+    hull = section.hull_mm()
+    rough = _rough_axis(hull)
+    up = perpendicular(rough)
+    edges = np.roll(hull, -1, axis=0) - hull
+    lengths = np.linalg.norm(edges, axis=1)
+    keep = lengths > 1e-9
+    normals = np.stack([edges[keep, 1], -edges[keep, 0]], axis=1) / lengths[keep, None]
+    cos_limit = np.cos(np.radians(max_tilt_deg))
+    n_sup = np.vstack([up, normals[normals @ up >= cos_limit]])
+    n_inf = np.vstack([-up, normals[normals @ -up >= cos_limit]])
+    pairs_sup = np.repeat(n_sup, len(n_inf), axis=0)
+    pairs_inf = np.tile(n_inf, (len(n_sup), 1))
+    corners, _, d_sup, d_inf = _trapezoid_corners(hull, pairs_sup, pairs_inf)
+    best = int(np.argmin(_quad_area(corners)))
+    d_sup, d_inf = d_sup[best], d_inf[best]
+
+    # Sub-pixel refinement of both endplate directions.
+    spacing = max(section.spacing)
+    boundary = section.pixel_centres_mm(section.boundary_mask())
+    along = boundary @ rough
+    lo, hi = np.quantile(hull @ rough, [0.0, 1.0])
+    central = (along >= lo + 0.1 * (hi - lo)) & (along <= hi - 0.1 * (hi - lo))
+    refined = []
+    for direction, sign in ((d_sup, 1.0), (d_inf, -1.0)):
+        normal = sign * perpendicular(direction)
+        support = (hull @ normal).max()
+        near = central & (boundary @ normal >= support - 1.5 * spacing)
+        refined.append(_refine_direction(boundary[near], direction))
+    d_sup, d_inf = refined
+    n_sup_final, n_inf_final = perpendicular(d_sup), -perpendicular(d_inf)
+    corners, axis, _, _ = _trapezoid_corners(hull, n_sup_final, n_inf_final)
+    return Trapezoid(axis=axis, normal=perpendicular(axis), superior_direction=d_sup, inferior_direction=d_inf,
+                     corners=corners)

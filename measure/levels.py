@@ -1,0 +1,151 @@
+"""Vertebral level names and label maps (label value -> level name), read from JSON data files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+
+class LabelMapError(ValueError):
+    """A label map file cannot be used (unreadable, unknown level names, duplicate values)."""
+
+
+@lru_cache(maxsize=1)
+def _level_data() -> dict:
+    return json.loads(resources.files("measure").joinpath("data/levels.json").read_text())
+
+
+def level_order() -> tuple[str, ...]:
+    """All known level names in cranio-caudal order (C1 ... Co)."""
+    return tuple(_level_data()["order"])
+
+
+def level_rank(level: str) -> int:
+    """Cranio-caudal rank of a level name (C1 = 0); raises KeyError for an unknown name."""
+    return level_order().index(level)
+
+
+def is_known_level(level: str) -> bool:
+    return level in _level_data()["order"]
+
+
+def is_optional_level(level: str) -> bool:
+    """Transitional variants (T13, L6) that are usually absent."""
+    return level in _level_data()["optional"]
+
+
+def is_sacral_level(level: str) -> bool:
+    return level in _level_data()["sacral"]
+
+
+def parse_level_range(text: str) -> list[str]:
+    """``"T12-S1"`` -> ``["T12", "L1", ..., "S1"]`` skipping optional variants; ``"L3"`` -> ``["L3"]``."""
+    first, _, last = text.partition("-")
+    last = last or first
+    for name in (first, last):
+        if not is_known_level(name):
+            raise ValueError(f"unknown level {name!r} in level range {text!r}")
+    i, j = level_rank(first), level_rank(last)
+    if j < i:
+        raise ValueError(f"level range {text!r} must run cranio-caudally")
+    return [lv for lv in level_order()[i : j + 1] if not is_optional_level(lv) or lv in (first, last)]
+
+
+@dataclass(frozen=True)
+class CaudalNeighbour:
+    """The next caudal vertebra of a level among the levels present in a mask."""
+
+    level: str | None
+    missing: tuple[str, ...]  # non-optional levels between the two that are absent from the mask
+
+
+def caudal_neighbour(level: str, present: set[str]) -> CaudalNeighbour:
+    """Next present level below ``level``; ``missing`` lists expected levels skipped on the way.
+
+    Optional variants (T13, L6) that are absent are skipped silently. When no level below is present,
+    ``level`` is None.
+    """
+    order = level_order()
+    missing: list[str] = []
+    for candidate in order[level_rank(level) + 1 :]:
+        if candidate in present:
+            return CaudalNeighbour(candidate, tuple(missing))
+        if not is_optional_level(candidate):
+            missing.append(candidate)
+    return CaudalNeighbour(None, ())
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Mapping from mask label values to level names, with where it came from."""
+
+    levels: Mapping[int, str]
+    source: str
+
+    def level(self, value: int) -> str | None:
+        return self.levels.get(int(value))
+
+    def to_json_dict(self) -> dict[str, str]:
+        return {str(k): v for k, v in sorted(self.levels.items())}
+
+
+def project_label_map() -> LabelMap:
+    """The project scheme: 1 T11, 2 T12, 3 L1, ..., 7 L5, 8 S1, 9 S2 (0 background)."""
+    data = json.loads(resources.files("measure").joinpath("data/project_labels.json").read_text())
+    return _validated({int(k): v for k, v in data["labels"].items()}, "project scheme (T11=1 ... S2=9)")
+
+
+def load_label_map(path: str | Path) -> LabelMap:
+    """Read a label map from JSON.
+
+    Accepted forms: an nnU-Net ``dataset.json`` (``"labels": {"L1": 3, ...}``; ``background`` and ``ignore`` are
+    skipped; region-based labels are refused), a ``{"1": "T11", ...}`` mapping, or the export form
+    ``{"labels": {"1": "T11", ...}}`` (the ``levels.json`` of an in-house export).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabelMapError(f"{path}: cannot read label map: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LabelMapError(f"{path}: a label map must be a JSON object")
+    table = data.get("labels", data)
+    if not isinstance(table, dict) or not table:
+        raise LabelMapError(f"{path}: no labels found")
+    levels: dict[int, str] = {}
+    for key, value in table.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # nnU-Net form: name -> value
+            name, number = key, value
+        elif isinstance(value, str):  # value -> name
+            name, number = value, key
+        elif isinstance(value, (list, tuple)):
+            raise LabelMapError(f"{path}: region-based label {key!r} ({value}) cannot name a single vertebra")
+        else:
+            raise LabelMapError(f"{path}: cannot interpret label entry {key!r}: {value!r}")
+        if name.lower() in ("background", "ignore"):
+            continue
+        try:
+            value_int = int(number)
+        except (TypeError, ValueError) as exc:
+            raise LabelMapError(f"{path}: label value {number!r} of {name!r} is not an integer") from exc
+        if value_int in levels:
+            raise LabelMapError(f"{path}: label value {value_int} is given twice ({levels[value_int]}, {name})")
+        levels[value_int] = name
+    return _validated(levels, str(path))
+
+
+def _validated(levels: dict[int, str], source: str) -> LabelMap:
+    unknown = sorted({name for name in levels.values() if not is_known_level(name)})
+    if unknown:
+        raise LabelMapError(f"{source}: unknown level name(s) {unknown}; known: {', '.join(level_order())}")
+    if any(v <= 0 for v in levels):
+        raise LabelMapError(f"{source}: label values must be positive (0 is background)")
+    names = list(levels.values())
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise LabelMapError(f"{source}: level(s) {duplicates} mapped from several label values")
+    return LabelMap(dict(sorted(levels.items())), source)

@@ -1,0 +1,157 @@
+"""QC pictures: the measured sagittal section(s) with outlines, trapezoids, height lines and distances in mm.
+
+Left panel: heights (as in the paper's figure 1); right panel: distances to the caudal neighbour (figure 2d).
+Anterior is on the left and superior at the top, as sagittal images are read.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .io import SagittalVolume
+from .spine import SpineMeasurement
+
+_PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+            (204, 121, 167), (150, 150, 255), (120, 220, 120)]  # BGR-agnostic bright colours
+_LINE_COLOURS = {"anterior": (0, 140, 255), "middle": (60, 220, 60), "posterior": (255, 200, 0)}  # BGR
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+class _View:
+    """Maps in-plane mm (x anterior, y superior) to picture pixels (anterior left, superior up)."""
+
+    def __init__(self, x_range: tuple[float, float], y_range: tuple[float, float], pixels_per_mm: float):
+        self.x_max, self.y_max = x_range[1], y_range[1]
+        self.k = pixels_per_mm
+        self.width = int(math.ceil((x_range[1] - x_range[0]) * pixels_per_mm))
+        self.height = int(math.ceil((y_range[1] - y_range[0]) * pixels_per_mm))
+
+    def px(self, points_mm: np.ndarray) -> np.ndarray:
+        p = np.atleast_2d(np.asarray(points_mm, dtype=float))
+        return np.column_stack(((self.x_max - p[:, 0]) * self.k, (self.y_max - p[:, 1]) * self.k))
+
+    def pt(self, point_mm: np.ndarray) -> tuple[int, int]:
+        x, y = self.px(point_mm)[0]
+        return int(round(x)), int(round(y))
+
+    def background(self, slice_2d: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+        xs, ys = np.meshgrid(np.arange(self.width), np.arange(self.height))
+        rows = ((self.x_max - (xs + 0.5) / self.k) / spacing[0]).astype(np.float32)  # index along x (anterior)
+        cols = ((self.y_max - (ys + 0.5) / self.k) / spacing[1]).astype(np.float32)  # index along y (superior)
+        return cv2.remap(slice_2d.astype(np.float32), cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float,
+          align_right: bool = False) -> None:
+    (w, h), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    x = org[0] - w if align_right else org[0]
+    x = int(np.clip(x, 2, max(2, img.shape[1] - w - 2)))
+    y = int(np.clip(org[1] + h // 2, h + 2, img.shape[0] - 3))
+    cv2.putText(img, text, (x, y), _FONT, scale, (0, 0, 0), 3 if scale >= 0.6 else 2, cv2.LINE_AA)
+    cv2.putText(img, text, (x, y), _FONT, scale, colour, 1, cv2.LINE_AA)
+
+
+def _fmt(value: float) -> str:
+    return "--" if not math.isfinite(value) else f"{value:.1f}"
+
+
+def render_qc(
+    case_id: str,
+    volume: SagittalVolume,
+    measurements: Sequence[SpineMeasurement],
+    image: SagittalVolume | None = None,
+    target_height_px: int = 900,
+) -> np.ndarray:
+    """The QC picture (BGR uint8) of one case."""
+    measured = [m for m in measurements if m.vertebra.contour_2d is not None]
+    sx, sy = float(volume.spacing[1]), float(volume.spacing[2])
+    if measured:
+        points = np.concatenate([m.vertebra.contour_2d for m in measured])
+        lo, hi = points.min(axis=0) - 15, points.max(axis=0) + 15
+        lo[0] -= 10
+        hi[0] += 10
+        slices = sorted(m.vertebra.canonical_slice for m in measured)
+        shown = slices[len(slices) // 2]
+    else:
+        lo = np.zeros(2)
+        hi = np.array([volume.array.shape[1] * sx, volume.array.shape[2] * sy])
+        shown = volume.array.shape[0] // 2
+    lo[1] = max(lo[1], -sy / 2)
+    hi[1] = min(hi[1], (volume.array.shape[2] - 0.5) * sy)
+    k = float(np.clip(target_height_px / max(hi[1] - lo[1], 1.0), 1.5, 12.0))
+    lo[0] -= 250 / k  # room for the labels on the posterior (right) side
+    view = _View((lo[0], hi[0]), (lo[1], hi[1]), k)
+    if image is not None:
+        base = view.background(image.array[shown], (sx, sy))
+        low, high = np.percentile(base, [1, 99.5]) if base.size else (0, 1)
+        grey = np.clip((base - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
+    else:
+        labels = (volume.array[shown] > 0).astype(np.float32)
+        grey = (view.background(labels, (sx, sy)) * 90).astype(np.uint8)
+    base_bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    panels = [base_bgr.copy(), base_bgr.copy()]
+    scale = float(np.clip(k / 6.0, 0.5, 0.9))
+    thick = 2 if k >= 4 else 1
+    for idx, m in enumerate(measurements):
+        v = m.vertebra
+        if v.contour_2d is None:
+            continue
+        colour = _PALETTE[idx % len(_PALETTE)] if v.status != "failed" else (0, 0, 255)
+        outline = view.px(v.contour_2d).round().astype(np.int32)
+        for panel in panels:
+            cv2.polylines(panel, [outline], True, colour, thick, cv2.LINE_AA)
+        heights_panel, distance_panel = panels
+        if v.trapezoid is not None:
+            corners = view.px(v.trapezoid.corners).round().astype(np.int32)
+            cv2.polylines(heights_panel, [corners], True, (0, 255, 255), 1, cv2.LINE_AA)
+        for position, colour_line in _LINE_COLOURS.items():
+            top, bottom = v.anchors_2d.get((position, "superior")), v.anchors_2d.get((position, "inferior"))
+            if top is None or bottom is None:
+                continue
+            cv2.line(heights_panel, view.pt(top), view.pt(bottom), colour_line, thick, cv2.LINE_AA)
+            for p in (top, bottom):
+                cv2.circle(heights_panel, view.pt(p), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        centre = view.pt(v.contour_2d.mean(axis=0))
+        right_edge = int(view.px(v.contour_2d)[:, 0].max()) + 8
+        h = v.heights_mm
+        label = f"{v.level or v.label}  A {_fmt(h['anterior'])}  M {_fmt(h['middle'])}  P {_fmt(h['posterior'])}"
+        _text(heights_panel, label, (right_edge, centre[1] - 10), (255, 255, 255), scale)
+        extra = f"rot {_fmt(v.rotation_deg)} deg"
+        if m.genant is not None and m.genant.grade:
+            extra += f"  Genant {m.genant.grade} {m.genant.deformity_type}"
+        if v.status in ("warning", "failed"):
+            extra += f"  [{v.status}]"
+        _text(heights_panel, extra, (right_edge, centre[1] + 12), (200, 200, 255) if v.status != "ok"
+              else (200, 200, 200), scale * 0.85)
+        _text(distance_panel, str(v.level or v.label), centre, (255, 255, 255), scale)
+        for side, colour_line in (("anterior", _LINE_COLOURS["anterior"]), ("posterior", _LINE_COLOURS["posterior"])):
+            value = m.distances_mm[side]
+            if not math.isfinite(value) or m.distance_to_level is None:
+                continue
+            lower = next(x.vertebra for x in measurements if x.vertebra.level == m.distance_to_level)
+            p, q = v.anchors_2d[(side, "inferior")], lower.anchors_2d[(side, "superior")]
+            cv2.line(distance_panel, view.pt(p), view.pt(q), colour_line, thick, cv2.LINE_AA)
+            mid = view.pt((np.asarray(p) + np.asarray(q)) / 2)
+            offset = -10 if side == "anterior" else 10
+            _text(distance_panel, f"{value:.1f}", (mid[0] + offset, mid[1]), colour_line, scale,
+                  align_right=side == "anterior")
+    separator = np.full((view.height, 4, 3), 255, np.uint8)
+    picture = np.concatenate([panels[0], separator, panels[1]], axis=1)
+    header = np.zeros((34, picture.shape[1], 3), np.uint8)
+    counts = {s: sum(1 for m in measurements if m.vertebra.status == s) for s in ("ok", "warning", "failed")}
+    title = (f"{case_id}  slice {volume.file_index(0, shown)} (shown)  heights A/M/P mm | distances mm   "
+             f"ok {counts['ok']}  warning {counts['warning']}  failed {counts['failed']}   anterior left")
+    _text(header, title, (6, 17), (255, 255, 255), 0.5)
+    return np.concatenate([header, picture], axis=0)
+
+
+def write_qc(path: str | Path, picture: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), picture):
+        raise OSError(f"{path}: could not write the QC picture")

@@ -1,0 +1,147 @@
+"""All vertebrae of one volume: per-vertebra measurements, distances to the caudal neighbour, Genant grades."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .grading import GenantResult, genant, ratio
+from .io import SagittalVolume
+from .levels import LabelMap, caudal_neighbour, is_sacral_level, level_rank
+from .vertebra import MethodParameters, VertebraMeasurement, measure_vertebra
+
+
+@dataclass
+class SpineMeasurement:
+    """One vertebra's row-to-be: its own measurement plus the relations to its neighbours."""
+
+    vertebra: VertebraMeasurement
+    distance_to_level: str | None = None
+    distances_mm: dict[str, float] = field(default_factory=lambda: {"anterior": math.nan, "posterior": math.nan})
+    ratio_anterior_posterior: float = math.nan
+    ratio_middle_posterior: float = math.nan
+    genant: GenantResult | None = None
+
+
+def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, slice, slice]]:
+    """Bounding box (in array indices) of every non-zero label, with few passes over the full array."""
+    foreground = array != 0
+    ranges = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.nonzero(foreground.any(axis=other))[0]
+        if hit.size == 0:
+            return {}
+        ranges.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    crop = array[tuple(ranges)]
+    counts = np.bincount(crop.ravel()) if crop.dtype.kind == "u" else None
+    values = np.nonzero(counts)[0] if counts is not None else np.unique(crop)
+    boxes = {}
+    for value in values:
+        if value == 0:
+            continue
+        mask = crop == value
+        box = []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            hit = np.nonzero(mask.any(axis=other))[0]
+            box.append(slice(ranges[axis].start + int(hit[0]), ranges[axis].start + int(hit[-1]) + 1))
+        boxes[int(value)] = tuple(box)
+    return boxes
+
+
+def planar_distance(volume: SagittalVolume, p: np.ndarray, q: np.ndarray) -> float:
+    """Distance (mm) between two physical points projected onto the sagittal image plane."""
+    d = np.asarray(p) - np.asarray(q)
+    n = volume.slice_normal()
+    return float(np.linalg.norm(d - (d @ n) * n))
+
+
+def measure_spine(
+    volume: SagittalVolume, label_map: LabelMap, params: MethodParameters, ignore_unmapped: bool = False
+) -> list[SpineMeasurement]:
+    """Measure every labelled vertebra of a canonical volume, in cranio-caudal order.
+
+    Label values missing from the label map give a ``failed`` row (or are skipped with ``ignore_unmapped``).
+    """
+    boxes = label_bounding_boxes(volume.array)
+    mapped, unmapped = [], []
+    for value, box in boxes.items():
+        level = label_map.level(value)
+        (mapped if level else unmapped).append((value, level, box))
+    mapped.sort(key=lambda item: level_rank(item[1]))
+    rows = [SpineMeasurement(measure_vertebra(volume, value, level, box, params)) for value, level, box in mapped]
+    for value, _, _ in ([] if ignore_unmapped else unmapped):
+        vertebra = VertebraMeasurement(label=value, level=None, status="failed")
+        vertebra.note(f"label {value} is not in the label map ({label_map.source})")
+        rows.append(SpineMeasurement(vertebra))
+    by_level = {row.vertebra.level: row for row in rows if row.vertebra.level}
+    _add_distances(volume, by_level, params)
+    _add_grades(by_level)
+    for row in rows:
+        _set_status(row)
+    return rows
+
+
+def _add_distances(volume: SagittalVolume, by_level: dict[str, SpineMeasurement], params: MethodParameters) -> None:
+    present = set(by_level)
+    low, high = params.plausible_distance_mm
+    for level, row in by_level.items():
+        upper = row.vertebra
+        neighbour = caudal_neighbour(level, present)
+        if neighbour.level is None:
+            upper.note("no caudal neighbour in the mask: distances not defined")
+            continue
+        if neighbour.missing:
+            upper.missing_neighbour = True
+            upper.note(f"caudal neighbour {'/'.join(neighbour.missing)} missing from the mask: distances not measured")
+            continue
+        row.distance_to_level = neighbour.level
+        lower = by_level[neighbour.level].vertebra
+        for side in ("anterior", "posterior"):
+            p, q = upper.anchors_mm.get((side, "inferior")), lower.anchors_mm.get((side, "superior"))
+            if p is None or q is None or math.isnan(upper.heights_mm[side]) or math.isnan(lower.heights_mm[side]):
+                upper.note(f"{side} distance to {neighbour.level} not measurable (anchor missing)")
+                continue
+            distance = planar_distance(volume, p, q)
+            row.distances_mm[side] = distance
+            if not low <= distance <= high:
+                upper.implausible_value = True
+                upper.note(f"implausible {side} distance {distance:.1f} mm (expected {low:g}-{high:g} mm)")
+
+
+def _add_grades(by_level: dict[str, SpineMeasurement]) -> None:
+    levels = sorted(by_level, key=level_rank)
+    for i, level in enumerate(levels):
+        row = by_level[level]
+        h = row.vertebra.heights_mm
+        row.ratio_anterior_posterior = ratio(h["anterior"], h["posterior"])
+        row.ratio_middle_posterior = ratio(h["middle"], h["posterior"])
+        if is_sacral_level(level):
+            row.vertebra.note("Genant grading is not defined for sacral levels")
+            continue
+        neighbours = [
+            by_level[other].vertebra.heights_mm["posterior"]
+            for other in levels[max(0, i - 1) : i + 2]
+            if other != level and not is_sacral_level(other) and abs(level_rank(other) - level_rank(level)) <= 2
+        ]
+        row.genant = genant(h["anterior"], h["middle"], h["posterior"], neighbours)
+        if row.genant.reason and row.genant.grade is None:
+            row.vertebra.note(f"Genant grade: {row.genant.reason}")
+
+
+def _set_status(row: SpineMeasurement) -> None:
+    v = row.vertebra
+    if v.status == "failed":
+        return
+    heights = list(v.heights_mm.values())
+    if all(math.isnan(h) for h in heights):
+        v.status = "failed"
+        return
+    flagged = v.touches_fov_border or v.several_components or v.implausible_value or v.missing_neighbour
+    if flagged or any(math.isnan(h) for h in heights):
+        v.status = "warning"
+    if v.touches_fov_border:
+        v.note("body touches the border of the field of view")

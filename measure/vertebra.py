@@ -1,0 +1,230 @@
+"""One vertebra of a canonical volume -> its measurement (heights, rotation, anchor points), NaN plus reasons."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+
+from .geometry import GeometryError, LineSampler, Section, Trapezoid, bounding_trapezoid, section_from_slice
+from .io import SagittalVolume
+
+POSITIONS = ("anterior", "middle", "posterior")
+ENDS = ("superior", "inferior")
+_LPS_ANTERIOR = np.array([0.0, -1.0, 0.0])
+_LPS_SUPERIOR = np.array([0.0, 0.0, 1.0])
+
+
+@dataclass(frozen=True)
+class MethodParameters:
+    """Parameters of the measurement method (recorded in the CSV sidecar)."""
+
+    inset_fraction: float = 0.10
+    """Height lines lie this fraction of the body depth inside the anterior and posterior walls."""
+    slice_selection: str = "largest"
+    """``largest``: sagittal slice with the largest area (ties: nearest the body's centroid); ``centroid``: the
+    slice through the body's left-right centroid."""
+    smoothing_sigma_px: float = 1.0
+    """Gaussian smoothing of the binary section before sub-pixel sampling (pixels)."""
+    wall_band_fraction: float = 0.25
+    """Walls are found on five lines parallel to the endplates within +-this fraction of the central height."""
+    max_endplate_tilt_deg: float = 40.0
+    island_fraction: float = 0.05
+    """3D components smaller than this share of a label's voxels are stray islands (ignored, noted)."""
+    max_obliquity_deg: float = 25.0
+    resample_oblique: bool = False
+    plausible_height_mm: tuple[float, float] = (8.0, 60.0)
+    plausible_distance_mm: tuple[float, float] = (0.0, 30.0)
+    plausible_rotation_deg: float = 60.0
+
+
+@dataclass
+class VertebraMeasurement:
+    """Everything measured on one vertebra; lengths in mm, angles in degrees, NaN where not computable."""
+
+    label: int
+    level: str | None
+    status: str = "ok"
+    messages: list[str] = field(default_factory=list)
+    slice_index: int | None = None  # index along the file's own sagittal axis
+    canonical_slice: int | None = None
+    heights_mm: dict[str, float] = field(default_factory=lambda: dict.fromkeys(POSITIONS, math.nan))
+    rotation_deg: float = math.nan
+    depth_mm: float = math.nan
+    section_area_mm2: float = math.nan
+    voxel_count: int = 0
+    anchors_2d: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # in-plane mm (anterior, superior)
+    anchors_mm: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # physical LPS mm
+    trapezoid: Trapezoid | None = None
+    contour_2d: np.ndarray | None = None  # outline of the measured section, in-plane mm
+    touches_fov_border: bool = False
+    several_components: bool = False
+    implausible_value: bool = False
+    missing_neighbour: bool = False
+
+    def note(self, message: str) -> None:
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+def largest_component_3d(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The largest face-connected component of a 3D boolean mask and the voxel counts of all components."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(image, False))
+    counts = np.bincount(components.ravel())[1:]
+    if counts.size <= 1:
+        return mask, counts.tolist()
+    largest = int(np.argmax(counts)) + 1
+    return components == largest, sorted(counts.tolist(), reverse=True)
+
+
+def choose_slice(mask: np.ndarray, mode: str) -> int:
+    """Sagittal slice (axis 0) to measure: the largest area (ties: nearest the centroid) or the centroid slice."""
+    areas = mask.sum(axis=(1, 2))
+    centroid = float(np.dot(np.arange(len(areas)), areas) / areas.sum())
+    if mode == "centroid":
+        return int(np.clip(round(centroid), 0, len(areas) - 1))
+    if mode != "largest":
+        raise ValueError(f"unknown slice selection {mode!r} (largest, centroid)")
+    best = np.nonzero(areas == areas.max())[0]
+    return int(best[np.argmin(np.abs(best - centroid))])
+
+
+def largest_component_2d(slice_mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Largest 8-connected component of a 2D mask and the number of components."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(slice_mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return slice_mask, count - 1
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == largest, count - 1
+
+
+def to_patient_angle(volume: SagittalVolume, axis_2d: np.ndarray) -> float:
+    """Angle (deg) of an in-plane direction to the patient's anterior axis, positive toward superior."""
+    vector = volume.direction[:, 1] * axis_2d[0] + volume.direction[:, 2] * axis_2d[1]
+    return float(np.degrees(np.arctan2(vector @ _LPS_SUPERIOR, vector @ _LPS_ANTERIOR)))
+
+
+def measure_section(section: Section, params: MethodParameters) -> dict:
+    """Heights and anchor points of one 2D section (in-plane mm); see docs/measurements.md for the definition."""
+    trapezoid = bounding_trapezoid(section, params.max_endplate_tilt_deg)
+    sampler = LineSampler(section, params.smoothing_sigma_px)
+    axis, normal = trapezoid.axis, trapezoid.normal
+    hull = section.hull_mm()
+    reach = float(np.ptp(hull @ axis) + np.ptp(hull @ normal)) + 5.0
+    centre = section.centroid_mm()
+    vertical = sampler.extent(centre, normal, reach)
+    if vertical is None:
+        raise GeometryError("the line through the centroid misses the body (strongly concave section)")
+    mid = centre + 0.5 * (vertical[0] + vertical[1]) * normal
+    central_height = vertical[1] - vertical[0]
+    front, back = [], []
+    for k in np.linspace(-params.wall_band_fraction, params.wall_band_fraction, 5):
+        span = sampler.extent(mid + k * central_height * normal, axis, reach)
+        if span is not None:
+            back.append(span[0])
+            front.append(span[1])
+    if not front:
+        raise GeometryError("no wall found on the lines through the body's centre")
+    a_anterior, a_posterior = float(np.median(front)), float(np.median(back))
+    depth = a_anterior - a_posterior
+    inset = params.inset_fraction * depth
+    positions = {
+        "anterior": a_anterior - inset,
+        "middle": 0.5 * (a_anterior + a_posterior),
+        "posterior": a_posterior + inset,
+    }
+    heights, anchors, truncated = {}, {}, []
+    for name, a in positions.items():
+        start = mid + a * axis
+        span = sampler.extent(start, normal, reach)
+        if span is None:
+            heights[name] = math.nan
+            continue
+        inferior, superior = start + span[0] * normal, start + span[1] * normal
+        anchors[(name, "superior")], anchors[(name, "inferior")] = superior, inferior
+        cut = [end for end, p in (("superior", superior), ("inferior", inferior)) if sampler.on_fov_edge(p)]
+        if cut:
+            truncated.append(f"{name} {'/'.join(cut)}")
+            heights[name] = math.nan
+        else:
+            heights[name] = span[1] - span[0]
+    return {"trapezoid": trapezoid, "heights": heights, "anchors": anchors, "depth": depth, "truncated": truncated}
+
+
+def section_contour(section: Section) -> np.ndarray:
+    """Outer contour of a section as an (n, 2) array of in-plane mm (pixel centres)."""
+    contours, _ = cv2.findContours(section.mask.astype(np.uint8).T.copy(), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=len).reshape(-1, 2).astype(float)  # (x=i, y=j) after the transpose
+    return (contour + np.array(section.offset)) * np.array(section.spacing)
+
+
+def measure_vertebra(
+    volume: SagittalVolume, label: int, level: str | None, bbox: tuple[slice, slice, slice], params: MethodParameters
+) -> VertebraMeasurement:
+    """Measure one labelled vertebra; ``bbox`` is its bounding box in the canonical array."""
+    result = VertebraMeasurement(label=label, level=level)
+    sub = volume.array[bbox] == label
+    result.voxel_count = int(sub.sum())
+    body, counts = largest_component_3d(sub)
+    if len(counts) > 1:
+        major = [c for c in counts if c >= params.island_fraction * result.voxel_count]
+        if len(major) > 1:
+            result.several_components = True
+            result.note(f"label in {len(major)} large parts ({'+'.join(map(str, major))} voxels): "
+                        "measured on the largest")
+        if len(counts) > len(major):
+            result.note(f"{len(counts) - len(major)} stray island(s) ignored")
+    shape = volume.array.shape
+    starts = [s.start for s in bbox]
+    stops = [s.stop for s in bbox]
+    result.touches_fov_border = any(a == 0 or b == n for a, b, n in zip(starts, stops, shape, strict=False))
+
+    local_slice = choose_slice(body, params.slice_selection)
+    canonical_slice = local_slice + starts[0]
+    result.canonical_slice = canonical_slice
+    result.slice_index = volume.file_index(0, canonical_slice)
+    if canonical_slice in (0, shape[0] - 1) and shape[0] > 1:
+        result.note("measured slice is at the lateral edge of the field of view (the body may be cut laterally)")
+    full_slice = np.zeros(shape[1:], dtype=bool)
+    full_slice[bbox[1], bbox[2]] = body[local_slice]
+    section_mask, n_parts = largest_component_2d(full_slice)
+    if n_parts > 1:
+        result.note(f"measured slice holds {n_parts} pieces of this label: measured the largest")
+    spacing_2d = (float(volume.spacing[1]), float(volume.spacing[2]))
+    try:
+        section = section_from_slice(section_mask, spacing_2d)
+        result.section_area_mm2 = section.area_mm2()
+        if section.mask.sum() < 9:
+            raise GeometryError(f"section of {int(section.mask.sum())} pixels is too small to measure")
+        values = measure_section(section, params)
+    except GeometryError as exc:
+        result.status = "failed"
+        result.note(f"not measurable: {exc}")
+        return result
+    result.trapezoid = values["trapezoid"]
+    result.contour_2d = section_contour(section)
+    result.heights_mm = {name: float(values["heights"].get(name, math.nan)) for name in POSITIONS}
+    result.depth_mm = float(values["depth"])
+    result.rotation_deg = to_patient_angle(volume, result.trapezoid.axis)
+    result.anchors_2d = values["anchors"]
+    for key, point in values["anchors"].items():
+        index = np.array([canonical_slice, point[0] / spacing_2d[0], point[1] / spacing_2d[1]])
+        result.anchors_mm[key] = volume.index_to_physical(index)
+    if values["truncated"]:
+        result.note(f"body cut by the field of view at {', '.join(values['truncated'])}: height not measurable")
+    for name in POSITIONS:
+        if math.isnan(result.heights_mm[name]) and not values["truncated"]:
+            result.note(f"{name} height line misses the body")
+    low, high = params.plausible_height_mm
+    bad = [f"{n} {h:.1f} mm" for n, h in result.heights_mm.items() if math.isfinite(h) and not low <= h <= high]
+    if bad:
+        result.implausible_value = True
+        result.note(f"implausible height ({', '.join(bad)}; expected {low:g}-{high:g} mm)")
+    if abs(result.rotation_deg) > params.plausible_rotation_deg:
+        result.implausible_value = True
+        result.note(f"implausible rotation {result.rotation_deg:.1f} deg")
+    return result
