@@ -273,11 +273,14 @@ def _paint(grid: GridSpec, volume_kji: np.ndarray, box_lps: tuple[np.ndarray, np
 
 
 def _body_box(p: PlacedVertebra) -> tuple[np.ndarray, np.ndarray]:
-    corners = p.corners()
+    """Patient-space box around the whole body (its outline, not only its corners: rounding lowers the corners)."""
+    u = np.linspace(-0.5 * p.spec.depth_mm, 0.5 * p.spec.depth_mm, 721)
+    outline = np.concatenate([[p.to_plane(x, y) for x, y in zip(u, p.spec.top(u), strict=True)],
+                              [p.to_plane(x, y) for x, y in zip(u, p.spec.bottom(u), strict=True)]])
     half_w = 0.5 * p.spec.width_mm
     pad = 1.0
-    return (np.array([-half_w - pad, corners[:, 0].min() - pad, corners[:, 1].min() - pad]),
-            np.array([half_w + pad, corners[:, 0].max() + pad, corners[:, 1].max() + pad]))
+    return (np.array([-half_w - pad, outline[:, 0].min() - pad, outline[:, 1].min() - pad]),
+            np.array([half_w + pad, outline[:, 0].max() + pad, outline[:, 1].max() + pad]))
 
 
 def _polygon_inside(polygon: np.ndarray, half_width: float) -> Callable:

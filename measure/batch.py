@@ -157,7 +157,8 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def method_record(options: MeasureOptions) -> dict:
-    return {
+    """The method parameters and label map, as JSON-compatible data (as written to the sidecar)."""
+    return json.loads(json.dumps({
         "tool": "spine-measure",
         "tool_version": tool_version(),
         "method": asdict(options.params),
@@ -165,7 +166,7 @@ def method_record(options: MeasureOptions) -> dict:
                       {"source": options.label_map.source, "labels": options.label_map.to_json_dict()}),
         "definition": "docs/measurements.md",
         "columns": COLUMNS,
-    }
+    }))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -18,6 +18,10 @@ patient-aligned grid with ``resample_oblique``.
 
 from __future__ import annotations
 
+import gzip
+import math
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,12 +98,61 @@ def read_image(path: str | Path) -> sitk.Image:
     if path.is_dir():
         raise MaskReadError(f"{path}: is a folder, not an image file")
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
         if len(detail) > 300:
             detail = detail[:300] + "..."
-        raise MaskReadError(f"{path}: cannot read the file (damaged, truncated or not an image): {detail}") from exc
+        reason = ("voxel spacing must be positive (the header gives a zero spacing)" if "zero-valued spacing"
+                  in detail.lower() else "cannot read the file (damaged, truncated or not an image)")
+        raise MaskReadError(f"{path}: {reason}: {detail}") from exc
+    _check_nifti_complete(path)
+    return image
+
+
+def _nifti1_expected_size(header: bytes) -> int | None:
+    """Bytes of header plus voxel data that a NIfTI-1 header announces (None for other headers)."""
+    for order in "<>":
+        if len(header) < 348 or struct.unpack_from(order + "i", header)[0] != 348:
+            continue
+        dims, bitpix = struct.unpack_from(order + "8h", header, 40), struct.unpack_from(order + "h", header, 72)[0]
+        offset = max(352, int(struct.unpack_from(order + "f", header, 108)[0]))
+        if 1 <= dims[0] <= 7:
+            return offset + math.prod(max(1, d) for d in dims[1 : dims[0] + 1]) * bitpix // 8
+    return None
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """ITK's NIfTI reader fills a truncated file's missing voxels silently: refuse files shorter than their header
+    says, and gzip streams that end early or are damaged.
+
+    Cheap for intact files: an uncompressed file's size, or a gzip file's trailer (ISIZE, the uncompressed length
+    modulo 2**32), is compared with the header's announcement; only a mismatch (or a NIfTI-2 header) costs a full
+    decompression to find out what is wrong.
+    """
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    try:
+        if not compressed:
+            expected = _nifti1_expected_size(path.read_bytes()[:352])
+            length = path.stat().st_size
+        else:
+            with gzip.open(path, "rb") as stream:
+                expected = _nifti1_expected_size(stream.read(352))
+            with open(path, "rb") as raw:
+                raw.seek(-4, 2)
+                trailer_size = struct.unpack("<I", raw.read(4))[0]
+            if expected is not None and trailer_size == expected % (1 << 32):
+                return
+            with gzip.open(path, "rb") as stream:
+                length = sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise MaskReadError(f"{path}: cannot read the file (damaged or truncated): {exc}") from exc
+    if expected is not None and length < expected:
+        raise MaskReadError(f"{path}: file is truncated ({length} of {expected} bytes of header and voxel data; "
+                            "damaged or incompletely copied)")
 
 
 def check_geometry(image: sitk.Image, path: str | Path) -> None:

@@ -152,7 +152,10 @@ def measure_section(section: Section, params: MethodParameters) -> dict:
             heights[name] = math.nan
         else:
             heights[name] = span[1] - span[0]
-    return {"trapezoid": trapezoid, "heights": heights, "anchors": anchors, "depth": depth, "truncated": truncated}
+    return {"trapezoid": trapezoid, "heights": heights, "anchors": anchors, "depth": depth, "truncated": truncated,
+            "centre": mid, "walls": (a_posterior, a_anterior), "line_positions": positions,
+            "wall_offsets": [k * central_height for k in np.linspace(-params.wall_band_fraction,
+                                                                     params.wall_band_fraction, 5)]}
 
 
 def section_contour(section: Section) -> np.ndarray:
@@ -180,8 +183,10 @@ def measure_vertebra(
             result.note(f"{len(counts) - len(major)} stray island(s) ignored")
     shape = volume.array.shape
     starts = [s.start for s in bbox]
-    stops = [s.stop for s in bbox]
-    result.touches_fov_border = any(a == 0 or b == n for a, b, n in zip(starts, stops, shape, strict=False))
+    for axis in range(3):  # border contact of the measured body (ignored islands do not count)
+        hit = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        if starts[axis] + hit[0] == 0 or starts[axis] + hit[-1] == shape[axis] - 1:
+            result.touches_fov_border = True
 
     local_slice = choose_slice(body, params.slice_selection)
     canonical_slice = local_slice + starts[0]

@@ -1,0 +1,39 @@
+"""Shared test helpers: phantom measurement and the optional real data beside the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dataset_conversion.phantom import GridSpec, Phantom, SpineSpec, fov_for, make_phantom
+from measure.io import mask_volume
+from measure.levels import project_label_map
+from measure.spine import measure_spine
+from measure.table import rows_for_case, to_frame
+from measure.vertebra import MethodParameters
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+REAL_MRI = SHARED_DATA / "lumbar_mri"
+
+
+def measure_phantom(phantom: Phantom, params: MethodParameters | None = None) -> pd.DataFrame:
+    """Measure a phantom's mask in memory; one row per vertebra."""
+    volume = mask_volume(phantom.mask_image(), phantom.case_id)
+    rows = measure_spine(volume, project_label_map(), params or MethodParameters())
+    return to_frame(rows_for_case(phantom.case_id, volume, rows))
+
+
+def phantom_on_grid(spine: SpineSpec, spacing: tuple[float, float, float], orientation: str = "LPS",
+                    lateral_mm: float = 30.0, **grid: float) -> Phantom:
+    return make_phantom("case", spine, GridSpec(fov_for(spine, lateral_mm=lateral_mm), spacing, orientation, **grid),
+                        with_image=False)
+
+
+@pytest.fixture(scope="session")
+def real_mri() -> Path:
+    if not REAL_MRI.is_dir():
+        pytest.skip(f"real data not available at {REAL_MRI}")
+    return REAL_MRI

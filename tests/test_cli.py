@@ -1,0 +1,113 @@
+"""The command-line tools, run in-process as a user would call them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from dataset_conversion.phantom_cli import main as phantom_main
+from measure.cli import main as measure_main
+from measure.table import COLUMNS
+from nnunet_ext.cli import main as nnunet_main
+
+REQUIRED = ["case_id", "level", "label", "slice_index", "status", "message", "height_anterior_mm", "height_middle_mm",
+            "height_posterior_mm", "rotation_deg", "distance_anterior_mm", "distance_posterior_mm",
+            "ratio_anterior_posterior", "ratio_middle_posterior", "genant_grade", "deformity_type", "source_file",
+            "tool_version"]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    assert phantom_main([str(out), "--cases", "3", "--seed", "1", "--levels", "T11-S2", "--spacing", "3", "0.8", "0.8",
+                         "--deformity", "L1:crush:0.35"]) == 0
+    return out
+
+
+def test_phantom_layout(phantoms: Path) -> None:
+    for n in range(3):
+        case = phantoms / f"phantom_{n:03d}"
+        assert {p.name for p in case.iterdir()} == {"image.nii.gz", "mask.nii.gz", "levels.json"}
+        assert json.loads((case / "levels.json").read_text())["labels"]["1"] == "T11"
+    truth = pd.read_csv(phantoms / "truth.csv")
+    assert len(truth) == 27 and set(truth["level"]) >= {"T11", "L1", "S2"}
+
+
+def test_measure_folder_csv_sidecar_and_qc(phantoms: Path, tmp_path: Path) -> None:
+    out, qc = tmp_path / "m.csv", tmp_path / "qc"
+    rc = measure_main([str(phantoms), "--recursive", "--pattern", "mask.nii.gz", "-o", str(out), "--qc-dir", str(qc),
+                       "--no-progress"])
+    assert rc == 0
+    table = pd.read_csv(out)
+    assert list(table.columns[: len(COLUMNS)]) == list(COLUMNS)
+    assert set(REQUIRED) <= set(table.columns)
+    assert sorted(table["case_id"].unique()) == ["phantom_000", "phantom_001", "phantom_002"]  # parent folder names
+    first = table[table["case_id"] == "phantom_000"]
+    assert first["level"].tolist() == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2"]  # cranio-caudal
+    assert (first["genant_grade"].dropna() >= 0).all()
+    assert first.loc[first["level"] == "S1", "genant_grade"].isna().all()
+    assert (table.loc[table["level"] == "L1", "deformity_type"] == "crush").all()
+    truth = pd.read_csv(phantoms / "truth.csv")
+    merged = table.merge(truth, on=["case_id", "level"], suffixes=("", "_truth"))
+    for column in ("height_anterior_mm", "height_posterior_mm", "distance_anterior_mm"):
+        assert np.nanmax(np.abs(merged[column] - merged[f"{column}_truth"])) <= 0.8
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["method"]["inset_fraction"] == 0.1 and sidecar["cases"] == 3
+    for n in range(3):
+        picture = cv2.imread(str(qc / f"phantom_{n:03d}.png"))
+        assert picture is not None and picture.shape[0] > 400 and picture.std() > 10
+
+
+def test_jobs_append_and_overwrite(phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cohort.csv"
+    masks = sorted(phantoms.glob("*/mask.nii.gz"))
+    assert measure_main([str(masks[0]), "-o", str(out), "--no-progress", "--case-id", "parent"]) == 0
+    assert measure_main([str(masks[1]), "-o", str(out), "--no-progress", "--case-id", "parent"]) == 2  # exists
+    assert measure_main([str(m) for m in masks[1:]] + ["-o", str(out), "--append", "--no-progress", "-j", "2",
+                                                       "--case-id", "parent"]) == 0
+    cohort = pd.read_csv(out)
+    assert cohort["case_id"].value_counts().to_dict() == {"phantom_000": 9, "phantom_001": 9, "phantom_002": 9}
+    assert measure_main([str(masks[0]), "-o", str(out), "--append", "--no-progress", "--case-id", "parent"]) == 0
+    assert len(pd.read_csv(out)) == 27  # re-measured case replaces its rows
+    assert measure_main([str(masks[0]), "-o", str(out), "--append", "--inset", "0.2", "--no-progress"]) == 2
+    assert measure_main([str(masks[0]), "-o", str(out), "--overwrite", "--no-progress"]) == 0
+    assert len(pd.read_csv(out)) == 9
+    assert not list(tmp_path.glob(".cohort.csv.*"))  # no temporary files left
+
+
+def test_parallel_equals_serial(phantoms: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert measure_main([str(phantoms), "--recursive", "-o", str(a), "--no-progress", "--pattern", "mask.nii.gz"]) == 0
+    assert measure_main([str(phantoms), "--recursive", "-o", str(b), "--no-progress", "--pattern", "mask.nii.gz",
+                         "-j", "2"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(a), pd.read_csv(b))
+
+
+def test_demo_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert nnunet_main(["demo", "--out", str(tmp_path / "demo"), "--cases", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "measurements.csv" in printed and "QC pictures" in printed and "mean_abs_error" in printed
+    assert len(list((tmp_path / "demo" / "qc").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("command", ["measure.cli", "dataset_conversion.phantom_cli", "nnunet_ext.cli"])
+def test_help_does_not_import_torch(command: str) -> None:
+    code = (f"import sys; from {command} import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'nnunetv2' not in sys.modules, 'heavy import'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_console_scripts_installed() -> None:
+    bindir = Path(sys.executable).parent
+    for name in ("spine-measure", "spine-phantom", "spine-nnunet"):
+        result = subprocess.run([str(bindir / name), "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage" in result.stdout
