@@ -46,8 +46,8 @@ TYPICAL = {
     "L3": (26.5, 26.5, 36.0, 0.0, 10.0),
     "L4": (27.0, 26.0, 37.0, -5.0, 10.0),
     "L5": (27.5, 25.0, 37.0, -13.0, 10.0),
-    "S1": (28.0, 26.0, 36.0, -28.0, 2.5),
-    "S2": (21.0, 20.0, 26.0, -35.0, 2.5),
+    "S1": (27.0, 27.0, 36.0, -28.0, 2.5),
+    "S2": (20.5, 20.5, 26.0, -35.0, 2.5),
 }
 
 
@@ -78,6 +78,10 @@ class VertebraSpec:
             raise ValueError(f"{self.level}: heights, depth and width must be positive")
         if self.middle_mm > self.linear_middle_mm + 1e-9:
             raise ValueError(f"{self.level}: middle height above (Ha + Hp) / 2 (convex endplates) is not supported")
+        if is_sacral_level(self.level) and (self.height_anterior_mm != self.height_posterior_mm
+                                            or self.middle_mm != self.linear_middle_mm):
+            raise ValueError(f"{self.level}: sacral bodies are measured from their superior endplate, so phantoms "
+                             "give them parallel, straight endplates (equal anterior and posterior heights)")
         if self.corner_radius_mm > INSET_FRACTION * self.depth_mm:
             raise ValueError(f"{self.level}: corner radius must not exceed {INSET_FRACTION:g} x depth")
 
@@ -458,8 +462,10 @@ def random_spine(rng: np.random.Generator, levels: Sequence[str], deformity_prob
     for level in levels:
         ha, hp, depth, rotation, _ = TYPICAL.get(level, TYPICAL["L3"])
         scale = rng.uniform(0.9, 1.1)
-        v = VertebraSpec(level, ha * scale * rng.uniform(0.97, 1.03), hp * scale * rng.uniform(0.97, 1.03), None,
-                         depth * rng.uniform(0.92, 1.08), width_mm=rng.uniform(36, 48),
+        ha, hp = ha * scale * rng.uniform(0.97, 1.03), hp * scale * rng.uniform(0.97, 1.03)
+        if is_sacral_level(level):
+            ha = hp = 0.5 * (ha + hp)
+        v = VertebraSpec(level, ha, hp, None, depth * rng.uniform(0.92, 1.08), width_mm=rng.uniform(36, 48),
                          rotation_deg=rotation + rng.uniform(-6, 6), corner_radius_mm=rng.uniform(0.5, 2.5))
         if not is_sacral_level(level) and rng.random() < deformity_probability:
             v = deform(v, str(rng.choice(DEFORMITIES)), float(rng.uniform(0.22, 0.45)))

@@ -46,6 +46,16 @@ class Section:
     def area_mm2(self) -> float:
         return float(self.mask.sum() * self.spacing[0] * self.spacing[1])
 
+    def border_contact(self, min_pixels: int = 3) -> list[str]:
+        """Sides of the full slice (anterior, posterior, superior, inferior) along which the section runs on the
+        image border for at least ``min_pixels`` pixels: the body continues outside the field of view there."""
+        i, j = np.nonzero(self.mask)
+        i, j = i + self.offset[0], j + self.offset[1]
+        n_i, n_j = self.slice_shape
+        counts = {"posterior": np.sum(i == 0), "anterior": np.sum(i == n_i - 1),
+                  "inferior": np.sum(j == 0), "superior": np.sum(j == n_j - 1)}
+        return [side for side, count in counts.items() if count >= min_pixels]
+
     def boundary_mask(self) -> np.ndarray:
         kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         eroded = cv2.erode(self.mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -95,10 +105,16 @@ class LineSampler:
         sec = self.section
         u = points_mm[..., 0] / sec.spacing[0] - sec.offset[0]
         v = points_mm[..., 1] / sec.spacing[1] - sec.offset[1]
-        # cv2 images are (row, col) = (i, j): map_x runs along columns (j), map_y along rows (i)
-        sampled = cv2.remap(self.values, v.astype(np.float32).reshape(1, -1), u.astype(np.float32).reshape(1, -1),
-                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return sampled.reshape(u.shape)
+        # cv2 images are (row, col) = (i, j): map_x runs along columns (j), map_y along rows (i). remap maps must
+        # stay below 32767 columns, so the points are laid out in rows of at most 4096.
+        flat_u, flat_v = u.astype(np.float32).ravel(), v.astype(np.float32).ravel()
+        width = min(4096, max(1, flat_u.size))
+        pad = (-flat_u.size) % width
+        map_rows = np.pad(flat_u, (0, pad), constant_values=-10).reshape(-1, width)
+        map_cols = np.pad(flat_v, (0, pad), constant_values=-10).reshape(-1, width)
+        sampled = cv2.remap(self.values, map_cols, map_rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+        return sampled.ravel()[: flat_u.size].reshape(u.shape)
 
     def extent(self, start: np.ndarray, direction: np.ndarray, reach_mm: float) -> tuple[float, float] | None:
         """First and last crossing of the 0.5 level along ``start + t * direction``, ``|t| <= reach_mm``.
@@ -114,7 +130,20 @@ class LineSampler:
         first, last = inside[0], inside[-1]
         return _crossing(t, values, first - 1, first), _crossing(t, values, last, last + 1)
 
-    def on_fov_edge(self, point_mm: np.ndarray, tolerance_px: float = 0.3) -> bool:
+    def extents(self, starts: np.ndarray, direction: np.ndarray, reach_mm: float) -> np.ndarray:
+        """:meth:`extent` for many parallel lines at once: (n, 2) array of (first, last), NaN where a line misses."""
+        step = 0.1 * min(self.section.spacing)
+        t = np.arange(-reach_mm, reach_mm + step, step)
+        values = self(starts[:, None, :] + t[None, :, None] * direction[None, None, :])
+        out = np.full((len(starts), 2), np.nan)
+        for n, row in enumerate(values):
+            inside = np.nonzero(row >= 0.5)[0]
+            if inside.size:
+                first, last = inside[0], inside[-1]
+                out[n] = _crossing(t, row, first - 1, first), _crossing(t, row, last, last + 1)
+        return out
+
+    def on_fov_edge(self, point_mm: np.ndarray, tolerance_px: float = 1.0) -> bool:
         """Whether a boundary point lies on the edge of the full slice (the body may continue outside)."""
         sec = self.section
         index = np.array(point_mm) / np.array(sec.spacing)
@@ -134,9 +163,10 @@ def _crossing(t: np.ndarray, values: np.ndarray, a: int, b: int) -> float:
 
 @dataclass(frozen=True)
 class Trapezoid:
-    """Smallest bounding trapezoid with two walls perpendicular to the endplate bisector.
+    """Bounding trapezoid: two endplate lines and two walls perpendicular to the reference axis, all touching the body.
 
-    ``axis`` is the unit bisector of the two endplate directions (pointing anterior), ``normal`` the unit
+    ``axis`` is the unit reference axis (the bisector of the two endplate directions, or the superior endplate for
+    sacral levels; pointing anterior), ``normal`` the unit
     perpendicular (pointing superior). ``corners`` are anterior-superior, posterior-superior, posterior-inferior,
     anterior-inferior, in mm.
     """
@@ -159,12 +189,20 @@ class Trapezoid:
         return float(np.degrees(np.arccos(cos)))
 
 
-def _rough_axis(hull: np.ndarray) -> np.ndarray:
-    """Direction of the minimum-area rectangle side closest to the anterior axis (pointing anterior)."""
+def _rough_axis(hull: np.ndarray, spine_axis: np.ndarray | None = None) -> np.ndarray:
+    """Endplate direction of the minimum-area rectangle (pointing anterior).
+
+    Of the rectangle's two side directions, the one most perpendicular to ``spine_axis`` (the local cranio-caudal
+    direction of the spine, from the neighbouring vertebrae) or, without it, the one closest to the anterior axis.
+    """
     box = cv2.boxPoints(cv2.minAreaRect(hull.astype(np.float32))).astype(float)
     sides = [unit(box[1] - box[0]), unit(box[2] - box[1])]
-    axis = max(sides, key=lambda s: abs(s[0]))
-    return axis if axis[0] >= 0 else -axis
+    if spine_axis is None:
+        axis = max(sides, key=lambda s: abs(s[0]))
+        return axis if axis[0] >= 0 else -axis
+    anterior = np.array([spine_axis[1], -spine_axis[0]])
+    axis = max(sides, key=lambda s: abs(float(np.dot(s, anterior))))
+    return axis if np.dot(axis, anterior) >= 0 else -axis
 
 
 def _line_corner(n1: np.ndarray, c1: np.ndarray, n2: np.ndarray, c2: np.ndarray) -> np.ndarray:
@@ -175,31 +213,37 @@ def _line_corner(n1: np.ndarray, c1: np.ndarray, n2: np.ndarray, c2: np.ndarray)
     return np.stack([x, y], axis=-1)
 
 
+def _trapezoid_corners(hull: np.ndarray, n_sup: np.ndarray, n_inf: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Corners of the smallest trapezoid bounding the hull with the given endplate normals and walls
+    perpendicular to ``axis``: anterior-superior, posterior-superior, posterior-inferior, anterior-inferior."""
+    c_sup, c_inf = (hull @ n_sup).max(), (hull @ n_inf).max()
+    projection = hull @ axis
+    a_max, a_min = projection.max(), projection.min()
+    return np.stack([
+        _line_corner(n_sup, c_sup, axis, a_max),
+        _line_corner(n_sup, c_sup, axis, a_min),
+        _line_corner(n_inf, c_inf, axis, a_min),
+        _line_corner(n_inf, c_inf, axis, a_max),
+    ])
+
+
+def _pair_corners(hull: np.ndarray, n_sup: np.ndarray, n_inf: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Corners, endplate directions (anterior) for many pairs of endplate normals (P, 2) at once."""
+    d_sup = np.stack([n_sup[:, 1], -n_sup[:, 0]], axis=-1)
+    d_inf = np.stack([-n_inf[:, 1], n_inf[:, 0]], axis=-1)
+    axis = d_sup + d_inf
+    axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
+    c_sup, c_inf = (hull @ n_sup.T).max(axis=0), (hull @ n_inf.T).max(axis=0)
+    projection = hull @ axis.T
+    a_max, a_min = projection.max(axis=0), projection.min(axis=0)
+    corners = np.stack([_line_corner(n_sup, c_sup, axis, a_max), _line_corner(n_sup, c_sup, axis, a_min),
+                        _line_corner(n_inf, c_inf, axis, a_min), _line_corner(n_inf, c_inf, axis, a_max)], axis=-2)
+    return corners, d_sup, d_inf
+
+
 def _quad_area(corners: np.ndarray) -> np.ndarray:
     x, y = corners[..., 0], corners[..., 1]
     return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1))
-
-
-def _trapezoid_corners(hull: np.ndarray, n_sup: np.ndarray, n_inf: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Corners and bisector for endplate normals (vectorised over pairs)."""
-    d_sup = np.stack([n_sup[..., 1], -n_sup[..., 0]], axis=-1)  # superior endplate direction, anterior
-    d_inf = np.stack([-n_inf[..., 1], n_inf[..., 0]], axis=-1)  # inferior endplate direction, anterior
-    axis = d_sup + d_inf
-    axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
-    c_sup = (hull @ n_sup.T).max(axis=0) if n_sup.ndim == 2 else (hull @ n_sup).max()
-    c_inf = (hull @ n_inf.T).max(axis=0) if n_inf.ndim == 2 else (hull @ n_inf).max()
-    projection = hull @ axis.T if axis.ndim == 2 else hull @ axis
-    a_max, a_min = projection.max(axis=0), projection.min(axis=0)
-    corners = np.stack(
-        [
-            _line_corner(n_sup, c_sup, axis, a_max),
-            _line_corner(n_sup, c_sup, axis, a_min),
-            _line_corner(n_inf, c_inf, axis, a_min),
-            _line_corner(n_inf, c_inf, axis, a_max),
-        ],
-        axis=-2,
-    )
-    return corners, axis, d_sup, d_inf
 
 
 def _refine_direction(points: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -207,28 +251,25 @@ def _refine_direction(points: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     if len(points) < 4:
         return fallback
     centred = points - points.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    direction = vt[0]
-    spread = np.ptp(centred @ direction)
-    if spread <= 0:
-        return fallback
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
     direction = direction if np.dot(direction, fallback) >= 0 else -direction
-    if np.dot(direction, fallback) < np.cos(np.radians(20)):
-        return fallback
-    return direction
+    return direction if np.dot(direction, fallback) >= np.cos(np.radians(20)) else fallback
 
 
-def bounding_trapezoid(section: Section, max_tilt_deg: float = 40.0) -> Trapezoid:
-    """Smallest-area bounding trapezoid of a section, with sub-pixel endplate directions.
+def min_area_endplates(
+    section: Section, spine_axis: np.ndarray | None = None, max_tilt_deg: float = 40.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Endplate directions (pointing anterior) of the smallest-area bounding trapezoid.
 
-    1. Candidate endplate lines are the hull edges whose outward normal lies within ``max_tilt_deg`` of the
-       superior (resp. inferior) side of the minimum-area rectangle; walls are the two hull support lines
-       perpendicular to the bisector of the two endplates. The pair with the smallest area wins.
-    2. Each endplate direction is refined by a total-least-squares line through the boundary pixels lying along
-       the chosen support line (central 80% of the body), which removes the pixel staircase bias of hull edges.
+    Candidate endplate lines are the hull edges whose outward normal lies within ``max_tilt_deg`` of the superior
+    (inferior) side of the minimum-area rectangle; for each pair the walls are the hull support lines perpendicular
+    to the endplate bisector; the pair with the smallest area wins. Each direction is then refined by a
+    total-least-squares line through the boundary pixels along the chosen support line (central 80% of the body),
+    which removes the staircase bias of hull edges. Precise on clean shapes (it uses the whole edge), but a spur or
+    notch can steer it: see :func:`bounding_trapezoid`.
     """
     hull = section.hull_mm()
-    rough = _rough_axis(hull)
+    rough = _rough_axis(hull, spine_axis)
     up = perpendicular(rough)
     edges = np.roll(hull, -1, axis=0) - hull
     lengths = np.linalg.norm(edges, axis=1)
@@ -237,26 +278,113 @@ def bounding_trapezoid(section: Section, max_tilt_deg: float = 40.0) -> Trapezoi
     cos_limit = np.cos(np.radians(max_tilt_deg))
     n_sup = np.vstack([up, normals[normals @ up >= cos_limit]])
     n_inf = np.vstack([-up, normals[normals @ -up >= cos_limit]])
-    pairs_sup = np.repeat(n_sup, len(n_inf), axis=0)
-    pairs_inf = np.tile(n_inf, (len(n_sup), 1))
-    corners, _, d_sup, d_inf = _trapezoid_corners(hull, pairs_sup, pairs_inf)
+    corners, d_sup, d_inf = _pair_corners(hull, np.repeat(n_sup, len(n_inf), axis=0), np.tile(n_inf, (len(n_sup), 1)))
     best = int(np.argmin(_quad_area(corners)))
     d_sup, d_inf = d_sup[best], d_inf[best]
-
-    # Sub-pixel refinement of both endplate directions.
     spacing = max(section.spacing)
     boundary = section.pixel_centres_mm(section.boundary_mask())
     along = boundary @ rough
-    lo, hi = np.quantile(hull @ rough, [0.0, 1.0])
+    lo, hi = (hull @ rough).min(), (hull @ rough).max()
     central = (along >= lo + 0.1 * (hi - lo)) & (along <= hi - 0.1 * (hi - lo))
     refined = []
     for direction, sign in ((d_sup, 1.0), (d_inf, -1.0)):
         normal = sign * perpendicular(direction)
-        support = (hull @ normal).max()
-        near = central & (boundary @ normal >= support - 1.5 * spacing)
+        near = central & (boundary @ normal >= (hull @ normal).max() - 1.5 * spacing)
         refined.append(_refine_direction(boundary[near], direction))
-    d_sup, d_inf = refined
-    n_sup_final, n_inf_final = perpendicular(d_sup), -perpendicular(d_inf)
-    corners, axis, _, _ = _trapezoid_corners(hull, n_sup_final, n_inf_final)
+    return refined[0], refined[1]
+
+
+def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Median of all pairwise slopes (robust to spurs and notches up to ~29% of the points)."""
+    i, j = np.triu_indices(len(x), k=1)
+    dx = x[j] - x[i]
+    keep = np.abs(dx) > 1e-9
+    return float(np.median((y[j] - y[i])[keep] / dx[keep]))
+
+
+def robust_slope(x: np.ndarray, y: np.ndarray, tolerance: float) -> float:
+    """Slope of a line through (x, y) that ignores spurs and notches.
+
+    Theil-Sen gives a robust start; points farther than ``max(tolerance, 3 robust sigma)`` from that line are
+    dropped and least squares is fitted to the rest (twice). Least squares, unlike Theil-Sen alone, is not biased
+    by the pixel staircase of a nearly axis-aligned edge.
+    """
+    if len(x) > 120:  # Theil-Sen start on a subsample: O(n^2) pairs
+        pick = np.linspace(0, len(x) - 1, 120).astype(int)
+        slope = theil_sen_slope(x[pick], y[pick])
+    else:
+        slope = theil_sen_slope(x, y)
+    intercept = float(np.median(y - slope * x))
+    for _ in range(2):
+        residual = y - (slope * x + intercept)
+        spread = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        keep = np.abs(residual) <= max(tolerance, 3 * spread)
+        if keep.sum() < 3:
+            break
+        slope, intercept = np.polyfit(x[keep], y[keep], 1)
+    return float(slope)
+
+
+def fit_endplates(
+    section: Section,
+    sampler: LineSampler,
+    spine_axis: np.ndarray | None = None,
+    central_fraction: float = 0.9,
+    iterations: int = 3,
+    start_axis: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directions (pointing anterior) of the superior and inferior endplates.
+
+    Starting from the minimum-area rectangle (its endplate side chosen with ``spine_axis``), lines perpendicular to
+    the current endplate bisector are cast through the central part of the body; their farthest segmented points
+    trace the two endplate profiles at sub-pixel precision (a line every half pixel), and a robust line through each
+    profile (:func:`robust_slope`) gives its direction. Repeated with the new bisector until stable.
+    """
+    hull = section.hull_mm()
+    axis = _rough_axis(hull, spine_axis) if start_axis is None else start_axis
+    d_sup = d_inf = axis
+    for _ in range(iterations):
+        normal = perpendicular(axis)
+        along, across = hull @ axis, hull @ normal
+        margin = 0.5 * (1 - central_fraction) * np.ptp(along)
+        pixel = min(section.spacing)
+        samples = int(np.clip((np.ptp(along) - 2 * margin) / (0.5 * pixel), 25, 400))
+        u = np.linspace(along.min() + margin, along.max() - margin, samples)
+        level = 0.5 * (across.min() + across.max())
+        spans = sampler.extents(u[:, None] * axis + level * normal, normal, float(np.ptp(across)) + 5.0)
+        ok = np.isfinite(spans[:, 0])
+        if ok.sum() < 4:
+            raise GeometryError("too few lines cross the body to find its endplates")
+        d_sup = unit(axis + robust_slope(u[ok], spans[ok, 1], pixel) * normal)
+        d_inf = unit(axis + robust_slope(u[ok], spans[ok, 0], pixel) * normal)
+        new_axis = unit(d_sup + d_inf)
+        converged = float(np.dot(new_axis, axis)) > np.cos(np.radians(0.01))
+        axis = new_axis
+        if converged:
+            break
+    return d_sup, d_inf
+
+
+def bounding_trapezoid(
+    section: Section,
+    sampler: LineSampler,
+    spine_axis: np.ndarray | None = None,
+    reference: str = "bisector",
+    central_fraction: float = 0.9,
+) -> Trapezoid:
+    """The body's bounding trapezoid: two endplate lines and two walls perpendicular to the reference axis, all
+    touching the body.
+
+    The smallest-area bounding trapezoid (:func:`min_area_endplates`) gives the starting frame; the endplate
+    directions are then fitted robustly to the two endplate profiles over the central part of the body
+    (:func:`fit_endplates`), which ignores spurs, notches and rounded corners that can tilt a hull edge.
+
+    ``reference``: ``bisector`` of the two endplates (vertebrae), or ``superior`` endplate alone (sacral levels,
+    whose inferior border is a fusion line rather than an endplate).
+    """
+    hull_sup, hull_inf = min_area_endplates(section, spine_axis)
+    d_sup, d_inf = fit_endplates(section, sampler, spine_axis, central_fraction, start_axis=unit(hull_sup + hull_inf))
+    axis = unit(d_sup + d_inf) if reference == "bisector" else d_sup
+    corners = _trapezoid_corners(section.hull_mm(), perpendicular(d_sup), -perpendicular(d_inf), axis)
     return Trapezoid(axis=axis, normal=perpendicular(axis), superior_direction=d_sup, inferior_direction=d_inf,
                      corners=corners)

@@ -58,15 +58,16 @@ def genant(
 
     * wedge: anterior vs posterior height, ``1 - Ha / Hp``;
     * biconcave: middle vs posterior height, ``1 - Hm / Hp``;
-    * crush: posterior height vs the mean posterior height of the adjacent (non-sacral) vertebrae,
-      ``1 - Hp / mean(Hp_neighbours)``; NaN without measured neighbours.
+    * crush: posterior height vs the mean posterior height of the two adjacent (non-sacral) vertebrae,
+      ``1 - Hp / mean(Hp_neighbours)``; NaN unless both neighbours are measured (one neighbour alone is biased:
+      L5's posterior height is normally lower than L4's).
 
     The grade is that of the largest reduction, the type the kind that has it (``"none"`` for grade 0).
     """
     wedge = _reduction(height_anterior_mm, height_posterior_mm)
     biconcave = _reduction(height_middle_mm, height_posterior_mm)
     neighbours = [h for h in neighbour_posterior_heights_mm if math.isfinite(h) and h > 0]
-    crush = _reduction(height_posterior_mm, sum(neighbours) / len(neighbours)) if neighbours else math.nan
+    crush = _reduction(height_posterior_mm, sum(neighbours) / 2) if len(neighbours) == 2 else math.nan
     reductions = {"wedge": wedge, "biconcave": biconcave, "crush": crush}
     known = {k: v for k, v in reductions.items() if math.isfinite(v)}
     if not known:
@@ -75,5 +76,5 @@ def genant(
     grade = grade_from_reduction(worst)
     reason = None
     if math.isnan(crush) and grade == 0:
-        reason = "crush not assessed (no measured neighbour)"
+        reason = "crush not assessed (needs both neighbours measured)"
     return GenantResult(wedge, biconcave, crush, grade, kind if grade else "none", reason)

@@ -16,8 +16,6 @@ import numpy as np
 from .io import SagittalVolume
 from .spine import SpineMeasurement
 
-_PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
-            (204, 121, 167), (150, 150, 255), (120, 220, 120)]  # BGR-agnostic bright colours
 _LINE_COLOURS = {"anterior": (0, 140, 255), "middle": (60, 220, 60), "posterior": (255, 200, 0)}  # BGR
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -52,7 +50,8 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, i
     x = org[0] - w if align_right else org[0]
     x = int(np.clip(x, 2, max(2, img.shape[1] - w - 2)))
     y = int(np.clip(org[1] + h // 2, h + 2, img.shape[0] - 3))
-    cv2.putText(img, text, (x, y), _FONT, scale, (0, 0, 0), 3 if scale >= 0.6 else 2, cv2.LINE_AA)
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, 1), (-1, 1), (1, -1)):  # dark halo, same advance
+        cv2.putText(img, text, (x + dx, y + dy), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, text, (x, y), _FONT, scale, colour, 1, cv2.LINE_AA)
 
 
@@ -97,14 +96,14 @@ def render_qc(
     panels = [base_bgr.copy(), base_bgr.copy()]
     scale = float(np.clip(k / 6.0, 0.5, 0.9))
     thick = 2 if k >= 4 else 1
-    for idx, m in enumerate(measurements):
+    for m in measurements:
         v = m.vertebra
         if v.contour_2d is None:
             continue
-        colour = _PALETTE[idx % len(_PALETTE)] if v.status != "failed" else (0, 0, 255)
+        colour = (235, 235, 235) if v.status != "failed" else (60, 60, 255)
         outline = view.px(v.contour_2d).round().astype(np.int32)
         for panel in panels:
-            cv2.polylines(panel, [outline], True, colour, thick, cv2.LINE_AA)
+            cv2.polylines(panel, [outline], True, colour, 1, cv2.LINE_AA)
         heights_panel, distance_panel = panels
         if v.trapezoid is not None:
             corners = view.px(v.trapezoid.corners).round().astype(np.int32)
@@ -120,12 +119,17 @@ def render_qc(
         right_edge = int(view.px(v.contour_2d)[:, 0].max()) + 8
         h = v.heights_mm
         label = f"{v.level or v.label}  A {_fmt(h['anterior'])}  M {_fmt(h['middle'])}  P {_fmt(h['posterior'])}"
+        if v.slice_index is not None:
+            label += f"  (slice {v.slice_index})"
         _text(heights_panel, label, (right_edge, centre[1] - 10), (255, 255, 255), scale)
         extra = f"rot {_fmt(v.rotation_deg)} deg"
         if m.genant is not None and m.genant.grade:
             extra += f"  Genant {m.genant.grade} {m.genant.deformity_type}"
         if v.status in ("warning", "failed"):
             extra += f"  [{v.status}]"
+        if v.status == "failed" and v.messages:
+            reason = next((m for m in v.messages if "not measurable" in m), v.messages[0])
+            extra += f" {reason.removeprefix('not measurable: ')[:70]}"
         _text(heights_panel, extra, (right_edge, centre[1] + 12), (200, 200, 255) if v.status != "ok"
               else (200, 200, 200), scale * 0.85)
         _text(distance_panel, str(v.level or v.label), centre, (255, 255, 255), scale)
@@ -136,6 +140,8 @@ def render_qc(
             lower = next(x.vertebra for x in measurements if x.vertebra.level == m.distance_to_level)
             p, q = v.anchors_2d[(side, "inferior")], lower.anchors_2d[(side, "superior")]
             cv2.line(distance_panel, view.pt(p), view.pt(q), colour_line, thick, cv2.LINE_AA)
+            for point in (p, q):
+                cv2.circle(distance_panel, view.pt(point), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
             mid = view.pt((np.asarray(p) + np.asarray(q)) / 2)
             offset = -10 if side == "anterior" else 10
             _text(distance_panel, f"{value:.1f}", (mid[0] + offset, mid[1]), colour_line, scale,

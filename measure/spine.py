@@ -52,6 +52,28 @@ def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, slice, sli
     return boxes
 
 
+def label_centroid_mm(volume: SagittalVolume, value: int, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """In-plane centroid (anterior, superior mm) of a label."""
+    idx = np.argwhere(volume.array[box] == value)[:, 1:] + np.array([box[1].start, box[2].start])
+    return idx.mean(axis=0) * volume.spacing[1:]
+
+
+def spine_axes(
+    volume: SagittalVolume, ordered: list[tuple[int, tuple[slice, slice, slice]]]
+) -> list[np.ndarray | None]:
+    """Local cranial direction of the spine at each vertebra (cranio-caudal order), from the centroids of its
+    cranial and caudal neighbours in the mask; None for a lone vertebra."""
+    centroids = [label_centroid_mm(volume, value, box) for value, box in ordered]
+    axes: list[np.ndarray | None] = []
+    for i, centre in enumerate(centroids):
+        upper = centroids[i - 1] if i > 0 else centre
+        lower = centroids[i + 1] if i + 1 < len(centroids) else centre
+        direction = upper - lower
+        norm = float(np.linalg.norm(direction))
+        axes.append(direction / norm if norm > 1e-6 else None)
+    return axes
+
+
 def planar_distance(volume: SagittalVolume, p: np.ndarray, q: np.ndarray) -> float:
     """Distance (mm) between two physical points projected onto the sagittal image plane."""
     d = np.asarray(p) - np.asarray(q)
@@ -72,7 +94,11 @@ def measure_spine(
         level = label_map.level(value)
         (mapped if level else unmapped).append((value, level, box))
     mapped.sort(key=lambda item: level_rank(item[1]))
-    rows = [SpineMeasurement(measure_vertebra(volume, value, level, box, params)) for value, level, box in mapped]
+    axes = spine_axes(volume, [(value, box) for value, _, box in mapped])
+    rows = [
+        SpineMeasurement(measure_vertebra(volume, value, level, box, params, axis))
+        for (value, level, box), axis in zip(mapped, axes, strict=True)
+    ]
     for value, _, _ in ([] if ignore_unmapped else unmapped):
         vertebra = VertebraMeasurement(label=value, level=None, status="failed")
         vertebra.note(f"label {value} is not in the label map ({label_map.source})")

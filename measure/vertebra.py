@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from .geometry import GeometryError, LineSampler, Section, Trapezoid, bounding_trapezoid, section_from_slice
 from .io import SagittalVolume
+from .levels import is_sacral_level
 
 POSITIONS = ("anterior", "middle", "posterior")
 ENDS = ("superior", "inferior")
@@ -25,13 +26,15 @@ class MethodParameters:
     inset_fraction: float = 0.10
     """Height lines lie this fraction of the body depth inside the anterior and posterior walls."""
     slice_selection: str = "largest"
-    """``largest``: sagittal slice with the largest area (ties: nearest the body's centroid); ``centroid``: the
-    slice through the body's left-right centroid."""
+    """``largest``: sagittal slice with the largest area, where slices within ``slice_area_tolerance`` of it count as
+    tied and the one nearest the body's left-right centroid wins; ``centroid``: the slice through the centroid."""
+    slice_area_tolerance: float = 0.10
     smoothing_sigma_px: float = 1.0
     """Gaussian smoothing of the binary section before sub-pixel sampling (pixels)."""
     wall_band_fraction: float = 0.25
     """Walls are found on five lines parallel to the endplates within +-this fraction of the central height."""
-    max_endplate_tilt_deg: float = 40.0
+    endplate_fit_fraction: float = 0.9
+    """Central share of the body depth whose endplate profiles give the endplate directions (robust line fit)."""
     island_fraction: float = 0.05
     """3D components smaller than this share of a label's voxels are stray islands (ignored, noted)."""
     max_obliquity_deg: float = 25.0
@@ -81,15 +84,16 @@ def largest_component_3d(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return components == largest, sorted(counts.tolist(), reverse=True)
 
 
-def choose_slice(mask: np.ndarray, mode: str) -> int:
-    """Sagittal slice (axis 0) to measure: the largest area (ties: nearest the centroid) or the centroid slice."""
+def choose_slice(mask: np.ndarray, mode: str, tolerance: float = 0.0) -> int:
+    """Sagittal slice (axis 0) to measure: the largest area (slices within ``tolerance`` of it tie; the tie goes to
+    the slice nearest the centroid) or the centroid slice."""
     areas = mask.sum(axis=(1, 2))
     centroid = float(np.dot(np.arange(len(areas)), areas) / areas.sum())
     if mode == "centroid":
         return int(np.clip(round(centroid), 0, len(areas) - 1))
     if mode != "largest":
         raise ValueError(f"unknown slice selection {mode!r} (largest, centroid)")
-    best = np.nonzero(areas == areas.max())[0]
+    best = np.nonzero(areas >= (1 - tolerance) * areas.max())[0]
     return int(best[np.argmin(np.abs(best - centroid))])
 
 
@@ -108,10 +112,17 @@ def to_patient_angle(volume: SagittalVolume, axis_2d: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(vector @ _LPS_SUPERIOR, vector @ _LPS_ANTERIOR)))
 
 
-def measure_section(section: Section, params: MethodParameters) -> dict:
-    """Heights and anchor points of one 2D section (in-plane mm); see docs/measurements.md for the definition."""
-    trapezoid = bounding_trapezoid(section, params.max_endplate_tilt_deg)
+def measure_section(
+    section: Section, params: MethodParameters, spine_axis: np.ndarray | None = None, reference: str = "bisector"
+) -> dict:
+    """Heights and anchor points of one 2D section (in-plane mm); see docs/measurements.md for the definition.
+
+    ``spine_axis``: in-plane unit vector pointing cranially along the spine at this vertebra (from its neighbours);
+    it tells the endplates from the walls when a body is tilted by about 45 degrees. ``reference``: ``bisector`` of
+    the endplates or ``superior`` endplate (sacral levels).
+    """
     sampler = LineSampler(section, params.smoothing_sigma_px)
+    trapezoid = bounding_trapezoid(section, sampler, spine_axis, reference, params.endplate_fit_fraction)
     axis, normal = trapezoid.axis, trapezoid.normal
     hull = section.hull_mm()
     reach = float(np.ptp(hull @ axis) + np.ptp(hull @ normal)) + 5.0
@@ -166,9 +177,15 @@ def section_contour(section: Section) -> np.ndarray:
 
 
 def measure_vertebra(
-    volume: SagittalVolume, label: int, level: str | None, bbox: tuple[slice, slice, slice], params: MethodParameters
+    volume: SagittalVolume,
+    label: int,
+    level: str | None,
+    bbox: tuple[slice, slice, slice],
+    params: MethodParameters,
+    spine_axis: np.ndarray | None = None,
 ) -> VertebraMeasurement:
-    """Measure one labelled vertebra; ``bbox`` is its bounding box in the canonical array."""
+    """Measure one labelled vertebra; ``bbox`` is its bounding box in the canonical array; ``spine_axis`` the local
+    cranial direction of the spine in the sagittal plane (None: the image's superior axis is the prior)."""
     result = VertebraMeasurement(label=label, level=level)
     sub = volume.array[bbox] == label
     result.voxel_count = int(sub.sum())
@@ -188,7 +205,7 @@ def measure_vertebra(
         if starts[axis] + hit[0] == 0 or starts[axis] + hit[-1] == shape[axis] - 1:
             result.touches_fov_border = True
 
-    local_slice = choose_slice(body, params.slice_selection)
+    local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)
     canonical_slice = local_slice + starts[0]
     result.canonical_slice = canonical_slice
     result.slice_index = volume.file_index(0, canonical_slice)
@@ -203,15 +220,19 @@ def measure_vertebra(
     try:
         section = section_from_slice(section_mask, spacing_2d)
         result.section_area_mm2 = section.area_mm2()
+        result.contour_2d = section_contour(section)
         if section.mask.sum() < 9:
             raise GeometryError(f"section of {int(section.mask.sum())} pixels is too small to measure")
-        values = measure_section(section, params)
+        reference = "superior" if level and is_sacral_level(level) else "bisector"
+        cut = section.border_contact()
+        if cut:
+            raise GeometryError(f"body cut by the field of view at the {'/'.join(cut)} image border")
+        values = measure_section(section, params, spine_axis, reference)
     except GeometryError as exc:
         result.status = "failed"
         result.note(f"not measurable: {exc}")
         return result
     result.trapezoid = values["trapezoid"]
-    result.contour_2d = section_contour(section)
     result.heights_mm = {name: float(values["heights"].get(name, math.nan)) for name in POSITIONS}
     result.depth_mm = float(values["depth"])
     result.rotation_deg = to_patient_angle(volume, result.trapezoid.axis)

@@ -325,8 +325,8 @@ def test_vertebra_cut_by_the_superior_fov_border(tmp_path: Path, ph: Phantom, go
     l1 = rows.loc["L1"]
     assert l1["qc_touches_fov_border"]
     assert l1[HEIGHTS].isna().all()
-    assert "body cut by the field of view at anterior superior, middle superior, posterior superior" in l1["message"]
-    assert "height not measurable" in l1["message"]
+    assert "body cut by the field of view at the superior image border" in l1["message"]
+    assert "not measurable" in l1["message"]
     assert l1["status"] == "failed"  # all three heights NaN
     assert pd.isna(l1[DISTANCES]).all()
     assert (rows.loc[["L2", "L3"], "status"] == "ok").all()
