@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--typical", action="store_true", help="typical healthy sizes, no random variation")
     parser.add_argument("--deformity", action="append", default=[], metavar="LEVEL:KIND:REDUCTION",
                         help=f"deform a level, KIND one of {', '.join(DEFORMITIES)}, e.g. L2:wedge:0.3 (repeatable)")
+    parser.add_argument("--slip", action="append", default=[], metavar="LEVEL:MM",
+                        help="spondylolisthesis: LEVEL slips MM anteriorly over the level below, e.g. L5:6")
     parser.add_argument("--deformity-probability", type=float, default=0.15,
                         help="chance of a random deformity per vertebra (random spines)")
     parser.add_argument("--no-image", action="store_true", help="masks only")
@@ -68,11 +71,20 @@ def _parse_deformity(text: str) -> tuple[str, str, float]:
         raise ValueError(f"--deformity {text!r}: expected LEVEL:KIND:REDUCTION, e.g. L2:wedge:0.3") from exc
 
 
+def _parse_slip(text: str) -> tuple[str, float]:
+    try:
+        level, amount = text.split(":")
+        return level, float(amount)
+    except ValueError as exc:
+        raise ValueError(f"--slip {text!r}: expected LEVEL:MM, e.g. L5:6") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         levels = parse_level_range(args.levels)
         deformities = [_parse_deformity(d) for d in args.deformity]
+        slips = [_parse_slip(text) for text in args.slip]
         GridSpec(orientation=args.orientation).file_axes()
     except ValueError as exc:
         print(f"spine-phantom: {exc}", file=sys.stderr)
@@ -83,12 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in range(args.cases):
         case_id = f"{args.case_prefix}_{n:03d}"
         spine = typical_spine(levels) if args.typical else random_spine(rng, levels, args.deformity_probability)
-        if deformities:
+        if deformities or slips:
             vertebrae = list(spine.vertebrae)
-            for level, kind, amount in deformities:
-                for i, v in enumerate(vertebrae):
+            for i, v in enumerate(vertebrae):
+                for level, kind, amount in deformities:
                     if v.level == level:
-                        vertebrae[i] = deform(v, kind, amount)
+                        v = deform(v, kind, amount)
+                for level, amount in slips:
+                    if v.level == level:
+                        v = replace(v, slip_mm=amount)
+                vertebrae[i] = v
             spine = type(spine)(tuple(vertebrae), spine.disc_heights_mm, spine.centre_mm)
         grid = GridSpec(fov_for(spine, lateral_mm=args.lateral_fov), tuple(args.spacing), args.orientation,
                         args.oblique)

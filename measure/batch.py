@@ -135,7 +135,7 @@ def measure_files(
     results: dict[int, list[dict]] = {}
     with _progress(len(paths), progress) as bar:
         if jobs <= 1 or len(paths) <= 1:
-            for n, (path, case_id) in enumerate(zip(paths, ids, strict=False)):
+            for n, (path, case_id) in enumerate(zip(paths, ids, strict=True)):
                 results[n] = measure_file(path, case_id, options)
                 bar.update(1)
         else:

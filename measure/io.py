@@ -67,6 +67,14 @@ class SagittalVolume:
     source: str
     obliquity_deg: float = 0.0
     notes: list[str] = field(default_factory=list)
+    offset: tuple[int, int, int] = (0, 0, 0)
+    """Canonical index of ``array[0, 0, 0]``: masks are cropped to their labelled region (indices elsewhere, such as
+    ``index_to_physical`` and ``file_index``, are those of the whole volume)."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Canonical shape of the whole volume (``array`` may be a crop of it)."""
+        return tuple(self.file_size[m] for m in self.axis_of_file)  # type: ignore[return-value]
 
     def index_to_physical(self, index: np.ndarray) -> np.ndarray:
         """Continuous canonical voxel indices (..., 3) -> physical LPS coordinates in mm (..., 3)."""
@@ -83,7 +91,7 @@ class SagittalVolume:
 
     def same_grid(self, other: SagittalVolume, tolerance: float = 1e-3) -> bool:
         return (
-            self.array.shape == other.array.shape
+            self.shape == other.shape
             and np.allclose(self.spacing, other.spacing, atol=tolerance)
             and np.allclose(self.origin, other.origin, atol=tolerance * 10)
             and np.allclose(self.direction, other.direction, atol=tolerance)
@@ -188,8 +196,29 @@ def canonical_axis_map(direction: np.ndarray) -> tuple[tuple[int, int, int], tup
     return axes, flipped, obliquity  # type: ignore[return-value]
 
 
-def to_canonical(image: sitk.Image, array: np.ndarray, source: str, max_obliquity_deg: float) -> SagittalVolume:
-    """Reorient an image (and its array in SimpleITK's (k, j, i) order) to the canonical frame."""
+def foreground_box(array_kji: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box of the non-zero voxels of an array in SimpleITK order, with few passes (None if empty)."""
+    ranges: list[slice] = []
+    view = array_kji
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.nonzero(view.any(axis=other))[0]
+        if hit.size == 0:
+            return None
+        ranges.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        view = array_kji[tuple(ranges + [slice(None)] * (2 - axis))]
+    return tuple(ranges)  # type: ignore[return-value]
+
+
+def to_canonical(
+    image: sitk.Image, array: np.ndarray, source: str, max_obliquity_deg: float, crop_to_foreground: bool = False,
+    contiguous: bool = True,
+) -> SagittalVolume:
+    """Reorient an image (and its array in SimpleITK's (k, j, i) order) to the canonical frame.
+
+    ``crop_to_foreground`` keeps only the bounding box of the non-zero voxels (found in file order, before the
+    reorientation, so the full volume is never copied); ``contiguous=False`` returns a view (no copy at all).
+    """
     direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
     spacing = np.array(image.GetSpacing(), dtype=float)
     try:
@@ -204,24 +233,33 @@ def to_canonical(image: sitk.Image, array: np.ndarray, source: str, max_obliquit
             f"(closest: {closest:.1f} degrees), so the volume has no sagittal slice axis; resample it to sagittal "
             "(spine-measure --resample-oblique) or raise --max-obliquity"
         )
-    ijk = array.transpose(2, 1, 0)  # file index order (i, j, k)
-    canonical = ijk.transpose(axes)
-    flips = tuple(slice(None, None, -1) if f else slice(None) for f in flipped)
-    canonical = canonical[flips]
+    size = np.array(image.GetSize())
+    low, high = np.zeros(3, dtype=int), size.copy()  # file index range kept, (i, j, k) order
+    if crop_to_foreground:
+        box = foreground_box(array)
+        if box is None:
+            low, high = np.zeros(3, dtype=int), np.zeros(3, dtype=int)
+            array = array[:0, :0, :0]
+        else:
+            array = array[box]
+            low = np.array([box[2].start, box[1].start, box[0].start])
+            high = np.array([box[2].stop, box[1].stop, box[0].stop])
+    canonical = array.transpose(2, 1, 0).transpose(axes)
+    canonical = canonical[tuple(slice(None, None, -1) if f else slice(None) for f in flipped)]
     signs = np.where(flipped, -1.0, 1.0)
     c_direction = direction[:, list(axes)] * signs
     c_spacing = spacing[list(axes)]
-    size = np.array(image.GetSize())
     first_file_index = np.zeros(3)
     for c in range(3):
         if flipped[c]:
             first_file_index[axes[c]] = size[axes[c]] - 1
     c_origin = np.array(image.GetOrigin(), dtype=float) + direction @ (first_file_index * spacing)
+    offset = tuple(int(size[axes[c]] - high[axes[c]]) if flipped[c] else int(low[axes[c]]) for c in range(3))
     notes = []
     if obliquity > 1.0:
         notes.append(f"slice axis is {obliquity:.1f} degrees off left-right: heights are measured in the image plane")
     return SagittalVolume(
-        array=np.ascontiguousarray(canonical),
+        array=np.ascontiguousarray(canonical) if contiguous else canonical,
         spacing=c_spacing,
         direction=c_direction,
         origin=c_origin,
@@ -231,6 +269,7 @@ def to_canonical(image: sitk.Image, array: np.ndarray, source: str, max_obliquit
         source=source,
         obliquity_deg=obliquity,
         notes=notes,
+        offset=offset,
     )
 
 
@@ -266,7 +305,7 @@ def label_array(image: sitk.Image, path: str | Path) -> np.ndarray:
         array = array.astype(np.int32)
     elif not np.issubdtype(array.dtype, np.integer):
         raise MaskReadError(f"{path}: unsupported voxel type {array.dtype}")
-    if array.size and array.min() < 0:
+    if array.dtype.kind == "i" and array.size and array.min() < 0:
         raise MaskReadError(f"{path}: mask has negative label values (minimum {array.min()})")
     if array.dtype.itemsize > 2 and array.size and array.max() <= np.iinfo(np.uint16).max:
         array = array.astype(np.uint16)
@@ -294,7 +333,7 @@ def mask_volume(
         if obliquity > max_obliquity_deg:
             image = resample_to_patient_grid(image)
             notes.append(f"resampled from an oblique grid ({obliquity:.1f} degrees) onto a patient-aligned grid")
-    volume = to_canonical(image, label_array(image, source), source, max_obliquity_deg)
+    volume = to_canonical(image, label_array(image, source), source, max_obliquity_deg, crop_to_foreground=True)
     volume.notes[:0] = notes
     return volume
 
@@ -303,8 +342,7 @@ def read_image_like(path: str | Path, mask: SagittalVolume) -> SagittalVolume:
     """Read an intensity image (e.g. for QC pictures) into the canonical frame; it must share the mask's grid."""
     image = read_image(path)
     check_geometry(image, path)
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    volume = to_canonical(image, array, str(path), max_obliquity_deg=90.0)
+    volume = to_canonical(image, sitk.GetArrayFromImage(image), str(path), max_obliquity_deg=90.0, contiguous=False)
     if not volume.same_grid(mask):
         raise MaskReadError(f"{path}: image grid (size, spacing, origin, direction) differs from the mask's")
     return volume

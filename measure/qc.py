@@ -37,11 +37,14 @@ class _View:
         x, y = self.px(point_mm)[0]
         return int(round(x)), int(round(y))
 
-    def background(self, slice_2d: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    def background(self, slice_2d: np.ndarray, spacing: tuple[float, float],
+                   offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """Resample a slice (whose pixel [0, 0] has index ``offset`` in the whole slice) onto the picture."""
         xs, ys = np.meshgrid(np.arange(self.width), np.arange(self.height))
-        rows = ((self.x_max - (xs + 0.5) / self.k) / spacing[0]).astype(np.float32)  # index along x (anterior)
-        cols = ((self.y_max - (ys + 0.5) / self.k) / spacing[1]).astype(np.float32)  # index along y (superior)
-        return cv2.remap(slice_2d.astype(np.float32), cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        rows = ((self.x_max - (xs + 0.5) / self.k) / spacing[0] - offset[0]).astype(np.float32)  # along x
+        cols = ((self.y_max - (ys + 0.5) / self.k) / spacing[1] - offset[1]).astype(np.float32)  # along y
+        return cv2.remap(np.ascontiguousarray(slice_2d, dtype=np.float32), cols, rows, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float,
@@ -78,20 +81,22 @@ def render_qc(
         shown = slices[len(slices) // 2]
     else:
         lo = np.zeros(2)
-        hi = np.array([volume.array.shape[1] * sx, volume.array.shape[2] * sy])
-        shown = volume.array.shape[0] // 2
+        hi = np.array([volume.shape[1] * sx, volume.shape[2] * sy])
+        shown = volume.shape[0] // 2
     lo[1] = max(lo[1], -sy / 2)
-    hi[1] = min(hi[1], (volume.array.shape[2] - 0.5) * sy)
+    hi[1] = min(hi[1], (volume.shape[2] - 0.5) * sy)
     k = float(np.clip(target_height_px / max(hi[1] - lo[1], 1.0), 1.5, 12.0))
     lo[0] -= 250 / k  # room for the labels on the posterior (right) side
     view = _View((lo[0], hi[0]), (lo[1], hi[1]), k)
     if image is not None:
-        base = view.background(image.array[shown], (sx, sy))
+        base = view.background(image.array[shown - image.offset[0]], (sx, sy), image.offset[1:])
         low, high = np.percentile(base, [1, 99.5]) if base.size else (0, 1)
         grey = np.clip((base - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
     else:
-        labels = (volume.array[shown] > 0).astype(np.float32)
-        grey = (view.background(labels, (sx, sy)) * 90).astype(np.uint8)
+        local = shown - volume.offset[0]
+        inside = 0 <= local < volume.array.shape[0]
+        labels = (volume.array[local] > 0) if inside else np.zeros(volume.array.shape[1:], bool)
+        grey = (view.background(labels, (sx, sy), volume.offset[1:]) * 90).astype(np.uint8)
     base_bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     panels = [base_bgr.copy(), base_bgr.copy()]
     scale = float(np.clip(k / 6.0, 0.5, 0.9))
@@ -159,5 +164,5 @@ def render_qc(
 def write_qc(path: str | Path, picture: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), picture):
+    if not cv2.imwrite(str(path), picture, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f"{path}: could not write the QC picture")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
@@ -54,6 +55,7 @@ COLUMNS: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=1)
 def tool_version() -> str:
     try:
         return version("spine-mri-toolkit")

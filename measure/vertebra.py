@@ -198,8 +198,8 @@ def measure_vertebra(
                         "measured on the largest")
         if len(counts) > len(major):
             result.note(f"{len(counts) - len(major)} stray island(s) ignored")
-    shape = volume.array.shape
-    starts = [s.start for s in bbox]
+    shape = volume.shape
+    starts = [s.start + o for s, o in zip(bbox, volume.offset, strict=True)]  # indices in the whole volume
     for axis in range(3):  # border contact of the measured body (ignored islands do not count)
         hit = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
         if starts[axis] + hit[0] == 0 or starts[axis] + hit[-1] == shape[axis] - 1:
@@ -211,14 +211,13 @@ def measure_vertebra(
     result.slice_index = volume.file_index(0, canonical_slice)
     if canonical_slice in (0, shape[0] - 1) and shape[0] > 1:
         result.note("measured slice is at the lateral edge of the field of view (the body may be cut laterally)")
-    full_slice = np.zeros(shape[1:], dtype=bool)
-    full_slice[bbox[1], bbox[2]] = body[local_slice]
-    section_mask, n_parts = largest_component_2d(full_slice)
+    section_mask, n_parts = largest_component_2d(body[local_slice])
     if n_parts > 1:
         result.note(f"measured slice holds {n_parts} pieces of this label: measured the largest")
     spacing_2d = (float(volume.spacing[1]), float(volume.spacing[2]))
     try:
-        section = section_from_slice(section_mask, spacing_2d)
+        section = section_from_slice(section_mask, spacing_2d, index_offset=(starts[1], starts[2]),
+                                     slice_shape=(shape[1], shape[2]))
         result.section_area_mm2 = section.area_mm2()
         result.contour_2d = section_contour(section)
         if section.mask.sum() < 9:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,16 @@ def test_wedged_biconcave_body_with_rounded_corners(rotation: float) -> None:
     err = errors_against_truth(measure_phantom(phantom), phantom.truth)
     assert np.abs(err[LENGTHS[:3]].to_numpy()).max() <= 0.5
     assert abs(err["rotation_deg"].iloc[0]) <= 1.0
+
+
+def test_spondylolisthesis_shifts_the_distances_as_the_truth_says() -> None:
+    base = typical_spine(["L3", "L4", "L5", "S1"])
+    vertebrae = list(base.vertebrae)
+    vertebrae[2] = replace(vertebrae[2], slip_mm=7.0)  # L5 slips 7 mm anteriorly over S1
+    slipped = phantom_on_grid(SpineSpec(tuple(vertebrae), base.disc_heights_mm), (3.0, 0.5, 0.5), lateral_mm=50)
+    straight = phantom_on_grid(base, (3.0, 0.5, 0.5), lateral_mm=50)
+    err = errors_against_truth(measure_phantom(slipped), slipped.truth)
+    assert np.nanmax(np.abs(err[LENGTHS].to_numpy())) <= 0.5
+    l5_slipped = slipped.truth.set_index("level").loc["L5"]
+    l5_straight = straight.truth.set_index("level").loc["L5"]
+    assert l5_slipped["distance_anterior_mm"] > l5_straight["distance_anterior_mm"] + 2  # the slip opens the gap
