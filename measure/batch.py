@@ -46,9 +46,13 @@ def find_mask_files(inputs: Sequence[str | Path], pattern: str | None = None, re
     return unique
 
 
+GENERIC_MASK_NAMES = frozenset({"mask", "seg", "segmentation", "label", "labels"})
+
+
 def case_ids(paths: Sequence[Path], mode: str = "auto") -> list[str]:
-    """Case id per file: the file name without extension; with ``auto``, names shared by several files (such as
-    ``mask.nii.gz`` in one folder per case) use the parent folder's name instead (``parent`` forces that)."""
+    """Case id per file: the file name without extension; with ``auto``, generic names (``mask``, ``seg``,
+    ``segmentation``, ``label(s)``) and names shared by several files (one folder per case) use the parent folder's
+    name instead (``parent`` forces that, ``name`` never does)."""
     stems = [strip_suffix(p) for p in paths]
     if mode == "name":
         return stems
@@ -56,7 +60,8 @@ def case_ids(paths: Sequence[Path], mode: str = "auto") -> list[str]:
         return [p.resolve().parent.name for p in paths]
     if mode != "auto":
         raise ValueError(f"unknown case id mode {mode!r} (auto, name, parent)")
-    ids = [p.resolve().parent.name if stems.count(s) > 1 else s for p, s in zip(paths, stems, strict=False)]
+    ids = [p.resolve().parent.name if stems.count(s) > 1 or s.lower() in GENERIC_MASK_NAMES else s
+           for p, s in zip(paths, stems, strict=True)]
     return [f"{i}_{n}" if ids.count(i) > 1 else i for n, i in enumerate(ids)]
 
 

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recursive", action="store_true", help="search input folders recursively")
     parser.add_argument("--pattern", metavar="GLOB", help="file name pattern inside input folders (e.g. 'mask.nii.gz')")
     parser.add_argument("--case-id", choices=("auto", "name", "parent"), default="auto",
-                        help="case id from the file name, or from its folder ('auto': the folder when several files "
-                        "share a name, as in one-folder-per-case exports)")
+                        help="case id from the file name, or from its folder ('auto': the folder for generic names "
+                        "such as mask.nii.gz or when several files share a name, as in one-folder-per-case exports)")
     parser.add_argument("--slice", dest="slice_selection", choices=("largest", "centroid"), default="largest",
                         help="sagittal slice measured per vertebra (default: the largest section)")
     parser.add_argument("--inset", type=float, default=0.10, help="inset of the anterior/posterior height lines, as "

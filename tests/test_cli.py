@@ -111,3 +111,13 @@ def test_console_scripts_installed() -> None:
     for name in ("spine-measure", "spine-phantom", "spine-nnunet"):
         result = subprocess.run([str(bindir / name), "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_case_ids() -> None:
+    from measure.batch import case_ids
+
+    paths = [Path("/data/a/mask.nii.gz"), Path("/data/b/case_7.nii.gz"), Path("/x/c/case_7.nrrd"),
+             Path("/data/d/t2_seg.mha")]
+    assert case_ids(paths) == ["a", "b", "c", "t2_seg"]
+    assert case_ids(paths, "name") == ["mask", "case_7", "case_7", "t2_seg"]
+    assert case_ids(paths, "parent") == ["a", "b", "c", "d"]
