@@ -8,6 +8,7 @@ as a boolean array ``mask[i, j]`` (i along x, j along y) with pixel spacing ``(s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -61,8 +62,9 @@ class Section:
         eroded = cv2.erode(self.mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         return self.mask & (eroded == 0)
 
+    @cached_property
     def hull_mm(self) -> np.ndarray:
-        """Convex hull (counter-clockwise, in mm) of the pixel squares, not only their centres."""
+        """Convex hull (counter-clockwise, in mm) of the pixel squares, not only their centres (computed once)."""
         centres = self.pixel_centres_mm(self.boundary_mask())
         half = np.array(self.spacing) / 2
         corners = np.concatenate([centres + half * s for s in ((1, 1), (1, -1), (-1, 1), (-1, -1))])
@@ -277,7 +279,7 @@ def min_area_endplates(
     which removes the staircase bias of hull edges. Precise on clean shapes (it uses the whole edge), but a spur or
     notch can steer it: see :func:`bounding_trapezoid`.
     """
-    hull = section.hull_mm()
+    hull = section.hull_mm
     rough = _rough_axis(hull, spine_axis)
     up = perpendicular(rough)
     edges = np.roll(hull, -1, axis=0) - hull
@@ -349,7 +351,7 @@ def fit_endplates(
     trace the two endplate profiles at sub-pixel precision (a line every pixel, 25 to 80 lines), and a robust line
     through each profile (:func:`robust_slope`) gives its direction. Repeated with the new bisector until stable.
     """
-    hull = section.hull_mm()
+    hull = section.hull_mm
     axis = _rough_axis(hull, spine_axis) if start_axis is None else start_axis
     d_sup = d_inf = axis
     for _ in range(iterations):
@@ -394,6 +396,6 @@ def bounding_trapezoid(
     hull_sup, hull_inf = min_area_endplates(section, spine_axis)
     d_sup, d_inf = fit_endplates(section, sampler, spine_axis, central_fraction, start_axis=unit(hull_sup + hull_inf))
     axis = unit(d_sup + d_inf) if reference == "bisector" else d_sup
-    corners = _trapezoid_corners(section.hull_mm(), perpendicular(d_sup), -perpendicular(d_inf), axis)
+    corners = _trapezoid_corners(section.hull_mm, perpendicular(d_sup), -perpendicular(d_inf), axis)
     return Trapezoid(axis=axis, normal=perpendicular(axis), superior_direction=d_sup, inferior_direction=d_inf,
                      corners=corners)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .grading import GenantResult, genant, ratio
-from .io import SagittalVolume
+from .io import SagittalVolume, foreground_box
 from .levels import LabelMap, caudal_neighbour, is_sacral_level, level_rank
 from .vertebra import MethodParameters, VertebraMeasurement, measure_vertebra
 
@@ -26,29 +26,16 @@ class SpineMeasurement:
 
 
 def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, slice, slice]]:
-    """Bounding box (in array indices) of every non-zero label, with few passes over the full array."""
-    foreground = array != 0
-    ranges = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.nonzero(foreground.any(axis=other))[0]
-        if hit.size == 0:
-            return {}
-        ranges.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    crop = array[tuple(ranges)]
-    counts = np.bincount(crop.ravel()) if crop.dtype.kind == "u" else None
-    values = np.nonzero(counts)[0] if counts is not None else np.unique(crop)
+    """Bounding box (in array indices) of every non-zero label."""
+    outer = foreground_box(array)
+    if outer is None:
+        return {}
+    crop = array[outer]
+    values = np.nonzero(np.bincount(crop.ravel()))[0] if crop.dtype.kind == "u" else np.unique(crop)
     boxes = {}
-    for value in values:
-        if value == 0:
-            continue
-        mask = crop == value
-        box = []
-        for axis in range(3):
-            other = tuple(a for a in range(3) if a != axis)
-            hit = np.nonzero(mask.any(axis=other))[0]
-            box.append(slice(ranges[axis].start + int(hit[0]), ranges[axis].start + int(hit[-1]) + 1))
-        boxes[int(value)] = tuple(box)
+    for value in values[values != 0]:
+        inner = foreground_box(crop == value)
+        boxes[int(value)] = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner, strict=True))
     return boxes
 
 

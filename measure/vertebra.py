@@ -124,7 +124,7 @@ def measure_section(
     sampler = LineSampler(section, params.smoothing_sigma_px)
     trapezoid = bounding_trapezoid(section, sampler, spine_axis, reference, params.endplate_fit_fraction)
     axis, normal = trapezoid.axis, trapezoid.normal
-    hull = section.hull_mm()
+    hull = section.hull_mm
     reach = float(np.ptp(hull @ axis) + np.ptp(hull @ normal)) + 5.0
     centre = section.centroid_mm()
     vertical = sampler.extent(centre, normal, reach)
