@@ -121,13 +121,16 @@ class LineSampler:
         # cv2 images are (row, col) = (i, j): map_x runs along columns (j), map_y along rows (i). remap maps must
         # stay below 32767 columns, so the points are laid out in rows of at most 4096.
         flat_u, flat_v = u.astype(np.float32).ravel(), v.astype(np.float32).ravel()
-        width = min(4096, max(1, flat_u.size))
+        count = flat_u.size
+        width = min(4096, max(1, count))
         pad = (-flat_u.size) % width
-        map_rows = np.pad(flat_u, (0, pad), constant_values=-10).reshape(-1, width)
-        map_cols = np.pad(flat_v, (0, pad), constant_values=-10).reshape(-1, width)
+        if pad:
+            flat_u = np.concatenate([flat_u, np.full(pad, -10, np.float32)])
+            flat_v = np.concatenate([flat_v, np.full(pad, -10, np.float32)])
+        map_rows, map_cols = flat_u.reshape(-1, width), flat_v.reshape(-1, width)
         sampled = cv2.remap(self.values, map_cols, map_rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=0)
-        return sampled.ravel()[: flat_u.size].reshape(u.shape)
+        return sampled.ravel()[:count].reshape(u.shape)
 
     def extent(self, start: np.ndarray, direction: np.ndarray, reach_mm: float) -> tuple[float, float] | None:
         """First and last crossing of the 0.5 level along ``start + t * direction``, ``|t| <= reach_mm``.
@@ -332,7 +335,10 @@ def robust_slope(x: np.ndarray, y: np.ndarray, tolerance: float) -> float:
         keep = np.abs(residual) <= max(tolerance, 3 * spread)
         if keep.sum() < 3:
             break
-        slope, intercept = np.polyfit(x[keep], y[keep], 1)
+        xs, ys = x[keep], y[keep]
+        dx = xs - xs.mean()
+        slope = float(np.dot(dx, ys - ys.mean()) / np.dot(dx, dx))  # least squares, closed form
+        intercept = float(ys.mean() - slope * xs.mean())
     return float(slope)
 
 
