@@ -368,7 +368,7 @@ def fit_endplates(
         samples = int(np.clip((np.ptp(along) - 2 * margin) / pixel, 25, 80))
         u = np.linspace(along.min() + margin, along.max() - margin, samples)
         level = 0.5 * (across.min() + across.max())
-        spans = sampler.extents(u[:, None] * axis + level * normal, normal, float(np.ptp(across)) + 5.0)
+        spans = sampler.extents(u[:, None] * axis + level * normal, normal, 0.5 * float(np.ptp(across)) + 2 * pixel)
         ok = np.isfinite(spans[:, 0])
         if ok.sum() < 4:
             raise GeometryError("too few lines cross the body to find its endplates")

@@ -125,22 +125,24 @@ def measure_section(
     trapezoid = bounding_trapezoid(section, sampler, spine_axis, reference, params.endplate_fit_fraction)
     axis, normal = trapezoid.axis, trapezoid.normal
     hull = section.hull_mm
-    reach = float(np.ptp(hull @ axis) + np.ptp(hull @ normal)) + 5.0
+    margin = 2 * max(section.spacing)
+
+    def reach(origin: np.ndarray, direction: np.ndarray) -> float:
+        """How far lines through ``origin`` (or shifted perpendicular to ``direction``) can meet the body."""
+        return float(np.abs((hull - origin) @ direction).max()) + margin
+
     centre = section.centroid_mm()
-    vertical = sampler.extent(centre, normal, reach)
+    vertical = sampler.extent(centre, normal, reach(centre, normal))
     if vertical is None:
         raise GeometryError("the line through the centroid misses the body (strongly concave section)")
     mid = centre + 0.5 * (vertical[0] + vertical[1]) * normal
     central_height = vertical[1] - vertical[0]
-    front, back = [], []
-    for k in np.linspace(-params.wall_band_fraction, params.wall_band_fraction, 5):
-        span = sampler.extent(mid + k * central_height * normal, axis, reach)
-        if span is not None:
-            back.append(span[0])
-            front.append(span[1])
-    if not front:
+    offsets = np.linspace(-params.wall_band_fraction, params.wall_band_fraction, 5) * central_height
+    spans = sampler.extents(mid + offsets[:, None] * normal, axis, reach(mid, axis))
+    spans = spans[np.isfinite(spans[:, 0])]
+    if not len(spans):
         raise GeometryError("no wall found on the lines through the body's centre")
-    a_anterior, a_posterior = float(np.median(front)), float(np.median(back))
+    a_posterior, a_anterior = float(np.median(spans[:, 0])), float(np.median(spans[:, 1]))
     depth = a_anterior - a_posterior
     inset = params.inset_fraction * depth
     positions = {
@@ -149,10 +151,9 @@ def measure_section(
         "posterior": a_posterior + inset,
     }
     heights, anchors, truncated = {}, {}, []
-    for name, a in positions.items():
-        start = mid + a * axis
-        span = sampler.extent(start, normal, reach)
-        if span is None:
+    starts = mid + np.array(list(positions.values()))[:, None] * axis
+    for name, start, span in zip(positions, starts, sampler.extents(starts, normal, reach(mid, normal)), strict=True):
+        if np.isnan(span[0]):
             heights[name] = math.nan
             continue
         inferior, superior = start + span[0] * normal, start + span[1] * normal
@@ -165,8 +166,7 @@ def measure_section(
             heights[name] = span[1] - span[0]
     return {"trapezoid": trapezoid, "heights": heights, "anchors": anchors, "depth": depth, "truncated": truncated,
             "centre": mid, "walls": (a_posterior, a_anterior), "line_positions": positions,
-            "wall_offsets": [k * central_height for k in np.linspace(-params.wall_band_fraction,
-                                                                     params.wall_band_fraction, 5)]}
+            "wall_offsets": list(offsets)}
 
 
 def section_contour(section: Section) -> np.ndarray:
