@@ -196,11 +196,6 @@ class Trapezoid:
         """In-plane angle of the bisector to the x (anterior) axis, positive when the anterior end is higher."""
         return float(np.degrees(np.arctan2(self.axis[1], self.axis[0])))
 
-    @property
-    def endplate_angle_deg(self) -> float:
-        """Angle between the superior and the inferior endplate lines (0 when parallel)."""
-        cos = float(np.clip(np.dot(self.superior_direction, self.inferior_direction), -1, 1))
-        return float(np.degrees(np.arccos(cos)))
 
 
 def _rough_axis(hull: np.ndarray, spine_axis: np.ndarray | None = None) -> np.ndarray:
