@@ -124,24 +124,23 @@ def _random_bytes(tmp_path: Path, ph: Phantom) -> Path:
     return path
 
 
-def _truncated_gz(tmp_path: Path, ph: Phantom) -> Path:
-    full = tmp_path / "complete" / "truncated.nii.gz"
+def _truncated_copy(tmp_path: Path, ph: Phantom, name: str) -> Path:
+    """The phantom mask written as ``name``, then cut to half its bytes."""
+    full = tmp_path / "complete" / name
     full.parent.mkdir()
     sitk.WriteImage(ph.mask_image(), str(full))
     data = full.read_bytes()
-    path = tmp_path / "truncated.nii.gz"
+    path = tmp_path / name
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def _truncated_gz(tmp_path: Path, ph: Phantom) -> Path:
+    return _truncated_copy(tmp_path, ph, "truncated.nii.gz")
 
 
 def _truncated_nii(tmp_path: Path, ph: Phantom) -> Path:
-    full = tmp_path / "complete" / "truncated_raw.nii"
-    full.parent.mkdir()
-    sitk.WriteImage(ph.mask_image(), str(full))
-    data = full.read_bytes()
-    path = tmp_path / "truncated_raw.nii"
-    path.write_bytes(data[: len(data) // 2])
-    return path
+    return _truncated_copy(tmp_path, ph, "truncated_raw.nii")
 
 
 def _image_2d(tmp_path: Path, ph: Phantom) -> Path:
