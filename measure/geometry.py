@@ -57,6 +57,7 @@ class Section:
                   "inferior": np.sum(j == 0), "superior": np.sum(j == n_j - 1)}
         return [side for side, count in counts.items() if count >= min_pixels]
 
+    @cached_property
     def boundary_mask(self) -> np.ndarray:
         kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         eroded = cv2.erode(self.mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -65,7 +66,7 @@ class Section:
     @cached_property
     def hull_mm(self) -> np.ndarray:
         """Convex hull (counter-clockwise, in mm) of the pixel squares, not only their centres (computed once)."""
-        centres = self.pixel_centres_mm(self.boundary_mask())
+        centres = self.pixel_centres_mm(self.boundary_mask)
         half = np.array(self.spacing) / 2
         corners = np.concatenate([centres + half * s for s in ((1, 1), (1, -1), (-1, 1), (-1, -1))])
         hull = cv2.convexHull(corners.astype(np.float64).astype(np.float32)).reshape(-1, 2).astype(float)
@@ -291,7 +292,7 @@ def min_area_endplates(
     best = int(np.argmin(_quad_area(corners)))
     d_sup, d_inf = d_sup[best], d_inf[best]
     spacing = max(section.spacing)
-    boundary = section.pixel_centres_mm(section.boundary_mask())
+    boundary = section.pixel_centres_mm(section.boundary_mask)
     along = boundary @ rough
     lo, hi = (hull @ rough).min(), (hull @ rough).max()
     central = (along >= lo + 0.1 * (hi - lo)) & (along <= hi - 0.1 * (hi - lo))

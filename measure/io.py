@@ -144,7 +144,8 @@ def _check_nifti_complete(path: Path) -> None:
         compressed = raw.read(2) == b"\x1f\x8b"
     try:
         if not compressed:
-            expected = _nifti1_expected_size(path.read_bytes()[:352])
+            with open(path, "rb") as raw:
+                expected = _nifti1_expected_size(raw.read(352))
             length = path.stat().st_size
         else:
             with gzip.open(path, "rb") as stream:

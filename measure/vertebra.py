@@ -165,8 +165,7 @@ def measure_section(
         else:
             heights[name] = span[1] - span[0]
     return {"trapezoid": trapezoid, "heights": heights, "anchors": anchors, "depth": depth, "truncated": truncated,
-            "centre": mid, "walls": (a_posterior, a_anterior), "line_positions": positions,
-            "wall_offsets": list(offsets)}
+            "centre": mid, "walls": (a_posterior, a_anterior), "wall_offsets": list(offsets)}
 
 
 def section_contour(section: Section) -> np.ndarray:
