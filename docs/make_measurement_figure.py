@@ -25,7 +25,8 @@ def main() -> int:
     phantom = make_phantom("figure", spine, GridSpec((20, 60, 50), (2.0, 0.5, 0.5)), with_image=False)
     volume = mask_volume(phantom.mask_image(), "figure")
     slice_mask, _ = largest_component_2d(volume.array[volume.array.shape[0] // 2] == 5)
-    section = section_from_slice(slice_mask, (0.5, 0.5))
+    # volume.array is cropped to the labelled region: tell the section where the crop lies in the whole slice
+    section = section_from_slice(slice_mask, (0.5, 0.5), index_offset=volume.offset[1:], slice_shape=volume.shape[1:])
     values = measure_section(section, MethodParameters())
     trapezoid = values["trapezoid"]
     points = section.pixel_centres_mm()
