@@ -478,7 +478,7 @@ def random_spine(rng: np.random.Generator, levels: Sequence[str], deformity_prob
 
 def fov_for(spine: SpineSpec, margin_mm: float = 15.0, lateral_mm: float = 60.0) -> tuple[float, float, float]:
     """A field of view (left-right, anterior-posterior, superior-inferior) holding the whole spine plus a margin."""
-    placed = place_spine(spine)
+    placed = place_spine(spine, {v.level: n for n, v in enumerate(spine.vertebrae, start=1)})  # values unused here
     corners = np.concatenate([p.corners() for p in placed])
     centre = np.array(spine.centre_mm[1:])
     reach = np.abs(corners - centre).max(axis=0) + margin_mm
