@@ -127,6 +127,10 @@ def is_safe_case_id(case_id: str) -> bool:
     return bool(_SAFE_ID.match(case_id)) and ".." not in case_id
 
 
+def _mm(values: np.ndarray, decimals: int) -> tuple[float, ...]:
+    return tuple(round(float(v), decimals) for v in values)
+
+
 def lattice_alignment(image: sitk.Image, mask: sitk.Image, tolerance: float) -> str:
     """How the mask's voxel grid relates to the image's: ``same``, ``permuted`` (the same voxel centres in another
     axis order or flip) or a description of the mismatch."""
@@ -156,9 +160,9 @@ def lattice_alignment(image: sitk.Image, mask: sitk.Image, tolerance: float) -> 
     if not np.array_equal(size_i, size_m):
         parts.append(f"size {tuple(int(v) for v in size_m)} vs image {tuple(int(v) for v in size_i)}")
     if not np.allclose(spacing_i, spacing_m, atol=tolerance):
-        parts.append(f"spacing {tuple(np.round(spacing_m, 4))} vs image {tuple(np.round(spacing_i, 4))} mm")
+        parts.append(f"spacing {_mm(spacing_m, 4)} vs image {_mm(spacing_i, 4)} mm")
     if not np.allclose(origin_i, origin_m, atol=tolerance):
-        parts.append(f"origin {tuple(np.round(origin_m, 3))} vs image {tuple(np.round(origin_i, 3))} mm")
+        parts.append(f"origin {_mm(origin_m, 3)} vs image {_mm(origin_i, 3)} mm")
     if not np.allclose(dir_i, dir_m, atol=tolerance):
         parts.append(f"direction {np.round(dir_m, 3).ravel().tolist()} vs image {np.round(dir_i, 3).ravel().tolist()}")
     return "; ".join(parts) or "grids differ"

@@ -118,7 +118,7 @@ def print_summary(report: ConversionReport, stream=None) -> None:
     print(f"  {'case':<{width}}  {'nnU-Net id':<16} {'status':<9} {'split':<10} levels / reason", file=stream)
     for r in report.results:
         detail = " ".join(r.levels) if r.status == "converted" else r.reason
-        if r.ignored_levels:
+        if r.ignored_levels and r.status == "converted":
             detail += f"  (ignore label: {' '.join(r.ignored_levels)})"
         if r.warnings:
             detail += "  [warning: " + "; ".join(r.warnings) + "]"

@@ -6,6 +6,7 @@ Every failure raises :class:`VolumeReadError` naming the path and the problem.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +94,17 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, series_description
     orientation = "\\".join(f"{v:.10g}" for v in np.concatenate([direction[:, 0], direction[:, 1]]))
     spacing = image.GetSpacing()
     stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    uid_root = "1.2.826.0.1.3680043.2.1125." + time.strftime("%Y%m%d%H%M%S") + f".{id(image) % 100000}"
+
+    def new_uid() -> str:
+        return f"2.25.{uuid.uuid4().int}"  # a UUID-derived DICOM UID (PS3.5 B.2)
+
+    study_uid, series_uid = new_uid(), new_uid()
     common = {
         "0008|0060": "MR",
         "0008|0020": stamp[0], "0008|0030": stamp[1],
         "0008|103e": series_description,
         "0010|0010": "PHANTOM^SPINE", "0010|0020": "PHANTOM",
-        "0020|000d": uid_root + ".1", "0020|000e": uid_root + ".2",
+        "0020|000d": study_uid, "0020|000e": series_uid,
         "0020|0037": orientation,
         "0018|0050": f"{spacing[2]:.10g}",
         "0028|0030": f"{spacing[1]:.10g}\\{spacing[0]:.10g}",  # row spacing, column spacing
@@ -114,7 +119,7 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, series_description
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         slice_image.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in position))
         slice_image.SetMetaData("0020|0013", str(k + 1))
-        slice_image.SetMetaData("0008|0018", f"{uid_root}.3.{k + 1}")
+        slice_image.SetMetaData("0008|0018", new_uid())
         target = folder / f"slice_{k + 1:04d}.dcm"
         writer.SetFileName(str(target))
         writer.Execute(slice_image)
