@@ -37,6 +37,7 @@ from .sources.inhouse import (
 )
 from .sources.volume import VolumeReadError, read_volume
 from .splits import explicit_split, k_fold_splits, splits_json, subject_groups, train_val_split
+from .unannotated import ignore_beyond_annotation
 from .writer import FILE_ENDING, DatasetWriter, write_volume
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -60,6 +61,8 @@ class ConvertOptions:
     label_map: dict[int, str] | None = None
     """Export-wide mask value -> level name, for cases without their own level file."""
     label_map_source: str = ""
+    ignore_beyond: str = "none"
+    """Background beyond the annotated vertebrae (``caudal``, ``cranial``, ``both``) -> ignore label; ``none``."""
     geometry_tolerance: float = 1e-3
     """Largest difference (mm for spacing and origin, cosine for direction) between image and mask grids."""
 
@@ -189,6 +192,13 @@ def convert_case(entry: CaseEntry, nnunet_id: str, image_out: Path, label_out: P
     return result
 
 
+def _voxels_outside(labels: np.ndarray, kept: tuple[slice, slice, slice]) -> dict[int, int]:
+    """Label value -> number of its voxels outside the kept box."""
+    total = np.bincount(labels.ravel())
+    inside = np.bincount(labels[kept].ravel(), minlength=len(total))
+    return {int(v): int(n) for v, n in enumerate(total - inside) if v and n}
+
+
 def _convert(entry: CaseEntry, image_out: Path, label_out: Path | None, options: ConvertOptions,
              result: CaseResult) -> None:
     if entry.problems:
@@ -226,18 +236,25 @@ def _convert(entry: CaseEntry, image_out: Path, label_out: Path | None, options:
         if not mapped.levels_present:
             raise ValueError(f"{entry.mask_path}: no vertebra of T11-S2 in the mask (levels "
                              f"{sorted(set(names[v] for v in np.unique(values) if v))}); nothing to train on")
-        labels_image = sitk.GetImageFromArray(mapped.labels)
+        labels = mapped.labels
+        if options.ignore_beyond != "none":
+            ignore_value = TargetScheme(options.binary).ignore_value
+            labels, changed = ignore_beyond_annotation(labels, np.array(image.GetDirection()), options.ignore_beyond,
+                                                       ignore_value)
+            if changed:
+                result.ignored_levels.append(f"unannotated-{options.ignore_beyond}")
+        labels_image = sitk.GetImageFromArray(labels)
         labels_image.CopyInformation(image)
     if options.crop_ap:
         box = ap_crop_box(image, options.crop_ap)
         result.crop = box.to_json()
         image = apply_crop(image, box)
         if labels_image is not None:
-            before = sitk.GetArrayViewFromImage(labels_image)
-            kept = int(np.count_nonzero(before[box.index_slices()]))
-            lost = int(np.count_nonzero(before)) - kept
+            lost = _voxels_outside(sitk.GetArrayViewFromImage(labels_image), box.index_slices())
             if lost:
-                result.warnings.append(f"the anterior-posterior crop removes {lost} labelled voxels")
+                names = {v: k for k, v in TargetScheme(options.binary).dataset_labels(with_ignore=True).items()}
+                detail = ", ".join(f"{names.get(v, v)} {n}" for v, n in lost.items())
+                result.warnings.append(f"the anterior-posterior crop removes labelled voxels ({detail})")
             labels_image = apply_crop(labels_image, box)
     write_volume(image, image_out)
     if labels_image is not None and label_out is not None:

@@ -20,6 +20,7 @@ from .convert import (
 )
 from .relabel import UNKNOWN_LEVEL_POLICIES, RelabelError, builtin_label_maps, load_export_label_map
 from .sources.inhouse import DEFAULT_IMAGE_PATTERNS, DEFAULT_LEVELS_FILE, DEFAULT_MASK_PATTERNS
+from .unannotated import SIDES
 from .writer import DatasetExistsError
 
 PAPER_VAL_FRACTION = 22 / 142  # the paper's 120 training / 22 validation scans
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--unknown-levels", choices=UNKNOWN_LEVEL_POLICIES, default="ignore",
                         help="levels outside T11-S2 (T10, L6, T13...): nnU-Net's ignore label (default), "
                              "background, or error (skip such cases)")
+    labels.add_argument("--ignore-beyond", choices=SIDES, default="none",
+                        help="anatomy in the image but not annotated (S1 under an annotation ending at L5, T10 above "
+                             "T11): 'none' keeps it background (default); caudal/cranial/both give every background "
+                             "voxel beyond the annotated vertebrae the ignore label")
     labels.add_argument("--binary", action="store_true", help="one foreground class for all vertebrae (model M_SC)")
     labels.add_argument("--channel-name", default="T2", help="name of the image channel in dataset.json")
     found = parser.add_argument_group("finding files")
@@ -144,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         label_map, label_map_source = (load_export_label_map(args.label_map) if args.label_map else (None, ""))
         options = ConvertOptions(binary=args.binary, unknown_levels=args.unknown_levels, crop_ap=args.crop_ap or None,
+                                 ignore_beyond=args.ignore_beyond,
                                  label_map=label_map, label_map_source=label_map_source,
                                  geometry_tolerance=args.geometry_tolerance)
         val_cases = _id_list(args.val_cases)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 
 from dataset_conversion.convert_cli import main
 from tests.convert_helpers import edit_levels, export_phantom, level_voxels, read_array, write_export
@@ -173,3 +174,33 @@ def test_several_roots_merge_into_one_dataset(export, tmp_path):
     table = mapping(tmp_path / "out" / "Dataset011_Spine")
     assert list(table["original_case_id"]) == ["case_a", "case_b", "case_c", "case_d", "case_e"]
     assert table["source"].iloc[-1] == "site_b/case_e"
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "PIL", "ASL", "RAI"])
+@pytest.mark.parametrize("side", ["caudal", "cranial", "both"])
+def test_ignore_beyond_annotation(tmp_path, orientation, side):
+    from dataset_conversion.unannotated import ignore_beyond_annotation
+
+    phantom = export_phantom("c", levels=("L1", "L2", "L3"), orientation=orientation)
+    image = phantom.mask_image()
+    labels = sitk.GetArrayFromImage(image).astype(np.uint8)
+    result, changed = ignore_beyond_annotation(labels, np.array(image.GetDirection()), side, 10)
+    assert np.array_equal(result[labels > 0], labels[labels > 0]) and changed > 0
+    # superior coordinate (mm) of every voxel centre; vertebra span along it
+    index = np.indices(labels.shape)[::-1].reshape(3, -1).T  # (i, j, k) per voxel, in array order
+    physical = index @ (np.array(image.GetDirection()).reshape(3, 3) * image.GetSpacing()).T + image.GetOrigin()
+    superior = physical[:, 2].reshape(labels.shape)
+    low, high = superior[labels > 0].min(), superior[labels > 0].max()
+    expect_caudal, expect_cranial = side in ("caudal", "both"), side in ("cranial", "both")
+    assert np.all((result[superior < low - 1e-6] == 10) == expect_caudal)
+    assert np.all((result[superior > high + 1e-6] == 10) == expect_cranial)
+    between = (superior >= low) & (superior <= high) & (labels == 0)
+    assert np.all(result[between] == 0)
+
+
+def test_ignore_beyond_option_writes_ignore_label(export, tmp_path):
+    root, _ = export
+    assert convert(root, tmp_path, "--ignore-beyond", "caudal", "--unknown-levels", "background") == 0
+    dataset = tmp_path / "Dataset011_Spine"
+    assert json.loads((dataset / "dataset.json").read_text())["labels"]["ignore"] == 10
+    assert "unannotated-caudal" in mapping(dataset)["ignored_levels"].iloc[0]
