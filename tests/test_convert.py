@@ -204,3 +204,18 @@ def test_ignore_beyond_option_writes_ignore_label(export, tmp_path):
     dataset = tmp_path / "Dataset011_Spine"
     assert json.loads((dataset / "dataset.json").read_text())["labels"]["ignore"] == 10
     assert "unannotated-caudal" in mapping(dataset)["ignored_levels"].iloc[0]
+
+
+@pytest.mark.parametrize("image_name, mask_name", [("image.nrrd", "mask.mha"), ("img.mha", "seg.nrrd"),
+                                                   ("image.nii", "label.nii.gz")])
+def test_nrrd_mha_and_plain_nifti_files(tmp_path, image_name, mask_name):
+    phantom = export_phantom("c", levels=("L1", "L2", "L3"), orientation="PIL")
+    folder = tmp_path / "export" / "c"
+    folder.mkdir(parents=True)
+    sitk.WriteImage(phantom.intensity_image(), str(folder / image_name))
+    sitk.WriteImage(phantom.mask_image(), str(folder / mask_name))
+    (folder / "levels.json").write_text(json.dumps({"labels": {"1": "L1", "2": "L2", "3": "L3"}}))
+    assert convert(tmp_path / "export", tmp_path / "raw") == 0
+    label = read_array(tmp_path / "raw" / "Dataset011_Spine" / "labelsTr" / "Spine_0001.nii.gz")
+    mask = sitk.GetArrayFromImage(phantom.mask_image())
+    np.testing.assert_array_equal(label, np.where(mask > 0, mask + 2, 0))
