@@ -22,3 +22,14 @@ def verify_raw_dataset(folder: str | Path, num_processes: int = 1) -> None:
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     verify_dataset_integrity(str(folder), num_processes=num_processes)
+
+
+def network_from_architecture(architecture, input_channels: int, num_classes: int, deep_supervision: bool):
+    """Build a network from a plans ``architecture`` entry with nnU-Net's ``get_network_from_plans`` (the loader
+    ``nnUNetTrainer.build_network_architecture`` uses: class by dotted path, ``arch_kwargs`` as keywords, weights
+    initialised through the network's ``initialize``)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    return get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
+                                  architecture.get("_kw_requires_import", []), input_channels, num_classes,
+                                  allow_init=True, deep_supervision=deep_supervision)

@@ -28,3 +28,26 @@ def test_planner_copies_raw_splits_file():
 
     assert "splits_final.json" in inspect.getsource(planner.ExperimentPlanner.__init__)
     assert callable(planner._maybe_copy_splits_file)
+
+
+def test_network_hooks_we_rely_on():
+    """build_network_architecture's 2.8.1 signature, the deep-supervision switch on ``decoder``, the plans loader,
+    and deep-supervision scales derived from ``arch_kwargs['strides']``."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    assert isinstance(inspect.getattr_static(nnUNetTrainer, "build_network_architecture"), staticmethod)
+    assert list(inspect.signature(nnUNetTrainer.build_network_architecture).parameters) == [
+        "plans_manager", "configuration_manager", "num_input_channels", "num_output_channels",
+        "enable_deep_supervision"]
+    assert "mod.decoder.deep_supervision = enabled" in inspect.getsource(nnUNetTrainer.set_deep_supervision_enabled)
+    assert list(inspect.signature(get_network_from_plans).parameters) == [
+        "arch_class_name", "arch_kwargs", "arch_kwargs_req_import", "input_channels", "output_channels",
+        "allow_init", "deep_supervision"]
+    source = inspect.getsource(nnUNetTrainer._get_deep_supervision_scales)
+    assert "np.cumprod" in source and "pool_op_kernel_sizes" in source and "[:-1]" in source
+    assert "'strides'" in inspect.getsource(ConfigurationManager.pool_op_kernel_sizes.fget)
+    assert list(inspect.signature(nnUNetTrainer.__init__).parameters) == [
+        "self", "plans", "configuration", "fold", "dataset_json", "device"]

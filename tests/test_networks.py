@@ -1,0 +1,228 @@
+"""The cascade's networks on CPU: shapes for odd and anisotropic patches, gradients into every parameter (GCN
+included), the class graph, the graph really used, deep supervision on/off with one state dict, determinism, a tiny
+forward+backward in seconds, and construction through nnU-Net's own plans machinery."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_geometric")
+
+from nnunet_ext.networks.coarse3d import CoarseDeepLabGCN3D  # noqa: E402
+from nnunet_ext.networks.factory import (  # noqa: E402
+    COARSE_CLASS,
+    FINE_CLASS,
+    anisotropic_strides,
+    architecture_entry,
+    class_names_from_labels,
+    coarse_arch_kwargs,
+    deep_supervision_scales,
+    fine_arch_kwargs,
+)
+from nnunet_ext.networks.fine2d import ResidualUNet2D  # noqa: E402
+from nnunet_ext.networks.graph import class_edges, edge_index  # noqa: E402
+
+PROJECT_LABELS = {"background": 0, "T11": 1, "T12": 2, "L1": 3, "L2": 4, "L3": 5, "L4": 6, "L5": 7, "S1": 8,
+                  "S2": 9, "ignore": 10}
+NAMES = class_names_from_labels(PROJECT_LABELS)
+TINY_COARSE = {"features_per_stage": (8, 12, 16, 24), "blocks_per_stage": (1, 1, 1, 1), "aspp_channels": 16,
+               "gcn_hidden": 8}
+TINY_FINE = {"features_per_stage": (8, 12, 16, 24, 32)}
+
+
+def tiny_coarse(patch, spacing=(1.0, 1.0, 1.0), deep_supervision=False, names=NAMES, seed=0):
+    torch.manual_seed(seed)
+    kwargs = coarse_arch_kwargs(patch, spacing, names, **{k: v for k, v in TINY_COARSE.items()})
+    return CoarseDeepLabGCN3D(1, len(names), deep_supervision=deep_supervision, **kwargs)
+
+
+def tiny_fine(patch, deep_supervision=False, seed=0):
+    torch.manual_seed(seed)
+    return ResidualUNet2D(1 + len(NAMES) - 1, len(NAMES), deep_supervision=deep_supervision,
+                          **fine_arch_kwargs(patch, (1.0, 1.0), **TINY_FINE))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the class graph
+
+
+def test_graph_of_the_full_label_set():
+    assert NAMES == ["background", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2"]  # ignore is no node
+    assert class_edges(NAMES) == [(1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 9)]
+    edges = {tuple(e) for e in edge_index(NAMES).t().tolist()}
+    expected = {(i, j) for i, j in class_edges(NAMES)} | {(j, i) for i, j in class_edges(NAMES)}
+    assert edges == expected | {(k, k) for k in range(10)}  # background: its self-loop only
+
+
+def test_graph_of_a_partial_and_a_binary_label_set():
+    partial = class_names_from_labels({"background": 0, "L1": 1, "L2": 2, "L3": 3, "L4": 4, "L5": 5})
+    assert class_edges(partial) == [(1, 2), (2, 3), (3, 4), (4, 5)]
+    gap = ["background", "T12", "L2", "L3"]  # L1 missing: T12 and L2 are not neighbours
+    assert class_edges(gap) == [(2, 3)]
+    assert class_edges(["background", "L5", "L6", "S1"]) == [(1, 2), (1, 3), (2, 3)]  # L6 is optional
+    binary = class_names_from_labels({"background": 0, "vertebra": 1, "ignore": 2})
+    assert class_edges(binary) == []
+    assert edge_index(binary).t().tolist() == [[0, 0], [1, 1]]
+
+
+def test_changing_the_adjacency_changes_the_output():
+    net = tiny_coarse((8, 24, 24)).eval()
+    x = torch.randn(1, 1, 8, 24, 24)
+    with torch.no_grad():
+        first = net(x)
+        again = net(x)
+        head = net.relation_head
+        head.set_edges(edge_index(["background", "a", "b", "c", "d", "e", "f", "g", "h", "i"]))  # self-loops only
+        isolated = net(x)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, isolated, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shapes, gradients, deep supervision, determinism
+
+
+@pytest.mark.parametrize("patch, spacing", [((13, 37, 29), (1.0, 1.0, 1.0)),  # odd, not powers of two
+                                            ((7, 45, 33), (4.5, 0.9, 0.9)),  # thick slices: few along axis 0
+                                            ((16, 32, 48), (2.0, 1.0, 1.0))])
+def test_coarse_output_shapes(patch, spacing):
+    net = tiny_coarse(patch, spacing, deep_supervision=True)
+    strides = net.strides
+    x = torch.randn(2, 1, *patch)
+    outputs, scores = net.forward_with_aux(x)
+    scales = deep_supervision_scales(strides)
+    assert len(outputs) == len(scales) == 3
+    for output, scale in zip(outputs, scales, strict=True):
+        expected = [int(-(-n // round(1 / s))) for n, s in zip(patch, scale, strict=True)]
+        assert list(output.shape) == [2, 10, *expected]
+    assert scores.shape == (2, 10, *patch)
+    assert min(anisotropic_strides(patch, spacing, 3)[1]) >= 1
+    net.decoder.deep_supervision = False
+    assert net(x).shape == (2, 10, *patch)
+
+
+def test_thick_slice_axis_is_not_strided_below_four_voxels():
+    strides = anisotropic_strides((7, 45, 33), (4.5, 0.9, 0.9), 3)
+    assert [s[0] for s in strides] == [1, 1, 1, 1]
+    strides = anisotropic_strides((20, 128, 128), (4.0, 1.0, 1.0), 3)
+    assert [s[0] for s in strides] == [1, 1, 2, 2]  # waits until in-plane spacing is within 2x, keeps >= 4 voxels
+
+
+@pytest.mark.parametrize("patch", [(37, 29), (64, 48), (61, 100)])
+def test_fine_output_shapes(patch):
+    net = tiny_fine(patch, deep_supervision=True)
+    x = torch.randn(2, 10, *patch)
+    outputs = net(x)
+    assert len(outputs) == 4 and outputs[0].shape == (2, 10, *patch)
+    assert [o.shape[2] for o in outputs] == sorted([o.shape[2] for o in outputs], reverse=True)
+    net.decoder.deep_supervision = False
+    assert net(x).shape == (2, 10, *patch)
+
+
+def test_gradients_reach_every_parameter():
+    coarse = tiny_coarse((9, 27, 21), deep_supervision=True)
+    outputs, scores = coarse.forward_with_aux(torch.randn(2, 1, 9, 27, 21))
+    (sum(o.square().mean() for o in outputs) + 0.3 * scores.square().mean()).backward()
+    missing = [name for name, p in coarse.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+    assert any("graph_convs" in name for name, _ in coarse.named_parameters())
+    fine = tiny_fine((33, 27), deep_supervision=True)
+    sum(o.square().mean() for o in fine(torch.randn(2, 10, 33, 27))).backward()
+    assert [name for name, p in fine.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+
+@pytest.mark.parametrize("build, shape", [(lambda ds: tiny_coarse((8, 24, 24), deep_supervision=ds), (1, 1, 8, 24, 24)),
+                                          (lambda ds: tiny_fine((40, 32), deep_supervision=ds), (1, 10, 40, 32))])
+def test_state_dict_with_deep_supervision_loads_without(build, shape):
+    with_ds, without_ds = build(True), build(False)
+    state = with_ds.state_dict()
+    assert list(state) == list(without_ds.state_dict())
+    without_ds.load_state_dict(state, strict=True)
+    x = torch.randn(*shape)
+    with_ds.eval(), without_ds.eval()
+    with torch.no_grad():
+        assert torch.allclose(with_ds(x)[0], without_ds(x), atol=1e-6)
+
+
+def test_deterministic_under_a_fixed_seed():
+    x = torch.randn(1, 1, 8, 24, 24)
+    first = tiny_coarse((8, 24, 24), seed=3)
+    second = tiny_coarse((8, 24, 24), seed=3)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.equal(first(x), second(x))
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_tiny_forward_backward_takes_seconds_on_cpu():
+    coarse, fine = tiny_coarse((16, 48, 48), deep_supervision=True), tiny_fine((96, 80), deep_supervision=True)
+    start = time.perf_counter()
+    outputs, scores = coarse.forward_with_aux(torch.randn(2, 1, 16, 48, 48))
+    (sum(o.mean() for o in outputs) + scores.mean()).backward()
+    sum(o.mean() for o in fine(torch.randn(4, 10, 96, 80))).backward()
+    assert time.perf_counter() - start < 20.0
+
+
+def test_mixed_precision_on_cpu():
+    coarse = tiny_coarse((8, 24, 24))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = coarse(torch.randn(1, 1, 8, 24, 24))
+    assert output.shape == (1, 10, 8, 24, 24) and torch.isfinite(output.float()).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_mixed_precision():
+    coarse = tiny_coarse((16, 48, 48), deep_supervision=True).cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        outputs, scores = coarse.forward_with_aux(torch.randn(2, 1, 16, 48, 48, device="cuda"))
+    (sum(o.float().mean() for o in outputs) + scores.float().mean()).backward()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# built by nnU-Net from plans
+
+
+def _plans(configuration: str, architecture: dict, patch, spacing) -> dict:
+    return {"dataset_name": "Dataset999_Test", "plans_name": "nnUNetPlans", "configurations": {configuration: {
+        "data_identifier": f"nnUNetPlans_{configuration}", "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2, "patch_size": list(patch), "median_image_size_in_voxels": list(patch),
+        "spacing": list(spacing), "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {}, "resampling_fn_seg_kwargs": {},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape", "resampling_fn_probabilities_kwargs": {},
+        "architecture": architecture, "batch_dice": False}}}
+
+
+@pytest.mark.parametrize("configuration, class_name", [("3d_lowres", COARSE_CLASS), ("2d", FINE_CLASS)])
+def test_nnunet_builds_the_networks_from_plans(configuration, class_name):
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    if class_name == COARSE_CLASS:
+        patch, spacing = (12, 40, 36), (3.0, 1.5, 1.5)
+        kwargs = coarse_arch_kwargs(patch, spacing, NAMES, **TINY_COARSE)
+        inputs = 1
+    else:
+        patch, spacing = (40, 36), (1.0, 1.0)
+        kwargs = fine_arch_kwargs(patch, spacing, **TINY_FINE)
+        inputs = 1 + 9  # image + one-hot of the coarse stage without background
+    plans = PlansManager(_plans(configuration, architecture_entry(class_name, kwargs), patch, spacing))
+    manager = plans.get_configuration(configuration)
+    assert manager.network_arch_class_name == class_name
+    net = nnUNetTrainer.build_network_architecture(plans, manager, inputs, 10, True)
+    assert type(net).__module__ + "." + type(net).__name__ == class_name
+    outputs = net(torch.randn(1, inputs, *patch))
+    assert isinstance(outputs, list) and outputs[0].shape == (1, 10, *patch)
+    scales = deep_supervision_scales(manager.pool_op_kernel_sizes)  # what nnU-Net's trainer derives from the plans
+    assert len(scales) == len(outputs)
+    for output, scale in zip(outputs, scales, strict=True):
+        assert list(output.shape[2:]) == [int(-(-n // round(1 / s))) for n, s in zip(patch, scale, strict=True)]
+    net.decoder.deep_supervision = False  # what nnUNetTrainer.set_deep_supervision_enabled does
+    assert net(torch.randn(1, inputs, *patch)).shape == (1, 10, *patch)
