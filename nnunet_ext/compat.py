@@ -33,3 +33,27 @@ def network_from_architecture(architecture, input_channels: int, num_classes: in
     return get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
                                   architecture.get("_kw_requires_import", []), input_channels, num_classes,
                                   allow_init=True, deep_supervision=deep_supervision)
+
+
+def previous_stage_folder(results: str | Path, dataset_name: str, trainer_name: str, plans_name: str,
+                          previous_configuration: str, configuration: str) -> str:
+    """Where nnU-Net 2.8.1 writes a stage's ``predicted_next_stage`` segmentations for ``configuration`` (the layout
+    ``nnUNetTrainer.__init__`` builds, with the previous stage's trainer name instead of the current one)."""
+    from os.path import join
+
+    return join(str(results), dataset_name, f"{trainer_name}__{plans_name}__{previous_configuration}",
+                "predicted_next_stage", configuration)
+
+
+def deep_supervision_loss(loss, weights):
+    """nnU-Net's wrapper applying ``loss`` to each output with its weight (zero weights are skipped)."""
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    return DeepSupervisionWrapper(loss, weights)
+
+
+def augmentation_patch_size(patch_size, rotation, scaling) -> list[int]:
+    """The larger patch nnU-Net samples before rotating/scaling so that the final patch has no empty corners."""
+    from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+
+    return list(get_patch_size(patch_size, rotation, rotation, rotation, scaling))

@@ -25,7 +25,7 @@ def compare_with_truth(measured: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7) -> int:
+def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = True) -> int:
     from dataset_conversion.phantom_cli import main as phantom_main
     from measure.cli import main as measure_main
 

@@ -15,3 +15,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c "impo
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[nnunet,test]"
     echo "$wanted" > "$stamp"
 fi
+# let the stock nnUNetv2_* commands find the project's trainers (writes one .pth line into .venv; see
+# nnunet_ext/registration.py)
+.venv/bin/python -c "import nnunet_ext.registration as r; r.register()"

@@ -53,6 +53,8 @@ class CoarseDeepLabGCN3D(nn.Module):
         aspp_rates: per-axis atrous rates of the ASPP branches; keep them below the feature-map size.
         aspp_channels, gcn_hidden, gcn_layers: widths of the ASPP and of the graph nodes; graph convolutions.
         deep_supervision: return logits at the stem, first and second stage resolutions (highest first).
+        auxiliary_output: with deep supervision on, append the relation head's class scores (input resolution) as
+            a last output, so nnU-Net's loss wrapper can give them the auxiliary weight.
     """
 
     def __init__(self, input_channels: int, num_classes: int, class_names: Sequence[str] | None = None,
@@ -62,7 +64,7 @@ class CoarseDeepLabGCN3D(nn.Module):
                  dilations: Sequence[int | Sequence[int]] = ((1, 2, 2), (1, 4, 4)),
                  aspp_rates: Sequence[int | Sequence[int]] = ((1, 2, 2), (1, 4, 4), (2, 6, 6)),
                  aspp_channels: int = 128, gcn_hidden: int = 64, gcn_layers: int = 2,
-                 deep_supervision: bool = False) -> None:
+                 deep_supervision: bool = False, auxiliary_output: bool = False) -> None:
         super().__init__()
         if len(features_per_stage) != 4 or len(strides) != 4 or len(blocks_per_stage) != 4:
             raise ValueError("the coarse network has a stem and three strided stages: give four widths, strides and "
@@ -71,6 +73,7 @@ class CoarseDeepLabGCN3D(nn.Module):
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} output classes")
         self.class_names = class_names
+        self.auxiliary_output = auxiliary_output
         self.strides = [as_tuple(s, 3) for s in strides]
         widths = [input_channels, *features_per_stage]
         self.encoder = nn.ModuleList(stage(3, widths[i], widths[i + 1], blocks_per_stage[i], self.strides[i])
@@ -94,7 +97,10 @@ class CoarseDeepLabGCN3D(nn.Module):
         return output, resize_to(class_scores, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        return self.forward_with_aux(x)[0]
+        output, class_scores = self.forward_with_aux(x)
+        if self.auxiliary_output and self.decoder.deep_supervision:
+            return [*output, class_scores]
+        return output
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

@@ -1,0 +1,119 @@
+"""Trainer classes of the cascade, found by the stock ``nnUNetv2_train`` through ``nnUNet_extTrainer``.
+
+* :class:`nnUNetTrainerSpineCoarse`: stage 1, ``3d_lowres`` with the coarse 3D network and its GCN head (auxiliary
+  loss on the head's class scores, weight 0.3 as in SpineParseNet).
+* :class:`nnUNetTrainerSpineFine`: stage 2, ``2d_cascade`` (``previous_stage`` ``3d_lowres``) with the fine 2D
+  network; it reads stage 1's ``predicted_next_stage`` output from the folder of :attr:`previous_stage_trainer`.
+
+Both use the paper's spatial augmentation: rotation up to 5 degrees, scaling up to 5 %, mirroring only left-right
+(never up-down or front-back), translation through nnU-Net's random patch placement; intensity augmentation as nnU-Net.
+Variants (:mod:`.variants`) override class attributes only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from nnunetv2.paths import nnUNet_results
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.compat import augmentation_patch_size, deep_supervision_loss, previous_stage_folder
+
+_NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
+
+
+class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
+    """Common base: the paper's augmentation, schedule and stage wiring as class attributes."""
+
+    rotation_max_deg: float = 5.0
+    scaling_range: tuple[float, float] = (0.95, 1.05)
+    aux_loss_weight: float = 0.3
+    epochs: int | None = None
+    """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    checkpoint_every: int | None = None
+    """Save ``checkpoint_latest.pth`` every this many epochs (nnU-Net: 50)."""
+    previous_stage_trainer: str | None = None
+    """Trainer class whose ``predicted_next_stage`` feeds this stage (None: this class, as nnU-Net does)."""
+    expected_num_classes: int | None = None
+    """Refuse datasets with another number of output classes (the binary variants expect 2)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = _NNUNET_DEFAULT_DEVICE):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        for attribute, value in (("num_epochs", self.epochs), ("num_iterations_per_epoch", self.iterations_per_epoch),
+                                 ("num_val_iterations_per_epoch", self.val_iterations_per_epoch),
+                                 ("save_every", self.checkpoint_every)):
+            if value is not None:
+                setattr(self, attribute, value)
+        if self.is_cascaded and self.previous_stage_trainer:
+            self.folder_with_segs_from_previous_stage = previous_stage_folder(
+                nnUNet_results, self.plans_manager.dataset_name, self.previous_stage_trainer,
+                self.plans_manager.plans_name, self.configuration_manager.previous_stage_name, configuration)
+        classes = self.label_manager.num_segmentation_heads
+        if self.expected_num_classes is not None and classes != self.expected_num_classes:
+            raise RuntimeError(f"{type(self).__name__} expects {self.expected_num_classes} output classes, the dataset "
+                               f"has {classes}: use the matching trainer (binary datasets: spine-convert --binary)")
+
+    @property
+    def _has_auxiliary_output(self) -> bool:
+        return bool(self.configuration_manager.network_arch_init_kwargs.get("auxiliary_output"))
+
+    def _left_right_mirror_axes(self) -> tuple[int, ...]:
+        """Mirroring axes in the network's spatial axes: left-right only, where it is an axis of the patch."""
+        cascade = self.plans_manager.plans.get("spine_cascade", {})
+        lr_axis = cascade.get("left_right_axis_after_transpose")
+        dim = len(self.configuration_manager.patch_size)
+        if lr_axis is None or dim == 2:  # 2D patches are sagittal slices: left-right is not in the plane
+            return ()
+        return (int(lr_axis),)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):  # noqa: N802 - nnU-Net's name
+        patch_size = list(self.configuration_manager.patch_size)
+        limit = math.radians(self.rotation_max_deg)
+        rotation = (-limit, limit)
+        mirror_axes = self._left_right_mirror_axes()
+        initial = augmentation_patch_size(patch_size, rotation, self.scaling_range)
+        self.print_to_log_file(f"spine augmentation: rotation +-{self.rotation_max_deg} deg, scaling "
+                               f"{self.scaling_range}, mirror axes {mirror_axes}")
+        # nnU-Net's predictor expects None, not an empty tuple, for "no test-time mirroring"
+        self.inference_allowed_mirroring_axes = mirror_axes or None
+        return rotation, False, initial, mirror_axes
+
+    @classmethod
+    def get_training_transforms(cls, *args, **kwargs):
+        """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`."""
+        transforms = super().get_training_transforms(*args, **kwargs)
+        for transform in getattr(transforms, "transforms", []):
+            if type(transform).__name__ == "SpatialTransform":
+                transform.scaling = cls.scaling_range
+        return transforms
+
+    def _get_deep_supervision_scales(self):
+        scales = super()._get_deep_supervision_scales()
+        if scales is not None and self._has_auxiliary_output:
+            scales = [*scales, [1.0] * len(self.configuration_manager.patch_size)]
+        return scales
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        if not (self.enable_deep_supervision and self._has_auxiliary_output):
+            return loss
+        outputs = len(self._get_deep_supervision_scales()) - 1  # decoder outputs, the auxiliary one last
+        weights = np.array([1 / (2 ** i) for i in range(outputs)])
+        weights[-1] = 1e-6 if self.is_ddp else 0.0  # as nnU-Net: the lowest resolution is not supervised
+        weights = weights / weights.sum()
+        return deep_supervision_loss(loss.loss, [*weights.tolist(), self.aux_loss_weight])
+
+
+class nnUNetTrainerSpineCoarse(nnUNetTrainerSpine):  # noqa: N801
+    """Stage 1 (``3d_lowres``): the coarse 3D DeepLabV3 network with the GCN label-relation head."""
+
+
+class nnUNetTrainerSpineFine(nnUNetTrainerSpine):  # noqa: N801
+    """Stage 2 (``2d_cascade``): the fine 2D residual U-Net on sagittal slices plus stage 1's segmentation."""
+
+    previous_stage_trainer = "nnUNetTrainerSpineCoarse"

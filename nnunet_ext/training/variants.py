@@ -1,0 +1,48 @@
+"""Trainer variants: class attributes only.
+
+* ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
+* ``...Short``: 500 iterations (20 epochs of 25), enough for phantoms; ``...Smoke``: 2 epochs of 5 iterations with a
+  checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU.
+"""
+
+from __future__ import annotations
+
+from .trainers import nnUNetTrainerSpineCoarse, nnUNetTrainerSpineFine
+
+# ruff: noqa: N801 - nnU-Net's trainer naming convention
+
+
+class nnUNetTrainerSpineCoarseBinary(nnUNetTrainerSpineCoarse):
+    expected_num_classes = 2
+
+
+class nnUNetTrainerSpineFineBinary(nnUNetTrainerSpineFine):
+    expected_num_classes = 2
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseBinary"
+
+
+class nnUNetTrainerSpineCoarseShort(nnUNetTrainerSpineCoarse):
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 20, 25, 5
+
+
+class nnUNetTrainerSpineFineShort(nnUNetTrainerSpineFine):
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 20, 25, 5
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseShort"
+
+
+class nnUNetTrainerSpineCoarseSmoke(nnUNetTrainerSpineCoarse):
+    epochs, iterations_per_epoch, val_iterations_per_epoch, checkpoint_every = 2, 5, 2, 1
+
+
+class nnUNetTrainerSpineFineSmoke(nnUNetTrainerSpineFine):
+    epochs, iterations_per_epoch, val_iterations_per_epoch, checkpoint_every = 2, 5, 2, 1
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseSmoke"
+
+
+class nnUNetTrainerSpineCoarseDemo(nnUNetTrainerSpineCoarse):
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 12, 25, 4
+
+
+class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 12, 25, 4
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseDemo"
