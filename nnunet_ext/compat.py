@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 NNUNET_VERSION = "2.8.1"
 
@@ -57,3 +58,37 @@ def augmentation_patch_size(patch_size, rotation, scaling) -> list[int]:
     from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 
     return list(get_patch_size(patch_size, rotation, rotation, rotation, scaling))
+
+
+def predict_folder(model_folder: str | Path, input_folder: str | Path, output_folder: str | Path,
+                   folds: Sequence[int | str] | None = None, checkpoint: str = "checkpoint_final.pth",
+                   device: str = "cpu", previous_stage_folder: str | Path | None = None, mirroring: bool = True,
+                   tile_step_size: float = 0.5, processes_preprocessing: int = 1, processes_export: int = 1,
+                   show_progress: bool = False) -> None:
+    """Predict every ``CASE_0000.nii.gz`` of ``input_folder`` with one trained nnU-Net model folder through
+    ``nnUNetPredictor`` (``previous_stage_folder``: the previous stage's segmentations for a cascade stage)."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    torch_device = torch.device(device)
+    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
+                                perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=show_progress)
+    predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds) if folds else None, checkpoint)
+    predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=False, overwrite=True,
+                                 num_processes_preprocessing=processes_preprocessing,
+                                 num_processes_segmentation_export=processes_export,
+                                 folder_with_segs_from_prev_stage=(str(previous_stage_folder)
+                                                                   if previous_stage_folder else None))
+
+
+def model_folder(results: str | Path, dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
+    """nnU-Net's results folder of one trained configuration."""
+    return Path(results) / dataset_name / f"{trainer}__{plans}__{configuration}"
+
+
+def poly_lr_scheduler(optimizer, initial_lr: float, epochs: int):
+    """nnU-Net's polynomial learning-rate decay (what ``nnUNetTrainer.configure_optimizers`` pairs with SGD)."""
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+    return PolyLRScheduler(optimizer, initial_lr, epochs)

@@ -1,11 +1,18 @@
-"""The built-in example: synthetic spines -> measurement CSV + QC pictures, checked against the known truth.
+"""The built-in example, end to end with the stock nnU-Net commands, on CPU, with no downloads:
 
-Later stages of the project extend this to phantoms -> spine-convert -> nnU-Net training -> spine-predict -> measure.
+phantoms -> spine-convert -> nnUNetv2_plan_and_preprocess + spine-nnunet plan + nnUNetv2_preprocess -> nnUNetv2_train
+(stage 1, both folds; stage 2) -> spine-predict on unseen phantoms -> spine-measure -> CSV, QC pictures, Dice and
+measurement error against the phantoms' known truth. ``--measure-only`` skips the training and measures the
+phantoms' true masks (seconds).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +20,8 @@ import pandas as pd
 
 QUANTITIES = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "rotation_deg",
               "distance_anterior_mm", "distance_posterior_mm")
+DEMO_DATASET_ID, DEMO_DATASET = "990", "Dataset990_SpineDemo"
+PHANTOM_ARGS = ["--levels", "T12-S1", "--spacing", "4", "1.2", "1.2"]
 
 
 def compare_with_truth(measured: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -25,11 +34,114 @@ def compare_with_truth(measured: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def _step(number: int, total: int, text: str) -> None:
+    print(f"[{number}/{total}] {text}", flush=True)
+
+
+def _run(command: list[str], env: dict, log: Path) -> None:
+    """Run one stock command (its output goes to the log); raise with the log's tail on failure."""
+    executable = str(Path(sys.executable).parent / command[0])
+    with log.open("a") as stream:
+        stream.write(f"\n$ {shlex.join(command)}\n")
+        stream.flush()
+        done = subprocess.run([executable, *command[1:]], env=env, stdout=stream, stderr=subprocess.STDOUT)
+    if done.returncode not in (0, 1) or (done.returncode == 1 and not command[0].startswith("spine-")):
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}); end of {log}:\n{tail}")
+
+
+def _dice_report(predictions: Path, phantoms: Path, raw_dataset: Path) -> pd.DataFrame:
+    import json
+
+    import SimpleITK as sitk
+
+    from measure.agreement import dice_per_label, foreground_dice
+
+    labels = json.loads((raw_dataset / "dataset.json").read_text())["labels"]
+    names = {v: k for k, v in labels.items() if k not in ("background", "ignore")}
+    rows = []
+    for case in sorted(phantoms.glob("phantom_*")):
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / f"{case.name}.nii.gz")))
+        levels = json.loads((case / "levels.json").read_text())["labels"]
+        source = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mask.nii.gz")))
+        reference = np.zeros_like(predicted)
+        for value, level in levels.items():
+            if level in labels:
+                reference[source == int(value)] = labels[level]
+        scores = dice_per_label(predicted, reference, names)
+        present = [s for s in scores.values() if not np.isnan(s)]
+        rows.append({"case_id": case.name, "dice_foreground": foreground_dice(predicted, reference),
+                     "dice_mean_per_level": float(np.mean(present)) if present else float("nan"),
+                     **{f"dice_{names[v]}": s for v, s in scores.items()}})
+    return pd.DataFrame(rows)
+
+
 def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = True) -> int:
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not train:
+        return _measure_only(out, cases, seed)
+    start = time.time()
+    log = out / "demo_commands.log"
+    log.write_text("")
+    env = {**os.environ, "nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
+           "nnUNet_results": str(out / "nnUNet_results"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
+           "nnUNet_compile": "f"}
+    export, unseen, images = out / "export", out / "unseen", out / "unseen_images"
+    predictions, csv, qc = out / "predictions", out / "measurements.csv", out / "qc"
+    total = 7
+    try:
+        _step(1, total, f"8 training phantoms -> {export}; {cases} unseen phantoms -> {unseen}")
+        _run(["spine-phantom", str(export), "-n", "8", "--seed", str(seed), *PHANTOM_ARGS], env, log)
+        _run(["spine-phantom", str(unseen), "-n", str(cases), "--seed", str(seed + 1000), "--orientation", "PIL",
+              "--deformity", "L2:wedge:0.3", *PHANTOM_ARGS], env, log)
+        images.mkdir(exist_ok=True)
+        for case in sorted(unseen.glob("phantom_*")):
+            target = images / f"{case.name}.nii.gz"
+            target.unlink(missing_ok=True)
+            target.symlink_to(case / "image.nii.gz")
+        _step(2, total, f"spine-convert -> {env['nnUNet_raw']}/{DEMO_DATASET}")
+        _run(["spine-convert", str(export), "--out", env["nnUNet_raw"], "--id", DEMO_DATASET_ID, "--name",
+              "SpineDemo", "--folds", "2", "--overwrite", "--no-progress"], env, log)
+        _step(3, total, "nnUNetv2_plan_and_preprocess (planning only), spine-nnunet plan, nnUNetv2_preprocess")
+        _run(["nnUNetv2_plan_and_preprocess", "-d", DEMO_DATASET_ID, "--no_pp", "-npfp", "1"], env, log)
+        _run(["spine-nnunet", "plan", "-d", DEMO_DATASET_ID, "--preset", "small"], env, log)
+        _run(["nnUNetv2_preprocess", "-d", DEMO_DATASET_ID, "-plans_name", "nnUNetPlans_spine", "-c", "3d_lowres",
+              "2d_cascade", "-np", "1", "1"], env, log)
+        for fold in ("0", "1"):
+            _step(4, total, f"nnUNetv2_train stage 1 (3d_lowres, coarse 3D DeepLabV3 + GCN) fold {fold} on CPU "
+                            f"({time.time() - start:.0f} s so far)")
+            _run(["nnUNetv2_train", DEMO_DATASET_ID, "3d_lowres", fold, "-p", "nnUNetPlans_spine", "-tr",
+                  "nnUNetTrainerSpineCoarseDemo", "-device", "cpu"], env, log)
+        _step(5, total, f"nnUNetv2_train stage 2 (2d_cascade, fine 2D residual U-Net) on CPU "
+                        f"({time.time() - start:.0f} s so far)")
+        _run(["nnUNetv2_train", DEMO_DATASET_ID, "2d_cascade", "0", "-p", "nnUNetPlans_spine", "-tr",
+              "nnUNetTrainerSpineFineDemo", "-device", "cpu"], env, log)
+        _step(6, total, f"spine-predict (both stages) on the unseen phantoms + spine-measure -> {csv}")
+        _run(["spine-predict", "-i", str(images), "-o", str(predictions), "-d", DEMO_DATASET_ID, "--variant", "Demo",
+              "--measure", str(csv), "--qc-dir", str(qc), "--disable-tta"], env, log)
+    except RuntimeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    _step(7, total, "agreement with the unseen phantoms' truth")
+    dice = _dice_report(predictions, unseen, Path(env["nnUNet_raw"]) / DEMO_DATASET)
+    dice.to_csv(out / "dice.csv", index=False, float_format="%.4f")
+    print(f"Dice (cascade vs truth, {len(dice)} unseen phantoms): foreground {dice['dice_foreground'].mean():.3f}, "
+          f"mean per level {dice['dice_mean_per_level'].mean():.3f}")
+    measured, truth = pd.read_csv(csv), pd.read_csv(unseen / "truth.csv")
+    errors = compare_with_truth(measured, truth)
+    print("Measurements from the predicted masks vs the known geometry (mm, degrees):")
+    print(errors.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"\nDone in {time.time() - start:.0f} s. Results:\n  masks        {predictions}\n  CSV          {csv}"
+          f"\n  QC pictures  {qc}\n  Dice         {out / 'dice.csv'}\n  models       {env['nnUNet_results']}"
+          f"\n  commands     {log} (every command run, with its output)")
+    return 0
+
+
+def _measure_only(out: Path, cases: int, seed: int) -> int:
     from dataset_conversion.phantom_cli import main as phantom_main
     from measure.cli import main as measure_main
 
-    out = Path(out_dir)
     phantoms, csv, qc = out / "phantoms", out / "measurements.csv", out / "qc"
     print(f"[1/2] {cases} synthetic sagittal lumbar spines (T11-S2, one L2 wedge fracture) -> {phantoms}")
     rc = phantom_main([str(phantoms), "--cases", str(cases), "--seed", str(seed), "--levels", "T11-S2",
@@ -48,8 +160,8 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
     fractures = graded[graded["genant_grade"] > 0]
     found = [f"{r.case_id} {r.level} grade {int(r.genant_grade)} {r.deformity_type}" for r in fractures.itertuples()]
     print(f"\nGenant grade >= 1 found: {', '.join(found) or 'none'}")
-    print(f"\nResults:\n  CSV          {csv.resolve()}\n  method/JSON  {csv.with_suffix('.json').resolve()}"
-          f"\n  QC pictures  {qc.resolve()}\n  phantoms     {phantoms.resolve()} (truth: truth.csv)")
+    print(f"\nResults:\n  CSV          {csv}\n  method/JSON  {csv.with_suffix('.json')}"
+          f"\n  QC pictures  {qc}\n  phantoms     {phantoms} (truth: truth.csv)")
     worst = float(np.nanmax(errors.loc[errors.quantity != "rotation_deg", "max_abs_error"]))
     if worst > 1.0:
         print(f"demo: measurement error {worst:.2f} mm exceeds 1 mm: something is wrong", file=sys.stderr)

@@ -19,7 +19,7 @@ import torch
 from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ext.compat import augmentation_patch_size, deep_supervision_loss, previous_stage_folder
+from nnunet_ext.compat import augmentation_patch_size, deep_supervision_loss, poly_lr_scheduler, previous_stage_folder
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
 
@@ -36,6 +36,11 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     val_iterations_per_epoch: int | None = None
     checkpoint_every: int | None = None
     """Save ``checkpoint_latest.pth`` every this many epochs (nnU-Net: 50)."""
+    optimizer_kind: str = "sgd"
+    """``sgd``: nnU-Net's SGD (momentum 0.99, Nesterov); ``adam``: AdamW, which short schedules need (with SGD the
+    phantom runs stay at all-background for the first few hundred iterations; see docs/training.md)."""
+    learning_rate: float | None = None
+    """None keeps nnU-Net's 1e-2 (SGD); the Adam variants use 3e-3."""
     previous_stage_trainer: str | None = None
     """Trainer class whose ``predicted_next_stage`` feeds this stage (None: this class, as nnU-Net does)."""
     expected_num_classes: int | None = None
@@ -46,7 +51,7 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         super().__init__(plans, configuration, fold, dataset_json, device)
         for attribute, value in (("num_epochs", self.epochs), ("num_iterations_per_epoch", self.iterations_per_epoch),
                                  ("num_val_iterations_per_epoch", self.val_iterations_per_epoch),
-                                 ("save_every", self.checkpoint_every)):
+                                 ("save_every", self.checkpoint_every), ("initial_lr", self.learning_rate)):
             if value is not None:
                 setattr(self, attribute, value)
         if self.is_cascaded and self.previous_stage_trainer:
@@ -57,6 +62,15 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         if self.expected_num_classes is not None and classes != self.expected_num_classes:
             raise RuntimeError(f"{type(self).__name__} expects {self.expected_num_classes} output classes, the dataset "
                                f"has {classes}: use the matching trainer (binary datasets: spine-convert --binary)")
+
+    def configure_optimizers(self):
+        if self.optimizer_kind == "sgd":
+            return super().configure_optimizers()
+        if self.optimizer_kind != "adam":
+            raise ValueError(f"{type(self).__name__}.optimizer_kind must be 'sgd' or 'adam', "
+                             f"not {self.optimizer_kind!r}")
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, poly_lr_scheduler(optimizer, self.initial_lr, self.num_epochs)
 
     @property
     def _has_auxiliary_output(self) -> bool:

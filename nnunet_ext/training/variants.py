@@ -1,8 +1,8 @@
 """Trainer variants: class attributes only.
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
-* ``...Short``: 500 iterations (20 epochs of 25), enough for phantoms; ``...Smoke``: 2 epochs of 5 iterations with a
-  checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU.
+* ``...Short``: 500 iterations (20 epochs of 25) with AdamW, enough for phantoms; ``...Smoke``: 2 epochs of 5
+  iterations with a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU.
 """
 
 from __future__ import annotations
@@ -23,26 +23,32 @@ class nnUNetTrainerSpineFineBinary(nnUNetTrainerSpineFine):
 
 class nnUNetTrainerSpineCoarseShort(nnUNetTrainerSpineCoarse):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 20, 25, 5
+    optimizer_kind, learning_rate = "adam", 3e-3
 
 
 class nnUNetTrainerSpineFineShort(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 20, 25, 5
+    optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseShort"
 
 
 class nnUNetTrainerSpineCoarseSmoke(nnUNetTrainerSpineCoarse):
     epochs, iterations_per_epoch, val_iterations_per_epoch, checkpoint_every = 2, 5, 2, 1
+    optimizer_kind, learning_rate = "adam", 3e-3
 
 
 class nnUNetTrainerSpineFineSmoke(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch, checkpoint_every = 2, 5, 2, 1
+    optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseSmoke"
 
 
 class nnUNetTrainerSpineCoarseDemo(nnUNetTrainerSpineCoarse):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 12, 25, 4
+    optimizer_kind, learning_rate = "adam", 3e-3
 
 
 class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 12, 25, 4
+    optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseDemo"

@@ -1,0 +1,113 @@
+"""spine-predict: segment scans with the trained cascade (stage 1 then stage 2), masks in the input geometry,
+optionally measured right away."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+VARIANTS = ("", "Binary", "Short", "Smoke", "Demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spine-predict",
+        description="Segment sagittal lumbar scans with the trained 3d_lowres -> 2d_cascade cascade through "
+                    "nnU-Net's predictor. Inputs: image files (NIfTI, NRRD, MHA) or DICOM series folders, or "
+                    "folders of them. Masks are written as OUTPUT/CASE.nii.gz in each input's own geometry.",
+    )
+    parser.add_argument("-i", "--input", nargs="+", required=True, help="image files, DICOM folders or folders")
+    parser.add_argument("-o", "--output", required=True, help="output folder for the masks")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetNNN_Name the models belong to")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans_spine",
+                        help="plans identifier (default nnUNetPlans_spine)")
+    parser.add_argument("--variant", choices=VARIANTS, default="",
+                        help="trainer variant used for both stages (e.g. Short -> nnUNetTrainerSpineCoarseShort and "
+                             "nnUNetTrainerSpineFineShort)")
+    parser.add_argument("--coarse-trainer", help="stage-1 trainer class (overrides --variant)")
+    parser.add_argument("--fine-trainer", help="stage-2 trainer class (overrides --variant)")
+    parser.add_argument("-f", "--folds", nargs="+", help="folds of both stages (default: every trained fold)")
+    parser.add_argument("--coarse-folds", nargs="+", help="folds of stage 1 only")
+    parser.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    parser.add_argument("-device", "--device", default=None, choices=("cpu", "cuda"),
+                        help="default: cuda when available, else cpu")
+    parser.add_argument("-npp", "--processes", type=int, default=None,
+                        help="preprocessing/export worker processes (default: 1 on CPU, 2 on CUDA)")
+    parser.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (faster)")
+    parser.add_argument("-step_size", "--step-size", type=float, default=0.5, help="sliding-window step (default 0.5)")
+    parser.add_argument("-num_parts", "--num-parts", type=int, default=1,
+                        help="split the cohort over this many machines (nnU-Net's parts)")
+    parser.add_argument("-part_id", "--part-id", type=int, default=0, help="which part this machine runs (0-based)")
+    parser.add_argument("--measure", metavar="CSV", help="measure the masks into this CSV (spine-measure)")
+    parser.add_argument("--qc-dir", help="with --measure: QC pictures here")
+    parser.add_argument("--keep-intermediate", help="keep the cropped inputs and both stages' outputs here")
+    return parser
+
+
+def _folds(values: Sequence[str] | None) -> tuple[int | str, ...] | None:
+    if not values:
+        return None
+    return tuple(v if v == "all" else int(v) for v in values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 all cases segmented (and measured), 1 some case failed, 2 usage error or missing models."""
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.part_id < args.num_parts:
+        print("spine-predict: error: --part-id must be between 0 and --num-parts - 1", file=sys.stderr)
+        return 2
+    results, preprocessed = os.environ.get("nnUNet_results"), os.environ.get("nnUNet_preprocessed")
+    if not results:
+        print("spine-predict: error: set nnUNet_results (where nnUNetv2_train wrote the models)", file=sys.stderr)
+        return 2
+    import torch
+
+    from .cli import _dataset_name
+    from .inference import CascadeModel, RunOptions, predict_cascade
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dataset = _dataset_name(args.dataset, Path(results))
+    except (FileNotFoundError, ValueError):
+        try:
+            dataset = _dataset_name(args.dataset, Path(preprocessed or results))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"spine-predict: error: {exc}", file=sys.stderr)
+            return 2
+    model = CascadeModel(
+        dataset, Path(results), args.plans,
+        args.coarse_trainer or f"nnUNetTrainerSpineCoarse{args.variant}",
+        args.fine_trainer or f"nnUNetTrainerSpineFine{args.variant}",
+        _folds(args.coarse_folds or args.folds), _folds(args.folds), args.checkpoint)
+    run = RunOptions(device=device, processes=args.processes or (2 if device == "cuda" else 1),
+                     mirroring=not args.disable_tta, tile_step_size=args.step_size, part_id=args.part_id,
+                     num_parts=args.num_parts,
+                     keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None)
+    try:
+        cases = predict_cascade(args.input, args.output, model, run)
+    except FileNotFoundError as exc:
+        print(f"spine-predict: error: {exc}", file=sys.stderr)
+        return 2
+    failed = [c for c in cases if c.status != "ok"]
+    for case in cases:
+        detail = case.message if case.status != "ok" else f"{case.output}" + (
+            f" ({'; '.join(case.notes)})" if case.notes else "")
+        print(f"{case.case_id}: {case.status}: {detail}")
+    status = 1 if failed else 0
+    if args.measure and len(failed) < len(cases):
+        from measure.cli import main as measure_main
+
+        command = [args.output, "-o", args.measure, "--labels", str(Path(args.output) / "dataset.json"),
+                   "--pattern", "*.nii.gz", "--no-progress", "--overwrite"]
+        image_folder = next((Path(i) for i in args.input if Path(i).is_dir()), None)
+        if args.qc_dir:
+            command += ["--qc-dir", args.qc_dir] + (["--images", str(image_folder)] if image_folder else [])
+        status = max(status, measure_main(command))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

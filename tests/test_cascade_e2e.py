@@ -1,0 +1,160 @@
+"""End to end through exactly the commands a user types (subprocesses): spine-phantom, spine-convert,
+nnUNetv2_plan_and_preprocess, spine-nnunet plan, nnUNetv2_preprocess, nnUNetv2_train for both stages (every fold
+stage 2 needs), nnUNetv2_train --c after a killed run, spine-predict with --measure, and spine-predict on a real scan
+from another site. Short 'Smoke' schedules on a tiny phantom dataset: minutes on a 2-core CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from tests.conftest import SHARED_DATA
+
+pytest.importorskip("nnunetv2")
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+DATASET, NAME = "903", "Dataset903_E2E"
+STAGE1 = "nnUNetTrainerSpineCoarseSmoke__nnUNetPlans_spine__3d_lowres"
+STAGE2 = "nnUNetTrainerSpineFineSmoke__nnUNetPlans_spine__2d_cascade"
+UNLABELLED = SHARED_DATA / "extra" / "unlabelled_t2_lumbar" / "t2_lumbar.nii.gz"
+
+
+class Pipeline:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
+                    "nnUNet_results": str(root / "results"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
+                    "nnUNet_compile": "f", "OMP_NUM_THREADS": "2"}
+        self.env.pop("nnUNet_extTrainer", None)  # the .pth written by the README install must be enough
+        self.log: list[str] = []
+
+    def run(self, *command: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+        executable = command[0] if "/" in command[0] else str(BIN / command[0])
+        done = subprocess.run([executable, *command[1:]], cwd=self.root, env=self.env, capture_output=True,
+                              encoding="utf-8", errors="replace", timeout=timeout)
+        self.log.append(f"$ {' '.join(command)}  -> {done.returncode}")
+        if check:
+            assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        return done
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    p = Pipeline(tmp_path_factory.mktemp("e2e"))
+    p.run("spine-phantom", "export", "-n", "6", "--levels", "L1-L5", "--spacing", "4", "1.2", "1.2", "--seed", "3")
+    p.run("spine-phantom", "unseen", "-n", "2", "--levels", "L1-L5", "--spacing", "4", "1.2", "1.2", "--seed", "11",
+          "--orientation", "PIL")
+    images = p.path("unseen_images")
+    images.mkdir()
+    for case in sorted(p.path("unseen").glob("phantom_*")):
+        (images / f"{case.name}.nii.gz").symlink_to(case / "image.nii.gz")
+    p.run("spine-convert", "export", "--out", str(p.path("raw")), "--id", DATASET, "--name", "E2E", "--folds", "2",
+          "--no-progress")
+    p.run("nnUNetv2_plan_and_preprocess", "-d", DATASET, "--no_pp", "-npfp", "1", "--verify_dataset_integrity")
+    p.run("spine-nnunet", "plan", "-d", DATASET, "--preset", "small")
+    p.run("nnUNetv2_preprocess", "-d", DATASET, "-plans_name", "nnUNetPlans_spine", "-c", "3d_lowres", "2d_cascade",
+          "-np", "1", "1")
+    for fold in ("0", "1"):  # stage 2 needs stage 1's prediction of every training case: all folds
+        p.run("nnUNetv2_train", DATASET, "3d_lowres", fold, "-p", "nnUNetPlans_spine", "-tr",
+              "nnUNetTrainerSpineCoarseSmoke", "-device", "cpu")
+    p.run("nnUNetv2_train", DATASET, "2d_cascade", "0", "-p", "nnUNetPlans_spine", "-tr",
+          "nnUNetTrainerSpineFineSmoke", "-device", "cpu")
+    p.predict = p.run("spine-predict", "-i", str(images), "-o", str(p.path("predictions")), "-d", DATASET,
+                      "--variant", "Smoke", "--measure", str(p.path("measurements.csv")), "--qc-dir",
+                      str(p.path("qc")), "--disable-tta", check=False)
+    return p
+
+
+def test_files_appear_where_nnunet_puts_them(pipeline):
+    results = pipeline.path("results", NAME)
+    for fold in ("fold_0", "fold_1"):
+        assert (results / STAGE1 / fold / "checkpoint_final.pth").is_file()
+        assert any((results / STAGE1 / fold / "validation").glob("*.nii.gz"))
+    assert (results / STAGE2 / "fold_0" / "checkpoint_final.pth").is_file()
+    preprocessed = pipeline.path("preprocessed", NAME)
+    assert (preprocessed / "nnUNetPlans_spine.json").is_file()
+    for identifier in ("nnUNetPlans_spine_3d_lowres", "nnUNetPlans_spine_2d_cascade"):
+        assert len(list((preprocessed / identifier).glob("*.pkl"))) == 6
+    assert json.loads((preprocessed / "splits_final.json").read_text()) == json.loads(
+        pipeline.path("raw", NAME, "splits_final.json").read_text())  # our patient-level split was used
+
+
+def test_stage_two_received_stage_one_segmentations(pipeline):
+    import torch
+
+    results = pipeline.path("results", NAME)
+    next_stage = results / STAGE1 / "predicted_next_stage" / "2d_cascade"
+    assert len(list(next_stage.glob("*"))) == 6  # every training case, predicted by the fold that held it out
+    debug = json.loads((results / STAGE2 / "fold_0" / "debug.json").read_text())
+    assert debug["folder_with_segs_from_previous_stage"] == str(next_stage)
+    assert debug["is_cascaded"] in (True, "True")
+    checkpoint = torch.load(results / STAGE2 / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                            weights_only=False)
+    first_conv = checkpoint["network_weights"]["encoder.0.0.conv1.weight"]
+    assert first_conv.shape[1] == 1 + 5  # the image plus one channel per foreground class (L1-L5) of stage 1
+
+
+def test_predictions_overlay_the_input_and_are_measured(pipeline):
+    assert pipeline.predict.returncode in (0, 1), pipeline.predict.stderr[-3000:]
+    for image_path in sorted(pipeline.path("unseen_images").glob("*.nii.gz")):
+        mask = sitk.ReadImage(str(pipeline.path("predictions", image_path.name)))
+        image = sitk.ReadImage(str(image_path))
+        assert mask.GetSize() == image.GetSize() and mask.GetOrigin() == image.GetOrigin()
+        assert mask.GetSpacing() == image.GetSpacing() and mask.GetDirection() == image.GetDirection()
+        assert set(np.unique(sitk.GetArrayViewFromImage(mask))) <= set(range(6))
+    table = pd.read_csv(pipeline.path("measurements.csv"))
+    assert set(table["case_id"]) <= {"phantom_000", "phantom_001"} and len(table) > 0
+    assert "reoriented PIL -> LPS" in pipeline.predict.stdout
+
+
+def test_continue_a_killed_training_run(pipeline):
+    command = [str(BIN / "nnUNetv2_train"), DATASET, "3d_lowres", "all", "-p", "nnUNetPlans_spine", "-tr",
+               "nnUNetTrainerSpineCoarseSmoke", "-device", "cpu"]
+    process = subprocess.Popen(command, cwd=pipeline.root, env=pipeline.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    latest = pipeline.path("results", NAME, STAGE1, "fold_all", "checkpoint_latest.pth")
+    deadline = time.time() + 300
+    while time.time() < deadline and not latest.exists() and process.poll() is None:
+        time.sleep(0.05)
+    assert latest.exists(), "no checkpoint was written before the run ended"
+    time.sleep(0.5)  # let the file be complete
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    import torch
+
+    killed_at = torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"]
+    final = latest.with_name("checkpoint_final.pth")
+    assert not final.exists() and killed_at == 1
+    pipeline.run(*command, "--c")
+    assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 2
+    log = sorted(latest.parent.glob("training_log_*.txt"))[-1].read_text()
+    assert "Epoch 1" in log and "Epoch 0\n" not in log  # resumed, not restarted
+
+
+@pytest.mark.real_data
+def test_predict_a_real_scan_from_another_site(pipeline):
+    if not UNLABELLED.is_file():
+        pytest.skip(f"{UNLABELLED} not available")
+    out = pipeline.path("real_prediction")
+    done = pipeline.run("spine-predict", "-i", str(UNLABELLED), "-o", str(out), "-d", DATASET, "--variant", "Smoke",
+                        "--disable-tta")
+    mask = sitk.ReadImage(str(out / "t2_lumbar.nii.gz"))
+    image = sitk.ReadImage(str(UNLABELLED))
+    assert mask.GetSize() == image.GetSize() and np.allclose(mask.GetOrigin(), image.GetOrigin())
+    assert np.allclose(mask.GetDirection(), image.GetDirection()) and np.allclose(mask.GetSpacing(),
+                                                                                  image.GetSpacing())
+    assert "t2_lumbar: ok" in done.stdout

@@ -1,0 +1,125 @@
+"""The cascade plans (pure function), the left-right axis of training images, trainer registration."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import SimpleITK as sitk
+
+from nnunet_ext.plans import (
+    COARSE_CONFIGURATION,
+    FINE_CONFIGURATION,
+    PRESETS,
+    spine_plans,
+    training_orientation,
+    transpose_left_right_first,
+)
+from tests.convert_helpers import export_phantom
+
+LABELS = {"background": 0, "T11": 1, "T12": 2, "L1": 3, "L2": 4, "L3": 5, "L4": 6, "L5": 7, "S1": 8, "S2": 9,
+          "ignore": 10}
+
+
+def nnunet_like_plans() -> dict:
+    resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    fullres = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+               "batch_size": 2, "patch_size": [192, 160, 64], "median_image_size_in_voxels": [300, 200, 40],
+               "spacing": [1.0, 1.0, 4.0], "normalization_schemes": ["ZScoreNormalization"],
+               "use_mask_for_norm": [False], "resampling_fn_data": "resample_data_or_seg_to_shape",
+               "resampling_fn_seg": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": resampling,
+               "resampling_fn_seg_kwargs": {**resampling, "is_seg": True, "order": 1},
+               "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+               "resampling_fn_probabilities_kwargs": {**resampling, "order": 1}, "architecture": {},
+               "batch_dice": False}
+    return {"dataset_name": "Dataset900_X", "plans_name": "nnUNetPlans", "transpose_forward": [0, 1, 2],
+            "transpose_backward": [0, 1, 2], "image_reader_writer": "SimpleITKIO",
+            "configurations": {"3d_fullres": fullres, "2d": {}}, "experiment_planner_used": "ExperimentPlanner",
+            "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": {}}
+
+
+# arrays in SimpleITK order (k, j, i); a sagittal series stored LR along i: array axis 2 is left-right
+FINGERPRINT = {"spacings": [[1.0, 0.8, 4.0], [1.0, 0.8, 4.0], [1.1, 0.8, 4.5]],
+               "shapes_after_crop": [[320, 300, 15], [330, 290, 16], [310, 310, 14]]}
+
+
+def test_transpose_puts_left_right_first():
+    assert transpose_left_right_first(2) == ([2, 0, 1], [1, 2, 0])
+    assert transpose_left_right_first(0) == ([0, 1, 2], [0, 1, 2])
+    assert transpose_left_right_first(1) == ([1, 0, 2], [1, 0, 2])
+
+
+def test_cascade_configurations():
+    plans = spine_plans(nnunet_like_plans(), FINGERPRINT, {"labels": LABELS}, lr_axis=2, orientation="LPS")
+    assert plans["plans_name"] == "nnUNetPlans_spine" and plans["transpose_forward"] == [2, 0, 1]
+    assert set(plans["configurations"]) == {COARSE_CONFIGURATION, FINE_CONFIGURATION}
+    coarse, fine = plans["configurations"][COARSE_CONFIGURATION], plans["configurations"][FINE_CONFIGURATION]
+    assert coarse["next_stage"] == FINE_CONFIGURATION and fine["previous_stage"] == COARSE_CONFIGURATION
+    assert plans["original_median_spacing_after_transp"] == [4.0, 1.0, 0.8]  # left-right (thick) first
+    assert fine["spacing"] == [1.0, 0.8] and len(fine["patch_size"]) == 2  # sagittal slices at full resolution
+    assert coarse["spacing"] == [4.0, 1.6, 1.6]  # 2x the finest in-plane spacing; never finer than the data
+    assert all(p % 8 == 0 for p in coarse["patch_size"]) and all(p % 16 == 0 for p in fine["patch_size"])
+    assert coarse["architecture"]["network_class_name"].endswith("CoarseDeepLabGCN3D")
+    assert fine["architecture"]["network_class_name"].endswith("ResidualUNet2D")
+    kwargs = coarse["architecture"]["arch_kwargs"]
+    assert kwargs["class_names"][0] == "background" and "ignore" not in kwargs["class_names"]
+    assert kwargs["auxiliary_output"] is True
+    assert kwargs["strides"][1][0] == 1  # the 15-slice left-right axis is not halved at first
+    assert plans["spine_cascade"]["left_right_axis_after_transpose"] == 0
+    assert plans["spine_cascade"]["training_orientation"] == "LPS"
+    json.dumps(plans)  # plain JSON
+
+
+def test_small_preset_fits_the_voxel_budget():
+    plans = spine_plans(nnunet_like_plans(), FINGERPRINT, {"labels": LABELS}, 2, PRESETS["small"])
+    patch = plans["configurations"][COARSE_CONFIGURATION]["patch_size"]
+    assert patch[0] * patch[1] * patch[2] <= PRESETS["small"].coarse_max_voxels
+    assert max(plans["configurations"][FINE_CONFIGURATION]["patch_size"]) <= PRESETS["small"].fine_max_size
+
+
+@pytest.mark.parametrize("orientation, lr_array_axis", [("LPS", 2), ("PIL", 0), ("ASL", 0), ("SLP", 1)])
+def test_left_right_axis_from_the_images(tmp_path, orientation, lr_array_axis):
+    images = tmp_path / "Dataset900_X" / "imagesTr"
+    images.mkdir(parents=True)
+    for n in range(2):
+        phantom = export_phantom(f"c{n}", levels=("L1", "L2"), orientation=orientation)
+        sitk.WriteImage(phantom.intensity_image(), str(images / f"c{n}_0000.nii.gz"))
+    assert training_orientation(tmp_path / "Dataset900_X") == (lr_array_axis, orientation)
+    other = export_phantom("odd", levels=("L1", "L2"), orientation="SAL" if lr_array_axis != 0 else "LPS")
+    sitk.WriteImage(other.intensity_image(), str(images / "odd_0000.nii.gz"))
+    with pytest.raises(ValueError, match="store left-right along different axes"):
+        training_orientation(tmp_path / "Dataset900_X")
+
+
+def test_trainers_are_registered_for_the_stock_cli():
+    """A fresh interpreter of the environment has nnUNet_extTrainer pointing at the shim (bootstrap's .pth)."""
+    from nnunet_ext.registration import shim_folder
+
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    printed = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('nnUNet_extTrainer'))"],
+                             env=env, capture_output=True, text=True).stdout.strip()
+    assert str(shim_folder()) in printed.split(os.pathsep)
+    env["nnUNet_extTrainer"] = "/somewhere/else"
+    printed = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('nnUNet_extTrainer'))"],
+                             env=env, capture_output=True, text=True).stdout.strip()
+    assert printed.split(os.pathsep) == ["/somewhere/else", str(shim_folder())]
+
+
+def test_trainer_lookup_and_signature():
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    for name in ("nnUNetTrainerSpineCoarse", "nnUNetTrainerSpineFine", "nnUNetTrainerSpineFineBinary",
+                 "nnUNetTrainerSpineCoarseSmoke"):
+        trainer = recursive_find_trainer_class_by_name(name)
+        assert trainer.__name__ == name and "__" not in name and issubclass(trainer, nnUNetTrainer)
+        ours, theirs = inspect.signature(trainer.__init__), inspect.signature(nnUNetTrainer.__init__)
+        assert list(ours.parameters) == list(theirs.parameters)
+        assert [p.default for p in ours.parameters.values()] == [p.default for p in theirs.parameters.values()]
+    fine = recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineShort")
+    assert fine.previous_stage_trainer == "nnUNetTrainerSpineCoarseShort"
