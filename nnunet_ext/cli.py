@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     demo.add_argument("--cases", type=int, default=3, help="unseen phantoms to segment and measure")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--variant", default="Demo", choices=("Demo", "Short", "Smoke"),
+                      help="trainer schedule: Demo (375 + 750 iterations, default), Short (500 + 1000), Smoke (CI)")
+    demo.add_argument("--training-cases", type=int, default=8, help="training phantoms (default 8)")
     demo.add_argument("--measure-only", action="store_true",
                       help="skip training: measure the phantoms' true masks only (seconds)")
     plan = commands.add_parser(
@@ -56,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.out, args.cases, args.seed, train=not args.measure_only)
+        return run_demo(args.out, args.cases, args.seed, train=not args.measure_only, variant=args.variant,
+                        training_cases=args.training_cases)
     if args.command == "register":
         from .registration import register
 

@@ -76,7 +76,8 @@ def _dice_report(predictions: Path, phantoms: Path, raw_dataset: Path) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = True) -> int:
+def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = True, variant: str = "Demo",
+             training_cases: int = 8) -> int:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not train:
@@ -91,8 +92,8 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
     predictions, csv, qc = out / "predictions", out / "measurements.csv", out / "qc"
     total = 7
     try:
-        _step(1, total, f"8 training phantoms -> {export}; {cases} unseen phantoms -> {unseen}")
-        _run(["spine-phantom", str(export), "-n", "8", "--seed", str(seed), *PHANTOM_ARGS], env, log)
+        _step(1, total, f"{training_cases} training phantoms -> {export}; {cases} unseen phantoms -> {unseen}")
+        _run(["spine-phantom", str(export), "-n", str(training_cases), "--seed", str(seed), *PHANTOM_ARGS], env, log)
         _run(["spine-phantom", str(unseen), "-n", str(cases), "--seed", str(seed + 1000), "--orientation", "PIL",
               "--deformity", "L2:wedge:0.3", *PHANTOM_ARGS], env, log)
         images.mkdir(exist_ok=True)
@@ -112,13 +113,13 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
             _step(4, total, f"nnUNetv2_train stage 1 (3d_lowres, coarse 3D DeepLabV3 + GCN) fold {fold} on CPU "
                             f"({time.time() - start:.0f} s so far)")
             _run(["nnUNetv2_train", DEMO_DATASET_ID, "3d_lowres", fold, "-p", "nnUNetPlans_spine", "-tr",
-                  "nnUNetTrainerSpineCoarseDemo", "-device", "cpu"], env, log)
+                  f"nnUNetTrainerSpineCoarse{variant}", "-device", "cpu"], env, log)
         _step(5, total, f"nnUNetv2_train stage 2 (2d_cascade, fine 2D residual U-Net) on CPU "
                         f"({time.time() - start:.0f} s so far)")
         _run(["nnUNetv2_train", DEMO_DATASET_ID, "2d_cascade", "0", "-p", "nnUNetPlans_spine", "-tr",
-              "nnUNetTrainerSpineFineDemo", "-device", "cpu"], env, log)
+              f"nnUNetTrainerSpineFine{variant}", "-device", "cpu"], env, log)
         _step(6, total, f"spine-predict (both stages) on the unseen phantoms + spine-measure -> {csv}")
-        _run(["spine-predict", "-i", str(images), "-o", str(predictions), "-d", DEMO_DATASET_ID, "--variant", "Demo",
+        _run(["spine-predict", "-i", str(images), "-o", str(predictions), "-d", DEMO_DATASET_ID, "--variant", variant,
               "--measure", str(csv), "--qc-dir", str(qc), "--disable-tta"], env, log)
     except RuntimeError as exc:
         print(f"demo: {exc}", file=sys.stderr)

@@ -53,9 +53,11 @@ class CascadeSize:
 
 PRESETS = {
     "default": CascadeSize(),
+    # CPU-sized: the coarse stage sees the whole volume at 4x the in-plane spacing and the fine stage whole sagittal
+    # slices (up to 320 px, batch 2): level identity, the end levels above all, needs the context
     "small": CascadeSize(coarse_features=(8, 16, 32, 48), coarse_blocks=(1, 1, 1, 1), aspp_channels=32,
-                         gcn_hidden=16, fine_features=(8, 16, 32, 64, 96), coarse_max_voxels=24 * 64 * 96,
-                         fine_max_size=160, coarse_batch=2, fine_batch=4),
+                         gcn_hidden=16, fine_features=(8, 16, 32, 64, 96), lowres_factor=4.0,
+                         coarse_max_voxels=24 * 96 * 64, fine_max_size=320, coarse_batch=2, fine_batch=2),
 }
 
 

@@ -1,8 +1,9 @@
 """Trainer variants: class attributes only.
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
-* ``...Short``: 500 iterations (20 epochs of 25) with AdamW, enough for phantoms; ``...Smoke``: 2 epochs of 5
-  iterations with a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU.
+* ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms; ``...Smoke``: 2 x 5
+  iterations, a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU (375 and 750
+  iterations).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class nnUNetTrainerSpineCoarseShort(nnUNetTrainerSpineCoarse):
 
 
 class nnUNetTrainerSpineFineShort(nnUNetTrainerSpineFine):
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 20, 25, 5
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 40, 25, 5  # the end levels need more than 500
     optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseShort"
 
@@ -44,11 +45,11 @@ class nnUNetTrainerSpineFineSmoke(nnUNetTrainerSpineFine):
 
 
 class nnUNetTrainerSpineCoarseDemo(nnUNetTrainerSpineCoarse):
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 12, 25, 4
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 15, 25, 4
     optimizer_kind, learning_rate = "adam", 3e-3
 
 
 class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 12, 25, 4
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 30, 25, 4
     optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseDemo"
