@@ -105,7 +105,7 @@ def test_stage_two_received_stage_one_segmentations(pipeline):
     checkpoint = torch.load(results / STAGE2 / "fold_0" / "checkpoint_final.pth", map_location="cpu",
                             weights_only=False)
     first_conv = checkpoint["network_weights"]["encoder.0.0.conv1.weight"]
-    assert first_conv.shape[1] == 1 + 5  # the image plus one channel per foreground class (L1-L5) of stage 1
+    assert first_conv.shape[1] == 1 + 9  # the image plus one channel per foreground class (T11-S2) of stage 1
 
 
 def test_predictions_overlay_the_input_and_are_measured(pipeline):
@@ -115,7 +115,7 @@ def test_predictions_overlay_the_input_and_are_measured(pipeline):
         image = sitk.ReadImage(str(image_path))
         assert mask.GetSize() == image.GetSize() and mask.GetOrigin() == image.GetOrigin()
         assert mask.GetSpacing() == image.GetSpacing() and mask.GetDirection() == image.GetDirection()
-        assert set(np.unique(sitk.GetArrayViewFromImage(mask))) <= set(range(6))
+        assert set(np.unique(sitk.GetArrayViewFromImage(mask))) <= set(range(10))  # the project labels
     table = pd.read_csv(pipeline.path("measurements.csv"))
     assert set(table["case_id"]) <= {"phantom_000", "phantom_001"} and len(table) > 0
     assert "reoriented PIL -> LPS" in pipeline.predict.stdout
