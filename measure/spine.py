@@ -45,19 +45,31 @@ def label_centroid_mm(volume: SagittalVolume, value: int, box: tuple[slice, slic
     return idx.mean(axis=0) * volume.spacing[1:]
 
 
+MAX_SPINE_TILT_DEG = 80.0
+"""The local cranial direction of a lumbar spine lies within this angle of the image's superior axis (sacral slope
+rarely exceeds 70 degrees); a neighbour direction beyond it comes from a mislabelled or stray label."""
+
+
 def spine_axes(
     volume: SagittalVolume, ordered: list[tuple[int, tuple[slice, slice, slice]]]
 ) -> list[np.ndarray | None]:
     """Local cranial direction of the spine at each vertebra (cranio-caudal order), from the centroids of its
-    cranial and caudal neighbours in the mask; None for a lone vertebra."""
+    cranial and caudal neighbours in the mask; when that direction is implausible (more than
+    :data:`MAX_SPINE_TILT_DEG` from superior, e.g. a stray island carrying a neighbour's label), the one-sided
+    direction to a single neighbour, else None (the image's superior axis is then the prior)."""
     centroids = [label_centroid_mm(volume, value, box) for value, box in ordered]
+    min_cos = float(np.cos(np.radians(MAX_SPINE_TILT_DEG)))
     axes: list[np.ndarray | None] = []
     for i, centre in enumerate(centroids):
         upper = centroids[i - 1] if i > 0 else centre
         lower = centroids[i + 1] if i + 1 < len(centroids) else centre
-        direction = upper - lower
-        norm = float(np.linalg.norm(direction))
-        axes.append(direction / norm if norm > 1e-6 else None)
+        chosen = None
+        for direction in (upper - lower, upper - centre, centre - lower):
+            norm = float(np.linalg.norm(direction))
+            if norm > 1e-6 and direction[1] / norm >= min_cos:  # component 1: superior
+                chosen = direction / norm
+                break
+        axes.append(chosen)
     return axes
 
 

@@ -153,3 +153,18 @@ def test_spondylolisthesis_shifts_the_distances_as_the_truth_says() -> None:
     l5_slipped = slipped.truth.set_index("level").loc["L5"]
     l5_straight = straight.truth.set_index("level").loc["L5"]
     assert l5_slipped["distance_anterior_mm"] > l5_straight["distance_anterior_mm"] + 2  # the slip opens the gap
+
+
+def test_stray_island_with_a_neighbour_label_does_not_flip_the_frame():
+    """A few voxels labelled S2 lying cranial of S1 (a typical prediction error) must not turn the spine-axis prior
+    of S1 upside down (it did: rotation off by 180 degrees and a 34 mm distance error in the demo)."""
+    spine = typical_spine(["L4", "L5", "S1"])
+    phantom = phantom_on_grid(spine, (3.0, 0.8, 0.8))
+    clean = measure_phantom(phantom).set_index("level")
+    mask = phantom.mask
+    k, j, i = np.argwhere(mask == 6).max(axis=0)  # top of L4 (value 6) in the (k: superior, j, i) array
+    mask[k - 2:k, 2:4, i - 1:i + 1] = 9  # "S2" far above S1, at the anterior edge
+    noisy = measure_phantom(phantom).set_index("level")
+    for level in ("L4", "L5", "S1"):
+        assert abs(noisy.loc[level, "rotation_deg"] - clean.loc[level, "rotation_deg"]) < 1.0, level
+    assert abs(noisy.loc["L5", "distance_anterior_mm"] - clean.loc["L5", "distance_anterior_mm"]) < 0.5
