@@ -158,3 +158,22 @@ def test_predict_a_real_scan_from_another_site(pipeline):
     assert np.allclose(mask.GetDirection(), image.GetDirection()) and np.allclose(mask.GetSpacing(),
                                                                                   image.GetSpacing())
     assert "t2_lumbar: ok" in done.stdout
+
+
+def test_predict_one_part_of_a_cohort(pipeline):
+    """nnU-Net's parts convention: part 1 of 2 gets the second of the two sorted cases."""
+    out = pipeline.path("part_1")
+    pipeline.run("spine-predict", "-i", str(pipeline.path("unseen_images")), "-o", str(out), "-d", DATASET,
+                 "--variant", "Smoke", "--disable-tta", "--num-parts", "2", "--part-id", "1")
+    assert sorted(p.name for p in out.glob("phantom_*.nii.gz")) == ["phantom_001.nii.gz"]
+
+
+def test_binary_trainer_refuses_a_multiclass_dataset(pipeline):
+    import torch
+
+    from nnunet_ext.training.variants import nnUNetTrainerSpineCoarseBinary
+
+    plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+    dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
+    with pytest.raises(RuntimeError, match="expects 2 output classes, the dataset has 10"):
+        nnUNetTrainerSpineCoarseBinary(plans, "3d_lowres", 0, dataset_json, torch.device("cpu"))

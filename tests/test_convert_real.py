@@ -83,3 +83,14 @@ def test_nnunet_integrity_check_on_the_real_dataset(real_dataset, tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "verify_dataset_integrity Done" in done.stdout
+
+
+def test_left_right_axis_of_the_real_data(real_dataset):
+    """The development set stores sagittal slices along the last array axis (its README: arr[:, :, x]); the cascade
+    plans must put that axis first and mirror only along it."""
+    from nnunet_ext.plans import training_orientation, transpose_left_right_first
+
+    _, dataset, _ = real_dataset
+    axis, orientation = training_orientation(dataset)
+    assert (axis, orientation) == (2, "LPS")
+    assert transpose_left_right_first(axis)[0] == [2, 0, 1]
