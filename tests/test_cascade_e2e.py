@@ -174,6 +174,7 @@ def test_binary_trainer_refuses_a_multiclass_dataset(pipeline):
     from nnunet_ext.training.variants import nnUNetTrainerSpineCoarseBinary
 
     plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+    plans["continue_training"] = False  # what nnUNetv2_train adds before building the trainer
     dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
     with pytest.raises(RuntimeError, match="expects 2 output classes, the dataset has 10"):
         nnUNetTrainerSpineCoarseBinary(plans, "3d_lowres", 0, dataset_json, torch.device("cpu"))

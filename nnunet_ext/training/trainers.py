@@ -48,6 +48,10 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
+        classes = len([name for name in dataset_json["labels"] if name.lower() != "ignore"])
+        if self.expected_num_classes is not None and classes != self.expected_num_classes:
+            raise RuntimeError(f"{type(self).__name__} expects {self.expected_num_classes} output classes, the dataset "
+                               f"has {classes}: use the matching trainer (binary datasets: spine-convert --binary)")
         super().__init__(plans, configuration, fold, dataset_json, device)
         for attribute, value in (("num_epochs", self.epochs), ("num_iterations_per_epoch", self.iterations_per_epoch),
                                  ("num_val_iterations_per_epoch", self.val_iterations_per_epoch),
@@ -58,10 +62,6 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
             self.folder_with_segs_from_previous_stage = previous_stage_folder(
                 nnUNet_results, self.plans_manager.dataset_name, self.previous_stage_trainer,
                 self.plans_manager.plans_name, self.configuration_manager.previous_stage_name, configuration)
-        classes = self.label_manager.num_segmentation_heads
-        if self.expected_num_classes is not None and classes != self.expected_num_classes:
-            raise RuntimeError(f"{type(self).__name__} expects {self.expected_num_classes} output classes, the dataset "
-                               f"has {classes}: use the matching trainer (binary datasets: spine-convert --binary)")
 
     def configure_optimizers(self):
         if self.optimizer_kind == "sgd":
