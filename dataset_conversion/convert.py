@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from measure.batch import progress_bar
 from measure.io import MaskReadError, label_array
 from measure.table import tool_version
 
@@ -34,6 +34,7 @@ from .sources.inhouse import (
     DEFAULT_MASK_PATTERNS,
     CaseEntry,
     discover_cases,
+    missing_message,
 )
 from .sources.volume import VolumeReadError, read_volume
 from .splits import explicit_split, k_fold_splits, splits_json, subject_groups, train_val_split
@@ -300,9 +301,7 @@ def _nnunet_ids(entries: Sequence[CaseEntry], name: str, keep_case_ids: bool) ->
 
 
 def _run(jobs: int, tasks: list[tuple], progress: bool, on_result: Callable[[CaseResult], None]) -> None:
-    from tqdm import tqdm
-
-    with tqdm(total=len(tasks), unit="case", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(len(tasks), progress) as bar:
         if jobs <= 1 or len(tasks) <= 1:
             for task in tasks:
                 on_result(convert_case(*task))
@@ -330,13 +329,14 @@ def _run(jobs: int, tasks: list[tuple], progress: bool, on_result: Callable[[Cas
 def _make_splits(train: list[CaseResult], entries: dict[str, CaseEntry], split: SplitOptions,
                  ) -> tuple[list[tuple[list[str], list[str]]], dict[str, str]]:
     ids = [r.original_case_id for r in train]
+    known = set(ids)
     groups = subject_groups(ids, {c: entries[c].same_subject_as for c in ids},
                             {**{c: entries[c].subject_id for c in ids if entries[c].subject_id},
-                             **{c: s for c, s in (split.subjects or {}).items() if c in set(ids)}})
+                             **{c: s for c, s in (split.subjects or {}).items() if c in known}})
     if split.val_cases is not None:
         to_original = {r.nnunet_case_id: r.original_case_id for r in train}
         requested = [to_original.get(c, c) for c in split.val_cases]
-        unknown = sorted(set(requested) - set(ids))
+        unknown = sorted(set(requested) - known)
         if unknown:
             raise ConversionError(f"validation cases not among the converted training cases: {unknown[:10]}")
         folds = [explicit_split(ids, groups, requested)]
@@ -409,21 +409,23 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
             raise ConversionError(f"--strict: case {result.original_case_id} failed: {result.reason}")
 
     with writer:
-        tasks = []
+        tasks, subset_of = [], {}
         for entry, nnunet_id in zip(entries, ids, strict=True):
             is_test = entry.case_id in test_set
-            if entry.mask_path is None and entry.image_path is not None and unlabelled == "test" and not [
-                    p for p in entry.problems if "no mask" not in p]:
-                entry.problems.clear()
-                is_test = True
+            if entry.mask_path is None:
+                if unlabelled == "test":
+                    is_test = True
+                else:
+                    entry.problems.append(missing_message(entry.folder, "mask", mask_patterns))
+            subset_of[nnunet_id] = "test" if is_test else "train"
             has_label = entry.mask_path is not None
             tasks.append((entry, nnunet_id, writer.image_path(nnunet_id, test=is_test),
                           writer.label_path(nnunet_id, test=is_test) if has_label else None, options))
         _run(jobs, tasks, progress, on_result)
         order = {nnunet_id: n for n, nnunet_id in enumerate(ids)}
         results.sort(key=lambda r: order[r.nnunet_case_id])
-        for result, task in zip(results, tasks, strict=True):
-            result.subset = "test" if "imagesTs" in str(task[2]) else "train"
+        for result in results:
+            result.subset = subset_of[result.nnunet_case_id]
         train = [r for r in results if r.status == "converted" and r.subset == "train"]
         if not train:
             raise ConversionError("no training case could be converted:\n" + "\n".join(

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from measure.levels import is_known_level, project_label_map
+from measure.levels import is_known_level, level_rank, project_label_map
 
 UNKNOWN_LEVEL_POLICIES = ("ignore", "background", "error")
 SPECIAL_TARGETS = ("background", "ignore")
@@ -166,7 +166,6 @@ def relabel(mask: np.ndarray, names: Mapping[int, str], scheme: TargetScheme, un
         raise RelabelError(f"{source}: level(s) {sorted(set(outside))} are outside T11-S2 (--unknown-levels error; "
                            "use 'ignore' or 'background' to convert such cases)")
     labels = lookup[mask]
-    order = {level: rank for rank, level in enumerate(project_label_map().levels.values())}
-    kept = sorted({names[v] for v in present if lookup[v] not in (0, scheme.ignore_value)}, key=order.get)
+    kept = sorted({names[v] for v in present if lookup[v] not in (0, scheme.ignore_value)}, key=level_rank)
     return RelabelResult(labels=labels, levels_present=kept, ignored_levels=sorted(set(ignored)),
                          background_levels=sorted(set(background)))

@@ -127,7 +127,8 @@ def measure_file(path: str | Path, case_id: str, options: MeasureOptions) -> lis
         return [error_row(case_id, str(path), f"{path}: unexpected error ({detail}); please report it")]
 
 
-def _progress(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
+    """The progress bar of every batch command (tqdm on stderr, counting cases)."""
     from tqdm import tqdm
 
     return tqdm(total=total, unit="case", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
@@ -138,7 +139,7 @@ def measure_files(
 ) -> pd.DataFrame:
     """Measure many files (in parallel with ``jobs`` > 1) into one table, in input order."""
     results: dict[int, list[dict]] = {}
-    with _progress(len(paths), progress) as bar:
+    with progress_bar(len(paths), progress) as bar:
         if jobs <= 1 or len(paths) <= 1:
             for n, (path, case_id) in enumerate(zip(paths, ids, strict=True)):
                 results[n] = measure_file(path, case_id, options)

@@ -93,10 +93,15 @@ class LabelMap:
         return {str(k): v for k, v in sorted(self.levels.items())}
 
 
+@lru_cache(maxsize=1)
+def _project_labels() -> tuple[tuple[int, str], ...]:
+    data = json.loads(resources.files("measure").joinpath("data/project_labels.json").read_text())
+    return tuple((int(k), v) for k, v in data["labels"].items())
+
+
 def project_label_map() -> LabelMap:
     """The project scheme: 1 T11, 2 T12, 3 L1, ..., 7 L5, 8 S1, 9 S2 (0 background)."""
-    data = json.loads(resources.files("measure").joinpath("data/project_labels.json").read_text())
-    return _validated({int(k): v for k, v in data["labels"].items()}, "project scheme (T11=1 ... S2=9)")
+    return _validated(dict(_project_labels()), "project scheme (T11=1 ... S2=9)")
 
 
 def load_label_map(path: str | Path) -> LabelMap:

@@ -37,14 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dataset_name(dataset: str, preprocessed: Path) -> str:
+def dataset_name(dataset: str, *folders: Path) -> str:
+    """``DatasetNNN_Name`` for an id or a name: the single ``DatasetNNN_*`` folder in the first of ``folders`` that
+    has exactly one; raises FileNotFoundError when none does."""
     if dataset.startswith("Dataset"):
         return dataset
     prefix = f"Dataset{int(dataset):03d}_"
-    found = sorted(p.name for p in preprocessed.glob(prefix + "*") if p.is_dir())
-    if len(found) != 1:
-        raise FileNotFoundError(f"{preprocessed}: {'no' if not found else 'several'} dataset folder(s) {prefix}*")
-    return found[0]
+    problems = []
+    for folder in folders:
+        found = sorted(p.name for p in folder.glob(prefix + "*") if p.is_dir())
+        if len(found) == 1:
+            return found[0]
+        problems.append(f"{folder}: {'several dataset folders ' + ', '.join(found) if found else 'no ' + prefix + '*'}")
+    raise FileNotFoundError("; ".join(problems))
 
 
 def _env_path(name: str) -> Path:
@@ -71,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             preprocessed, raw = _env_path("nnUNet_preprocessed"), _env_path("nnUNet_raw")
-            name = _dataset_name(args.dataset, preprocessed)
+            name = dataset_name(args.dataset, preprocessed)
             target = write_spine_plans(name, preprocessed, raw, PRESETS[args.preset], args.source_plans,
                                        args.plans_name or SPINE_PLANS_NAME)
         except (RuntimeError, FileNotFoundError, ValueError) as exc:

@@ -110,8 +110,7 @@ def spine_plans(plans: dict, fingerprint: dict, dataset_json: dict, lr_axis: int
     spacing = np.median(np.array(fingerprint["spacings"], dtype=float), axis=0)[forward]
     shape = np.median(np.array(fingerprint["shapes_after_crop"], dtype=float), axis=0)[forward]
     in_plane = spacing[1:]
-    low = np.array([max(spacing[0], size.lowres_factor * in_plane.min())]
-                   + [max(s, size.lowres_factor * in_plane.min()) for s in in_plane])
+    low = np.maximum(spacing, size.lowres_factor * in_plane.min())  # never finer than the data
     low_shape = shape * spacing / low
     class_names = class_names_from_labels(dataset_json["labels"])
     template = plans["configurations"]["3d_fullres"]

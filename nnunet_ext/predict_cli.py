@@ -65,18 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from .cli import _dataset_name
+    from .cli import dataset_name
     from .inference import CascadeModel, RunOptions, predict_cascade
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dataset = _dataset_name(args.dataset, Path(results))
-    except (FileNotFoundError, ValueError):
-        try:
-            dataset = _dataset_name(args.dataset, Path(preprocessed or results))
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"spine-predict: error: {exc}", file=sys.stderr)
-            return 2
+        dataset = dataset_name(args.dataset, *[Path(f) for f in (results, preprocessed) if f])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"spine-predict: error: {exc}", file=sys.stderr)
+        return 2
     model = CascadeModel(
         dataset, Path(results), args.plans,
         args.coarse_trainer or f"nnUNetTrainerSpineCoarse{args.variant}",

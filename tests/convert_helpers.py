@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -44,3 +47,18 @@ def level_voxels(folder: Path) -> dict[str, np.ndarray]:
 
 def read_array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def nnunet_integrity_check(raw: Path, work: Path, dataset_id: int, processes: int = 1,
+                           timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run nnU-Net's own ``nnUNetv2_plan_and_preprocess -d ID --verify_dataset_integrity --no_pp`` on a raw folder
+    (preprocessed and results folders under ``work``); asserts it succeeded and reported the check done."""
+    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(work / "preprocessed"),
+           "nnUNet_results": str(work / "results"), "nnUNet_def_n_proc": str(processes), "nnUNet_n_proc_DA": "1",
+           "nnUNet_compile": "f"}
+    command = [str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id),
+               "--verify_dataset_integrity", "--no_pp", "-np", str(processes), "-npfp", str(processes)]
+    done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "verify_dataset_integrity Done" in done.stdout
+    return done

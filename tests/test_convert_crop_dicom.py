@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +16,7 @@ from dataset_conversion.crop import CropBox, ap_axis, ap_crop_box, apply_crop, p
 from dataset_conversion.phantom import GridSpec, fov_for, make_phantom, typical_spine
 from dataset_conversion.sources.volume import read_volume, write_dicom_series
 from tests.conftest import SHARED_DATA
-from tests.convert_helpers import export_phantom, level_voxels, read_array, write_export
+from tests.convert_helpers import export_phantom, level_voxels, nnunet_integrity_check, read_array, write_export
 
 ORIENTATIONS = ("LPS", "PIL", "ASL", "SAR", "RIA", "ILP")
 
@@ -180,15 +177,8 @@ def test_nnunet_integrity_check_passes(tmp_path):
     pytest.importorskip("nnunetv2")
     root = tmp_path / "export"
     write_export(root, [export_phantom(f"c{n}", orientation=o, seed=n) for n, o in enumerate(("LPS", "PIL", "ASL"))])
-    raw, preprocessed = tmp_path / "raw", tmp_path / "preprocessed"
+    raw = tmp_path / "raw"
     assert _convert(root, raw, "--crop-ap", "0.1", "--folds", "3") == 0
-    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed),
-           "nnUNet_results": str(tmp_path / "results"), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1",
-           "nnUNet_compile": "f"}
-    command = [str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", "13",
-               "--verify_dataset_integrity", "--no_pp", "-np", "1", "-npfp", "1"]
-    done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "verify_dataset_integrity Done" in done.stdout
-    copied = preprocessed / "Dataset013_Crop" / "splits_final.json"  # nnU-Net took our patient-level split
+    nnunet_integrity_check(raw, tmp_path, 13)
+    copied = tmp_path / "preprocessed" / "Dataset013_Crop" / "splits_final.json"  # nnU-Net took our patient-level split
     assert json.loads(copied.read_text()) == json.loads((raw / "Dataset013_Crop" / "splits_final.json").read_text())

@@ -5,17 +5,13 @@ integrity check."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from dataset_conversion.convert_cli import main
-from tests.convert_helpers import level_voxels, read_array
+from tests.convert_helpers import level_voxels, nnunet_integrity_check, read_array
 
 pytestmark = pytest.mark.real_data
 
@@ -74,15 +70,8 @@ def test_same_subject_pairs_share_every_fold(real_dataset):
 @pytest.mark.slow
 def test_nnunet_integrity_check_on_the_real_dataset(real_dataset, tmp_path):
     pytest.importorskip("nnunetv2")
-    raw, dataset, _ = real_dataset
-    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(tmp_path / "preprocessed"),
-           "nnUNet_results": str(tmp_path / "results"), "nnUNet_def_n_proc": "2", "nnUNet_n_proc_DA": "1",
-           "nnUNet_compile": "f"}
-    command = [str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", "501",
-               "--verify_dataset_integrity", "--no_pp", "-np", "2", "-npfp", "2"]
-    done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "verify_dataset_integrity Done" in done.stdout
+    raw, _, _ = real_dataset
+    nnunet_integrity_check(raw, tmp_path, 501, processes=2, timeout=900)
 
 
 def test_left_right_axis_of_the_real_data(real_dataset):

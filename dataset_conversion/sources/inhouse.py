@@ -109,10 +109,17 @@ def _read_levels(path: Path, entry: CaseEntry) -> None:
     entry.same_subject_as = [str(s) for s in (same if isinstance(same, list) else [same])]
 
 
+def missing_message(folder: Path, kind: str, patterns: Sequence[str]) -> str:
+    """Why a case folder has no image or no mask."""
+    return (f"{folder}: no {kind} found (looked for {', '.join(patterns)} as a NIfTI, NRRD, MHA file or a DICOM "
+            "series folder)")
+
+
 def read_case_folder(folder: Path, root: Path, image_patterns: Sequence[str] = DEFAULT_IMAGE_PATTERNS,
                      mask_patterns: Sequence[str] = DEFAULT_MASK_PATTERNS,
                      levels_file: str | None = DEFAULT_LEVELS_FILE) -> CaseEntry:
-    """The :class:`CaseEntry` of one case folder (problems recorded, never raised)."""
+    """The :class:`CaseEntry` of one case folder (problems recorded, never raised; a missing mask leaves
+    ``mask_path`` None without a problem)."""
     entry = CaseEntry(case_id=folder.name, folder=folder, root=root)
     masks = _candidates(folder, mask_patterns)
     images = [p for p in _candidates(folder, image_patterns) if p not in masks]
@@ -120,9 +127,8 @@ def read_case_folder(folder: Path, root: Path, image_patterns: Sequence[str] = D
         if len(found) == 1:
             setattr(entry, f"{kind}_path", found[0])
         elif not found:
-            patterns = image_patterns if kind == "image" else mask_patterns
-            entry.problems.append(f"{folder}: no {kind} found (looked for {', '.join(patterns)} as a NIfTI, NRRD, "
-                                  "MHA file or a DICOM series folder)")
+            if kind == "image":  # a missing mask is for the converter to judge (skip, or imagesTs)
+                entry.problems.append(missing_message(folder, kind, image_patterns))
         else:
             entry.problems.append(f"{folder}: several {kind} candidates ({', '.join(p.name for p in found)}); "
                                   f"choose one with --{kind}-name")
