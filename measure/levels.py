@@ -111,6 +111,13 @@ def load_label_map(path: str | Path) -> LabelMap:
     skipped; region-based labels are refused), a ``{"1": "T11", ...}`` mapping, or the export form
     ``{"labels": {"1": "T11", ...}}`` (the ``levels.json`` of an in-house export).
     """
+    levels, _ = read_label_table(path)
+    return _validated(levels, str(path))
+
+
+def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
+    """Label value -> class name from a label-map JSON (any form :func:`load_label_map` takes), and the ignore
+    value (nnU-Net's ``"ignore"`` label) or None. Names are not checked against the level names."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -122,6 +129,7 @@ def load_label_map(path: str | Path) -> LabelMap:
     if not isinstance(table, dict) or not table:
         raise LabelMapError(f"{path}: no labels found")
     levels: dict[int, str] = {}
+    ignore: int | None = None
     for key, value in table.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):  # nnU-Net form: name -> value
             name, number = key, value
@@ -131,16 +139,19 @@ def load_label_map(path: str | Path) -> LabelMap:
             raise LabelMapError(f"{path}: region-based label {key!r} ({value}) cannot name a single vertebra")
         else:
             raise LabelMapError(f"{path}: cannot interpret label entry {key!r}: {value!r}")
-        if name.lower() in ("background", "ignore"):
-            continue
         try:
             value_int = int(number)
         except (TypeError, ValueError) as exc:
             raise LabelMapError(f"{path}: label value {number!r} of {name!r} is not an integer") from exc
+        if name.lower() == "background":
+            continue
+        if name.lower() == "ignore":
+            ignore = value_int
+            continue
         if value_int in levels:
             raise LabelMapError(f"{path}: label value {value_int} is given twice ({levels[value_int]}, {name})")
         levels[value_int] = name
-    return _validated(levels, str(path))
+    return levels, ignore
 
 
 def _validated(levels: dict[int, str], source: str) -> LabelMap:

@@ -8,6 +8,7 @@ phantoms' true masks (seconds).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -50,32 +51,6 @@ def _run(command: list[str], env: dict, log: Path) -> None:
         raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}); end of {log}:\n{tail}")
 
 
-def _dice_report(predictions: Path, phantoms: Path, raw_dataset: Path) -> pd.DataFrame:
-    import json
-
-    import SimpleITK as sitk
-
-    from measure.agreement import dice_per_label, foreground_dice
-
-    labels = json.loads((raw_dataset / "dataset.json").read_text())["labels"]
-    names = {v: k for k, v in labels.items() if k not in ("background", "ignore")}
-    rows = []
-    for case in sorted(phantoms.glob("phantom_*")):
-        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / f"{case.name}.nii.gz")))
-        levels = json.loads((case / "levels.json").read_text())["labels"]
-        source = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mask.nii.gz")))
-        reference = np.zeros_like(predicted)
-        for value, level in levels.items():
-            if level in labels:
-                reference[source == int(value)] = labels[level]
-        scores = dice_per_label(predicted, reference, names)
-        present = [s for s in scores.values() if not np.isnan(s)]
-        rows.append({"case_id": case.name, "dice_foreground": foreground_dice(predicted, reference),
-                     "dice_mean_per_level": float(np.mean(present)) if present else float("nan"),
-                     **{f"dice_{names[v]}": s for v, s in scores.items()}})
-    return pd.DataFrame(rows)
-
-
 def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = True, variant: str = "Demo",
              training_cases: int = 8) -> int:
     out = Path(out_dir).resolve()
@@ -90,6 +65,7 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
            "nnUNet_compile": "f"}
     export, unseen, images = out / "export", out / "unseen", out / "unseen_images"
     predictions, csv, qc = out / "predictions", out / "measurements.csv", out / "qc"
+    evaluation = out / "evaluation"
     total = 7
     try:
         _step(1, total, f"{training_cases} training phantoms -> {export}; {cases} unseen phantoms -> {unseen}")
@@ -124,17 +100,23 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
     except RuntimeError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
-    _step(7, total, "agreement with the unseen phantoms' truth")
-    dice = _dice_report(predictions, unseen, Path(env["nnUNet_raw"]) / DEMO_DATASET)
-    dice.to_csv(out / "dice.csv", index=False, float_format="%.4f")
-    print(f"Dice (cascade vs truth, {len(dice)} unseen phantoms): foreground {dice['dice_foreground'].mean():.3f}, "
-          f"mean per level {dice['dice_mean_per_level'].mean():.3f}")
+    _step(7, total, f"spine-evaluate: the predicted masks against the unseen phantoms' masks -> {evaluation}")
+    try:
+        _run(["spine-evaluate", "--pred", str(predictions), "--ref", str(unseen), "--ref-pattern", "mask.nii.gz",
+              "--recursive", "-o", str(evaluation), "--overwrite", "--no-progress"], env, log)
+    except RuntimeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    report = json.loads((evaluation / "report.json").read_text())
+    print(f"Dice (cascade vs truth, {report['cases_evaluated']} unseen phantoms, micro-averaged): multiclass "
+          f"{report['dice_micro_multiclass']:.3f}, any vertebra {report['dice_micro_binary']:.3f}; mean per level "
+          f"{report['dice_mean_per_class']:.3f}")
     measured, truth = pd.read_csv(csv), pd.read_csv(unseen / "truth.csv")
     errors = compare_with_truth(measured, truth)
     print("Measurements from the predicted masks vs the known geometry (mm, degrees):")
     print(errors.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"\nDone in {time.time() - start:.0f} s. Results:\n  masks        {predictions}\n  CSV          {csv}"
-          f"\n  QC pictures  {qc}\n  Dice         {out / 'dice.csv'}\n  models       {env['nnUNet_results']}"
+          f"\n  QC pictures  {qc}\n  evaluation   {evaluation / 'report.md'}\n  models       {env['nnUNet_results']}"
           f"\n  commands     {log} (every command run, with its output)")
     return 0
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-VARIANTS = ("", "Binary", "Short", "Smoke", "Demo")
+VARIANTS = ("", "Binary", "Short", "BinaryShort", "Smoke", "Demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

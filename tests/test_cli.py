@@ -97,8 +97,8 @@ def test_demo_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(list((tmp_path / "demo" / "qc").glob("*.png"))) == 2
 
 
-@pytest.mark.parametrize("command", ["measure.cli", "dataset_conversion.phantom_cli", "dataset_conversion.convert_cli",
-                                     "nnunet_ext.cli"])
+@pytest.mark.parametrize("command", ["measure.cli", "measure.evaluation.cli", "dataset_conversion.phantom_cli",
+                                     "dataset_conversion.convert_cli", "nnunet_ext.cli"])
 def test_help_does_not_import_torch(command: str) -> None:
     code = (f"import sys; from {command} import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
@@ -109,7 +109,7 @@ def test_help_does_not_import_torch(command: str) -> None:
 
 def test_console_scripts_installed() -> None:
     bindir = Path(sys.executable).parent
-    for name in ("spine-measure", "spine-phantom", "spine-nnunet", "spine-convert"):
+    for name in ("spine-measure", "spine-phantom", "spine-nnunet", "spine-convert", "spine-evaluate", "spine-predict"):
         result = subprocess.run([str(bindir / name), "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage" in result.stdout
 

@@ -123,3 +123,6 @@ def test_trainer_lookup_and_signature():
         assert [p.default for p in ours.parameters.values()] == [p.default for p in theirs.parameters.values()]
     fine = recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineShort")
     assert fine.previous_stage_trainer == "nnUNetTrainerSpineCoarseShort"
+    binary_fine = recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineBinaryShort")
+    assert binary_fine.previous_stage_trainer == "nnUNetTrainerSpineCoarseBinaryShort"
+    assert binary_fine.expected_num_classes == 2 and binary_fine.epochs == fine.epochs

@@ -3,10 +3,12 @@
 from nnunet_ext.training.trainers import nnUNetTrainerSpine, nnUNetTrainerSpineCoarse, nnUNetTrainerSpineFine  # noqa: F401
 from nnunet_ext.training.variants import (  # noqa: F401
     nnUNetTrainerSpineCoarseBinary,
+    nnUNetTrainerSpineCoarseBinaryShort,
     nnUNetTrainerSpineCoarseDemo,
     nnUNetTrainerSpineCoarseShort,
     nnUNetTrainerSpineCoarseSmoke,
     nnUNetTrainerSpineFineBinary,
+    nnUNetTrainerSpineFineBinaryShort,
     nnUNetTrainerSpineFineDemo,
     nnUNetTrainerSpineFineShort,
     nnUNetTrainerSpineFineSmoke,

@@ -1,7 +1,8 @@
 """Trainer variants: class attributes only.
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
-* ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms; ``...Smoke``: 2 x 5
+* ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
+  the same for M_SC); ``...Smoke``: 2 x 5
   iterations, a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU (375 and 750
   iterations).
 """
@@ -31,6 +32,15 @@ class nnUNetTrainerSpineFineShort(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 40, 25, 5  # the end levels need more than 500
     optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseShort"
+
+
+class nnUNetTrainerSpineCoarseBinaryShort(nnUNetTrainerSpineCoarseShort):
+    expected_num_classes = 2
+
+
+class nnUNetTrainerSpineFineBinaryShort(nnUNetTrainerSpineFineShort):
+    expected_num_classes = 2
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseBinaryShort"
 
 
 class nnUNetTrainerSpineCoarseSmoke(nnUNetTrainerSpineCoarse):

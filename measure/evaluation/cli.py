@@ -1,0 +1,103 @@
+"""spine-evaluate: overlap (micro Dice/Jaccard as the paper's Table 1, per class and case, HD95/ASSD) and
+measurement agreement (MAE, bias, limits of agreement, Genant) of predicted against reference masks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spine-evaluate",
+        description="Compare a folder of predicted masks with a folder of reference masks, matched by case id "
+        "(file name without extension). Writes REPORT_DIR/report.json, report.md, cases.csv, classes_per_case.csv "
+        "and, for level-labelled masks, the measurement tables, measurement_pairs.csv and bland_altman.png.",
+        epilog="Exit status: 0 every selected case evaluated; 1 some case missing a prediction or failing (see the "
+        "report); 2 usage error.")
+    parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="predicted masks")
+    parser.add_argument("--ref", required=True, type=Path, metavar="DIR", help="reference masks (e.g. nnU-Net's "
+                        "labelsTr, or an export with one folder per case and --ref-pattern mask.nii.gz)")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="REPORT_DIR")
+    parser.add_argument("--labels", metavar="FILE", help="label map of both sides: nnU-Net dataset.json or JSON "
+                        "{value: name} (default: a dataset.json in or above each folder, else the project scheme)")
+    parser.add_argument("--pred-labels", metavar="FILE", help="label map of the predictions only")
+    parser.add_argument("--ref-labels", metavar="FILE", help="label map of the references only")
+    parser.add_argument("--split", metavar="splits_final.json", help="evaluate the validation cases of --fold")
+    parser.add_argument("--fold", type=int, help="fold of --split")
+    parser.add_argument("--cases", nargs="+", metavar="ID", help="evaluate only these reference cases")
+    parser.add_argument("--missing", choices=("empty", "skip"), default="empty", help="a reference case without "
+                        "prediction: scored as an empty prediction (default) or left out; listed either way")
+    parser.add_argument("--ref-pattern", metavar="GLOB", help="reference file name pattern (e.g. mask.nii.gz)")
+    parser.add_argument("--recursive", action="store_true", help="search the reference folder recursively")
+    parser.add_argument("--no-surface", action="store_true", help="skip HD95/ASSD (faster)")
+    parser.add_argument("--no-measure", action="store_true", help="skip the measurement agreement")
+    parser.add_argument("--qc", action="store_true", help="write spine-measure QC pictures of both sides")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report in REPORT_DIR")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..levels import LabelMapError
+    from .labels import default_class_map
+    from .run import EvaluationOptions, evaluate_folders, read_selection
+
+    def usage(message: str) -> int:
+        print(f"spine-evaluate: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    for name, folder in (("--pred", args.pred), ("--ref", args.ref)):
+        if not folder.is_dir():
+            return usage(f"{name} {folder}: not a folder")
+    if args.jobs < 1:
+        return usage("--jobs must be >= 1")
+    if args.split and args.cases:
+        return usage("use either --split/--fold or --cases")
+    if (args.fold is None) != (args.split is None):
+        return usage("--split and --fold go together")
+    if (args.output / "report.json").exists() and not args.overwrite:
+        return usage(f"{args.output / 'report.json'} exists: use --overwrite or another REPORT_DIR")
+    try:
+        pred_map = default_class_map(args.pred, args.pred_labels, args.labels)
+        ref_map = default_class_map(args.ref, args.ref_labels, args.labels)
+        selection, selection_source = read_selection(args.split, args.fold, args.cases)
+    except (LabelMapError, ValueError, OSError, KeyError) as exc:
+        return usage(str(exc))
+    options = EvaluationOptions(pred_map=pred_map, ref_map=ref_map, selection=selection,
+                                selection_source=selection_source, missing=args.missing,
+                                surface=not args.no_surface, measure=not args.no_measure, qc=args.qc,
+                                jobs=args.jobs, progress=not args.no_progress, ref_pattern=args.ref_pattern,
+                                ref_recursive=args.recursive)
+    report = evaluate_folders(args.pred.resolve(), args.ref.resolve(), args.output, options)
+    problems = report["problems"]
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(f"spine-evaluate: {report['cases_evaluated']} case(s); Dice/Jaccard micro multiclass "
+          f"{show(report['dice_micro_multiclass'])}/{show(report['jaccard_micro_multiclass'])}, binary "
+          f"{show(report['dice_micro_binary'])}/{show(report['jaccard_micro_binary'])} -> {args.output}/report.md",
+          file=sys.stderr)
+    for case_id in problems["missing_predictions"]:
+        print(f"  missing prediction ({args.missing}): {case_id}", file=sys.stderr)
+    for case_id, message in problems["failed_cases"].items():
+        print(f"  failed: {case_id}: {message}", file=sys.stderr)
+    for case_id in problems["extra_predictions"]:
+        print(f"  prediction without reference, not evaluated: {case_id}", file=sys.stderr)
+    for case_id in problems["selected_without_reference"]:
+        print(f"  selected case has no reference file: {case_id}", file=sys.stderr)
+    for note in problems["label_map_notes"]:
+        print(f"  note: {note}", file=sys.stderr)
+    bad = problems["missing_predictions"] or problems["failed_cases"] or problems["selected_without_reference"]
+    return EXIT_SOME_FAILED if bad else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
