@@ -17,9 +17,12 @@ Example (the CPU run recorded in docs/benchmarks.md)::
 
     python benchmarks/real_data.py --data ../shared/data/lumbar_mri --work /tmp/real --profile cpu
 
-GPU (a machine that accepts only a small upload: ``--cases 24`` converts the first 24 cases only)::
+GPU (a machine that accepts only a small upload: ``--cases 24`` converts the first 24 cases only; a short lease:
+stock ``nnUNetTrainer_100epochs`` and the ``Short`` variants)::
 
     python benchmarks/real_data.py --data DATA --work WORK --profile gpu --device cuda
+    python benchmarks/real_data.py --data DATA --work WORK --profile gpu --device cuda --cases 24 \
+        --variant Short --binary-variant BinaryShort --default-trainer nnUNetTrainer_100epochs
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -133,10 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N cases of the export")
     parser.add_argument("--fold", type=int, default=0, help="fold whose validation cases are evaluated")
-    parser.add_argument("--default-trainer", default=None, help="nnU-Net trainer for 3d_fullres (stock class)")
+    parser.add_argument("--default-trainer", default=None, help="nnU-Net trainer for 3d_fullres (stock class, e.g. "
+                        "nnUNetTrainer_100epochs for a short GPU lease)")
+    parser.add_argument("--variant", default=None, help="cascade trainer variant (e.g. Short; default: the profile's)")
+    parser.add_argument("--binary-variant", default=None, help="binary cascade variant (e.g. BinaryShort)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
+    profile = replace(profile, variant=profile.variant if args.variant is None else args.variant,
+                      binary_variant=args.binary_variant or profile.binary_variant)
     default_trainer = args.default_trainer or profile.default_trainer
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -294,3 +294,41 @@ def test_selection_by_split_and_usage_errors(tmp_path, capsys):
                  str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err
     assert "not a folder" in err and "missing.json" in err
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
+def test_per_class_dice_equals_nnunet_own_evaluation(tmp_path):
+    """nnU-Net's evaluation (ignore label, absent classes) gives the same per-class mean Dice and counts."""
+    evaluate_predictions = pytest.importorskip("nnunetv2.evaluation.evaluate_predictions")
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    ref, pred = hand_case()
+    other_pred = np.where(ref == 10, 0, ref).astype(np.uint8)
+    other_pred[1, 2:4, 0:4] = 6  # L2 half predicted as L4, a class absent from the reference
+    pred_dir, ref_dir = nnunet_layout(tmp_path, {"a": (ref, pred), "b": (ref, other_pred)})
+    theirs = evaluate_predictions.compute_metrics_on_folder(
+        str(ref_dir), str(pred_dir), str(tmp_path / "summary.json"), SimpleITKIO(), ".nii.gz", list(range(1, 10)),
+        ignore_label=10, num_processes=1)
+    _, ours = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure")
+    name = {v: k for k, v in DATASET_JSON["labels"].items()}
+    for label, values in theirs["mean"].items():
+        mine = ours["per_class"][name[int(label)]]
+        if np.isnan(values["Dice"]):
+            assert mine["dice_mean"] is None
+        else:
+            assert mine["dice_mean"] == pytest.approx(values["Dice"], abs=1e-6), name[int(label)]
+    classes = pd.read_csv(tmp_path / "out" / "classes_per_case.csv")
+    for case in theirs["metric_per_case"]:
+        case_id = Path(case["prediction_file"]).name.removesuffix(".nii.gz")
+        for label, values in case["metrics"].items():
+            row = classes[(classes.case_id == case_id) & (classes["class"] == name[int(label)])].iloc[0]
+            assert (row.tp, row.fp, row.fn) == (values["TP"], values["FP"], values["FN"])
+
+
+def test_parallel_workers_give_the_same_report(tmp_path):
+    ref, pred = hand_case()
+    pred_dir, ref_dir = nnunet_layout(tmp_path, {"a": (ref, pred), "b": (ref, pred[:, ::-1].copy())})
+    _, serial = run(pred_dir, ref_dir, tmp_path / "serial", "--no-measure")
+    _, parallel = run(pred_dir, ref_dir, tmp_path / "parallel", "--no-measure", "--jobs", "2")
+    for key in ("dice_micro_multiclass", "dice_micro_binary", "per_class", "per_case"):
+        assert serial[key] == parallel[key], key
