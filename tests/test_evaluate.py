@@ -292,8 +292,9 @@ def test_selection_by_split_and_usage_errors(tmp_path, capsys):
                  str(split)]) == 2
     assert main(["--pred", str(pred_dir), "--ref", str(ref_dir), "-o", str(tmp_path / "z"), "--labels",
                  str(tmp_path / "missing.json")]) == 2
+    assert main(["--pred", str(pred_dir), "--ref", str(tmp_path), "-o", str(tmp_path / "w")]) == 2  # no masks
     err = capsys.readouterr().err
-    assert "not a folder" in err and "missing.json" in err
+    assert "not a folder" in err and "missing.json" in err and "no reference masks found" in err
 
 
 @pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")

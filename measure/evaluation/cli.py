@@ -70,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         selection, selection_source = read_selection(args.split, args.fold, args.cases)
     except (LabelMapError, ValueError, OSError, KeyError) as exc:
         return usage(str(exc))
+    from ..batch import find_mask_files
+
+    if not find_mask_files([args.ref], args.ref_pattern, args.recursive):
+        return usage(f"no reference masks found in {args.ref} (one folder per case? use --ref-pattern mask.nii.gz "
+                     "--recursive)")
     options = EvaluationOptions(pred_map=pred_map, ref_map=ref_map, selection=selection,
                                 selection_source=selection_source, missing=args.missing,
                                 surface=not args.no_surface, measure=not args.no_measure, qc=args.qc,
