@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .grading import GenantResult, genant, ratio
-from .io import SagittalVolume, foreground_box
+from .io import SagittalVolume
 from .levels import LabelMap, caudal_neighbour, is_sacral_level, level_rank
+from .regions import LabelRegion, label_regions
 from .vertebra import MethodParameters, VertebraMeasurement, measure_vertebra
 
 
@@ -25,39 +26,17 @@ class SpineMeasurement:
     genant: GenantResult | None = None
 
 
-def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, slice, slice]]:
-    """Bounding box (in array indices) of every non-zero label."""
-    outer = foreground_box(array)
-    if outer is None:
-        return {}
-    crop = array[outer]
-    values = np.nonzero(np.bincount(crop.ravel()))[0] if crop.dtype.kind == "u" else np.unique(crop)
-    boxes = {}
-    for value in values[values != 0]:
-        inner = foreground_box(crop == value)
-        boxes[int(value)] = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner, strict=True))
-    return boxes
-
-
-def label_centroid_mm(volume: SagittalVolume, value: int, box: tuple[slice, slice, slice]) -> np.ndarray:
-    """In-plane centroid (anterior, superior mm) of a label."""
-    idx = np.argwhere(volume.array[box] == value)[:, 1:] + np.array([box[1].start, box[2].start])
-    return idx.mean(axis=0) * volume.spacing[1:]
-
-
 MAX_SPINE_TILT_DEG = 80.0
 """The local cranial direction of a lumbar spine lies within this angle of the image's superior axis (sacral slope
 rarely exceeds 70 degrees); a neighbour direction beyond it comes from a mislabelled or stray label."""
 
 
-def spine_axes(
-    volume: SagittalVolume, ordered: list[tuple[int, tuple[slice, slice, slice]]]
-) -> list[np.ndarray | None]:
+def spine_axes(volume: SagittalVolume, ordered: list[LabelRegion]) -> list[np.ndarray | None]:
     """Local cranial direction of the spine at each vertebra (cranio-caudal order), from the centroids of its
     cranial and caudal neighbours in the mask; when that direction is implausible (more than
     :data:`MAX_SPINE_TILT_DEG` from superior, e.g. a stray island carrying a neighbour's label), the one-sided
     direction to a single neighbour, else None (the image's superior axis is then the prior)."""
-    centroids = [label_centroid_mm(volume, value, box) for value, box in ordered]
+    centroids = [region.centroid_index()[1:] * volume.spacing[1:] for region in ordered]  # (anterior, superior) mm
     min_cos = float(np.cos(np.radians(MAX_SPINE_TILT_DEG)))
     axes: list[np.ndarray | None] = []
     for i, centre in enumerate(centroids):
@@ -87,18 +66,17 @@ def measure_spine(
 
     Label values missing from the label map give a ``failed`` row (or are skipped with ``ignore_unmapped``).
     """
-    boxes = label_bounding_boxes(volume.array)
     mapped, unmapped = [], []
-    for value, box in boxes.items():
+    for value, region in label_regions(volume.array).items():
         level = label_map.level(value)
-        (mapped if level else unmapped).append((value, level, box))
+        (mapped if level else unmapped).append((region, level))
     mapped.sort(key=lambda item: level_rank(item[1]))
-    axes = spine_axes(volume, [(value, box) for value, _, box in mapped])
+    axes = spine_axes(volume, [region for region, _ in mapped])
     rows = [
-        SpineMeasurement(measure_vertebra(volume, value, level, box, params, axis))
-        for (value, level, box), axis in zip(mapped, axes, strict=True)
+        SpineMeasurement(measure_vertebra(volume, region, level, params, axis))
+        for (region, level), axis in zip(mapped, axes, strict=True)
     ]
-    for value, _, _ in ([] if ignore_unmapped else unmapped):
+    for value in ([] if ignore_unmapped else [region.value for region, _ in unmapped]):
         vertebra = VertebraMeasurement(label=value, level=None, status="failed")
         vertebra.note(f"label {value} is not in the label map ({label_map.source})")
         rows.append(SpineMeasurement(vertebra))

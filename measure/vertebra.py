@@ -7,11 +7,19 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import SimpleITK as sitk
 
-from .geometry import GeometryError, LineSampler, Section, Trapezoid, bounding_trapezoid, section_from_slice
+from .geometry import (
+    GeometryError,
+    LineSampler,
+    Section,
+    Trapezoid,
+    bounding_trapezoid,
+    median,
+    section_from_slice,
+)
 from .io import SagittalVolume
 from .levels import is_sacral_level
+from .regions import LabelRegion
 
 POSITIONS = ("anterior", "middle", "posterior")
 ENDS = ("superior", "inferior")
@@ -73,17 +81,6 @@ class VertebraMeasurement:
             self.messages.append(message)
 
 
-def largest_component_3d(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """The largest face-connected component of a 3D boolean mask and the voxel counts of all components."""
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(image, False))
-    counts = np.bincount(components.ravel())[1:]
-    if counts.size <= 1:
-        return mask, counts.tolist()
-    largest = int(np.argmax(counts)) + 1
-    return components == largest, sorted(counts.tolist(), reverse=True)
-
-
 def choose_slice(mask: np.ndarray, mode: str, tolerance: float = 0.0) -> int:
     """Sagittal slice (axis 0) to measure: the largest area (slices within ``tolerance`` of it tie; the tie goes to
     the slice nearest the centroid) or the centroid slice."""
@@ -142,7 +139,7 @@ def measure_section(
     spans = spans[np.isfinite(spans[:, 0])]
     if not len(spans):
         raise GeometryError("no wall found on the lines through the body's centre")
-    a_posterior, a_anterior = float(np.median(spans[:, 0])), float(np.median(spans[:, 1]))
+    a_posterior, a_anterior = median(spans[:, 0]), median(spans[:, 1])
     depth = a_anterior - a_posterior
     inset = params.inset_fraction * depth
     positions = {
@@ -177,18 +174,17 @@ def section_contour(section: Section) -> np.ndarray:
 
 def measure_vertebra(
     volume: SagittalVolume,
-    label: int,
+    region: LabelRegion,
     level: str | None,
-    bbox: tuple[slice, slice, slice],
     params: MethodParameters,
     spine_axis: np.ndarray | None = None,
 ) -> VertebraMeasurement:
-    """Measure one labelled vertebra; ``bbox`` is its bounding box in the canonical array; ``spine_axis`` the local
-    cranial direction of the spine in the sagittal plane (None: the image's superior axis is the prior)."""
-    result = VertebraMeasurement(label=label, level=level)
-    sub = volume.array[bbox] == label
-    result.voxel_count = int(sub.sum())
-    body, counts = largest_component_3d(sub)
+    """Measure one labelled vertebra (``region``: its voxels and largest component in the canonical array);
+    ``spine_axis`` the local cranial direction of the spine in the sagittal plane (None: the image's superior axis is
+    the prior)."""
+    result = VertebraMeasurement(label=region.value, level=level)
+    bbox, body, counts = region.box, region.body, list(region.component_sizes)
+    result.voxel_count = region.voxel_count
     if len(counts) > 1:
         major = [c for c in counts if c >= params.island_fraction * result.voxel_count]
         if len(major) > 1:
