@@ -224,12 +224,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reports = work / "reports"
     if "evaluate" in args.steps:
+        # every model against the same references: the multiclass dataset's labelsTr (its case ids are those of the
+        # validation images); the binary model's predictions carry its own one-class map, so only the binary
+        # evaluation is made for it
+        references = dataset_folder(raw, *multi)
         for key, (did, name) in (("cascade_multiclass", multi), ("cascade_binary", binary),
                                  ("nnunet_3d_fullres", multi)):
             runner.timed(f"evaluate_{key}", [[
-                "spine-evaluate", "--pred", predictions / key, "--ref", dataset_folder(raw, did, name) / "labelsTr",
-                "--labels", dataset_folder(raw, did, name) / "dataset.json", "--split", splits, "--fold", args.fold,
+                "spine-evaluate", "--pred", predictions / key, "--ref", references / "labelsTr",
+                "--pred-labels", dataset_folder(raw, did, name) / "dataset.json",
+                "--ref-labels", references / "dataset.json", "--split", splits, "--fold", args.fold,
                 "-o", reports / key, "--overwrite", "--no-progress"]], ok_codes=(0, 1))
+            evaluated = json.loads((reports / key / "report.json").read_text())["cases_evaluated"]
+            if evaluated == 0:
+                raise SystemExit(f"spine-evaluate evaluated no case of {predictions / key}; see {runner.log}")
 
     if "table" in args.steps:
         text = comparison_table(reports, profile, default_trainer, runner.timings)

@@ -297,6 +297,24 @@ def test_selection_by_split_and_usage_errors(tmp_path, capsys):
     assert "not a folder" in err and "missing.json" in err and "no reference masks found" in err
 
 
+def test_no_matching_case_is_a_failure_that_shows_how_the_ids_differ(tmp_path, capsys):
+    """Predictions named after another dataset (LumbarBinary_0001 vs Lumbar_0001) match no reference: the report
+    says so, with one id of each side, and the exit status is 1 (seen in the real-data benchmark)."""
+    ref, pred = hand_case()
+    pred_dir, ref_dir = nnunet_layout(tmp_path, {"Lumbar_0001": (ref, None)})
+    write(pred_dir / "LumbarBinary_0001.nii.gz", pred)
+    code, report = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure", "--missing", "skip")
+    assert code == 1 and report["cases_evaluated"] == 0 and report["dice_micro_multiclass"] is None
+    err = capsys.readouterr().err
+    assert "no case was evaluated" in err
+    assert "prediction 'LumbarBinary_0001' vs reference 'Lumbar_0001'" not in err  # not_selected is empty here
+    split = tmp_path / "splits_final.json"
+    split.write_text(json.dumps([{"train": [], "val": ["LumbarBinary_0001"]}]))
+    code, report = run(pred_dir, ref_dir, tmp_path / "split", "--no-measure", "--split", str(split), "--fold", "0")
+    assert code == 1 and report["cases_evaluated"] == 0
+    assert "prediction 'LumbarBinary_0001' vs reference 'Lumbar_0001'" in capsys.readouterr().err
+
+
 @pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 def test_per_class_dice_equals_nnunet_own_evaluation(tmp_path):
     """nnU-Net's evaluation (ignore label, absent classes) gives the same per-class mean Dice and counts."""

@@ -100,8 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  selected case has no reference file: {case_id}", file=sys.stderr)
     for note in problems["label_map_notes"]:
         print(f"  note: {note}", file=sys.stderr)
+    if report["cases_evaluated"] == 0:
+        print("spine-evaluate: no case was evaluated: no selected reference case has a prediction. Cases are matched "
+              "by file name without extension" + _id_example(problems), file=sys.stderr)
     bad = problems["missing_predictions"] or problems["failed_cases"] or problems["selected_without_reference"]
-    return EXIT_SOME_FAILED if bad else EXIT_OK
+    return EXIT_SOME_FAILED if bad or report["cases_evaluated"] == 0 else EXIT_OK
+
+
+def _id_example(problems: dict) -> str:
+    """`` (e.g. prediction 'a' vs reference 'b')`` from the unmatched ids, to show how the names differ."""
+    predicted = problems["extra_predictions"][:1]
+    referenced = problems["not_selected"][:1]  # ids that do exist among the references
+    return f" (e.g. prediction '{predicted[0]}' vs reference '{referenced[0]}')" if predicted and referenced else ""
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def overlap_summary(cases: pd.DataFrame, classes: pd.DataFrame, multiclass: bool
                        counts_multiclass={"tp": total.tp, "fp": total.fp, "fn": total.fn})
         mean, sd = _mean_sd(pooled["dice_multiclass"])
         summary["dice_multiclass_per_case"] = {"mean": mean, "sd": sd}
-        for name, rows in pooled_classes.groupby("class", sort=False):
+        groups = pooled_classes.groupby("class", sort=False) if len(pooled_classes) else ()  # none evaluated
+        for name, rows in groups:
             counts = Counts(int(rows["tp"].sum()), int(rows["fp"].sum()), int(rows["fn"].sum()))
             dice_mean, dice_sd = _mean_sd(rows["dice"])
             per_class[str(name)] = {
