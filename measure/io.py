@@ -344,7 +344,7 @@ def mask_volume(
             notes.append(f"resampled from an oblique grid ({obliquity:.1f} degrees) onto a patient-aligned grid")
     voxels = label_array(image, source, view=True)  # read-only view of the image's buffer: no copy of the volume
     volume = to_canonical(image, voxels, source, max_obliquity_deg, crop_to_foreground=True)
-    if np.shares_memory(volume.array, voxels):  # the crop happened to be contiguous already: own it
+    if np.may_share_memory(volume.array, voxels):  # the crop happened to be contiguous already: own it
         volume.array = volume.array.copy()
     volume.notes[:0] = notes
     return volume
