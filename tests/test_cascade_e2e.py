@@ -124,15 +124,17 @@ def test_predictions_overlay_the_input_and_are_measured(pipeline):
 def test_continue_a_killed_training_run(pipeline):
     command = [str(BIN / "nnUNetv2_train"), DATASET, "3d_lowres", "all", "-p", "nnUNetPlans_spine", "-tr",
                "nnUNetTrainerSpineCoarseSmoke", "-device", "cpu"]
+    # its own process group, so that the kill takes nnU-Net's data-augmentation workers too (as a crash of the
+    # machine would); killing only the main process left them running, orphaned, for the rest of the test session
     process = subprocess.Popen(command, cwd=pipeline.root, env=pipeline.env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     latest = pipeline.path("results", NAME, STAGE1, "fold_all", "checkpoint_latest.pth")
     deadline = time.time() + 300
     while time.time() < deadline and not latest.exists() and process.poll() is None:
         time.sleep(0.05)
     assert latest.exists(), "no checkpoint was written before the run ended"
     time.sleep(0.5)  # let the file be complete
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     import torch
 
