@@ -275,6 +275,14 @@ def median(values) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _merged(results: dict, cases: list[tuple[str, str, str]], phase: str, key: str = "per_case_ms") -> dict:
+    """One phase's per-case figures (``key``) of every set the cases come from, by case id."""
+    out: dict = {}
+    for case_set in sorted({c[0] for c in cases}):
+        out.update(results["per_case"][case_set][phase][key])
+    return out
+
+
 def summarise(results: dict, groups: dict[str, list[tuple[str, str, str]]]) -> dict:
     """Median per-case times, ratios, batch ms/case and peak memory per group."""
     summary: dict[str, dict] = {}
@@ -282,18 +290,13 @@ def summarise(results: dict, groups: dict[str, list[tuple[str, str, str]]]) -> d
         ids = [c[1] for c in cases]
         row: dict = {"n": len(cases)}
         for phase in PER_CASE_PHASES:
-            per_case = {}
-            for case_set in sorted({c[0] for c in cases}):
-                per_case.update(results["per_case"][case_set][phase]["per_case_ms"])
+            per_case = _merged(results, cases, phase)
             times = [per_case[i] for i in ids]
             row[f"{phase}_ms"] = median(times)
             row[f"{phase}_max_ms"] = max(times)
             row[f"{phase}_mean_ms"] = statistics.fmean(times)
         read_a, read_b = row["sitk_read_ms"], row["sitk_read_held_ms"]
-        inside, totals = {}, {}
-        for case_set in sorted({c[0] for c in cases}):
-            inside.update(results["per_case"][case_set]["measure"]["read_inside_ms"])
-            totals.update(results["per_case"][case_set]["measure"]["per_case_ms"])
+        inside, totals = _merged(results, cases, "measure", "read_inside_ms"), _merged(results, cases, "measure")
         row["read_inside_ms"] = median(inside[i] for i in ids)
         row["measure_ratio_c"] = median(totals[i] / inside[i] for i in ids)  # per case, same call
         for jobs in (1, 2):

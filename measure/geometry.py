@@ -120,7 +120,11 @@ class LineSampler:
         u = points_mm[..., 0] / sec.spacing[0] - sec.offset[0]
         v = points_mm[..., 1] / sec.spacing[1] - sec.offset[1]
         # cv2 images are (row, col) = (i, j): map_x runs along columns (j), map_y along rows (i). remap maps must
-        # stay below 32767 columns, so the points are laid out in rows of at most 4096.
+        # stay below 32767 columns: a (lines, samples) grid that fits is passed as it is, anything else is laid out
+        # in rows of at most 4096.
+        if u.ndim == 2 and 0 < u.shape[1] < 32000:
+            return cv2.remap(self.values, v.astype(np.float32), u.astype(np.float32), cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         flat_u, flat_v = u.astype(np.float32).ravel(), v.astype(np.float32).ravel()
         count = flat_u.size
         width = min(4096, max(1, count))
@@ -147,16 +151,9 @@ class LineSampler:
         Samples every ``step_px`` pixels; the smoothed profile is smooth on that scale, so the linear interpolation
         of the 0.5 crossing between samples is exact to about 0.01 pixel.
         """
-        sec = self.section
-        step = step_px * min(sec.spacing)
+        step = step_px * min(self.section.spacing)
         t = np.arange(-reach_mm, reach_mm + step, step)
-        if t.size < 32000:  # one line per map row (cv2.remap maps must stay below 32767 columns)
-            rows_px = ((starts[:, :1] + t * direction[0]) / sec.spacing[0] - sec.offset[0]).astype(np.float32)
-            cols_px = ((starts[:, 1:] + t * direction[1]) / sec.spacing[1] - sec.offset[1]).astype(np.float32)
-            values = cv2.remap(self.values, cols_px, rows_px, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=0)
-        else:
-            values = self(starts[:, None, :] + t[None, :, None] * direction[None, None, :])
+        values = self(starts[:, None, :] + t[None, :, None] * direction[None, None, :])
         inside = values >= 0.5
         hit = inside.any(axis=1)
         first = np.argmax(inside, axis=1)

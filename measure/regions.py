@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
+from .io import foreground_box
+
 Box = tuple[slice, slice, slice]
 
 
@@ -52,7 +54,7 @@ def _value_profiles(array: np.ndarray):
     the contiguous last axis holds any of them."""
     top = int(array.max()) if array.size else 0
     values = range(1, top + 1) if top <= _LOOP_LIMIT else (int(v) for v in np.unique(array) if v != 0)
-    columns = array.shape[-1] if array.ndim else 0
+    columns = array.shape[-1]
     for value in values:
         voxels = array == value
         profile = voxels.reshape(-1, columns).max(axis=0)  # one pass, vectorised along the contiguous axis
@@ -61,13 +63,12 @@ def _value_profiles(array: np.ndarray):
 
 
 def _box_of(voxels: np.ndarray, profile: np.ndarray) -> Box:
-    """Bounding box of a non-empty boolean array, given its profile along axis 2 (the other two axes then reduce
-    over a narrow band)."""
+    """Bounding box of a non-empty boolean array, given its profile along axis 2: :func:`foreground_box` of the
+    narrow band of planes the profile marks."""
     planes = np.flatnonzero(profile)
     band = slice(int(planes[0]), int(planes[-1]) + 1)
-    projection = voxels[:, :, band].max(axis=2)
-    rows, cols = np.flatnonzero(projection.max(axis=1)), np.flatnonzero(projection.max(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1), band
+    box_0, box_1, _ = foreground_box(voxels[:, :, band])
+    return box_0, box_1, band
 
 
 def label_regions(array: np.ndarray) -> dict[int, LabelRegion]:
@@ -80,15 +81,16 @@ def label_regions(array: np.ndarray) -> dict[int, LabelRegion]:
     regions = {}
     for value, voxels, profile in found:
         box = _box_of(voxels, profile)
-        mask = array[box] == value
-        ids = components[box][mask]
+        mask = np.ascontiguousarray(voxels[box])  # a copy: the region does not keep the whole-array mask alive
+        box_components = components[box]
+        ids = box_components[mask]
         low, high = int(ids.min()), int(ids.max())
         if low == high:
             body, sizes = mask, (int(ids.size),)
         else:
             counts = np.bincount(ids - low)
             largest = low + int(np.argmax(counts))
-            body = components[box] == largest
+            body = box_components == largest
             sizes = tuple(sorted((int(c) for c in counts if c), reverse=True))
         regions[value] = LabelRegion(value=value, box=box, mask=mask, body=body, component_sizes=sizes)
     return regions
