@@ -104,6 +104,10 @@ def _class_row(case_id: str, name: str, pred_value: int | None, ref_value: int |
             "hd95_mm": surface[0], "assd_mm": surface[1]}
 
 
+CLASS_COLUMNS = tuple(_class_row("", "", None, None, Counts(0, 0, 0), (math.nan, math.nan)))
+"""Columns of the per-(case, class) table (also when no case was evaluated)."""
+
+
 def case_row(case_id: str, status: str, message: str, multiclass: Counts | None, binary: Counts | None,
              class_dice: Sequence[float] = (), binary_surface: tuple[float, float] = (math.nan, math.nan),
              files: tuple[str, str] = ("", "")) -> dict:

@@ -53,7 +53,7 @@ def _mean_sd(values: pd.Series) -> tuple[float | None, float | None]:
 def overlap_summary(cases: pd.DataFrame, classes: pd.DataFrame, multiclass: bool) -> dict:
     """The overlap figures of the report from the per-case and per-(case, class) tables."""
     pooled = cases[cases["status"].isin(POOLED)]
-    pooled_classes = classes[classes["case_id"].isin(set(pooled["case_id"]))] if len(classes) else classes
+    pooled_classes = classes[classes["case_id"].isin(set(pooled["case_id"]))]
     binary = _counts(pooled, "_binary") if len(pooled) else Counts(0, 0, 0)
     summary: dict = {
         "cases_evaluated": int(len(pooled)),
@@ -72,8 +72,7 @@ def overlap_summary(cases: pd.DataFrame, classes: pd.DataFrame, multiclass: bool
                        counts_multiclass={"tp": total.tp, "fp": total.fp, "fn": total.fn})
         mean, sd = _mean_sd(pooled["dice_multiclass"])
         summary["dice_multiclass_per_case"] = {"mean": mean, "sd": sd}
-        groups = pooled_classes.groupby("class", sort=False) if len(pooled_classes) else ()  # none evaluated
-        for name, rows in groups:
+        for name, rows in pooled_classes.groupby("class", sort=False):
             counts = Counts(int(rows["tp"].sum()), int(rows["fp"].sum()), int(rows["fn"].sum()))
             dice_mean, dice_sd = _mean_sd(rows["dice"])
             per_class[str(name)] = {

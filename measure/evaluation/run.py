@@ -11,7 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..batch import MeasureOptions, measure_files, progress_bar, write_table
-from .cases import CaseInventory, CasePair, CaseResult, case_row, evaluate_pair, inventory
+from .cases import CLASS_COLUMNS, CaseInventory, CasePair, CaseResult, case_row, evaluate_pair, inventory
 from .labels import ClassMap, pair_classes
 from .measurements import agreement_statistics, genant_statistics, match_vertebrae
 from .plots import bland_altman_png
@@ -103,7 +103,7 @@ def evaluate_folders(prediction: Path, reference: Path, out: Path, options: Eval
     pairing = pair_classes(options.pred_map, options.ref_map)
     results = _evaluate_all(found.pairs, options)
     cases = pd.DataFrame([r.case for r in results], columns=list(case_row("", "", "", None, None)))
-    classes = pd.DataFrame([row for r in results for row in r.classes])
+    classes = pd.DataFrame([row for r in results for row in r.classes], columns=list(CLASS_COLUMNS))
     out.mkdir(parents=True, exist_ok=True)
     cases.to_csv(out / "cases.csv", index=False, float_format="%.6f")
     classes.to_csv(out / "classes_per_case.csv", index=False, float_format="%.6f")
