@@ -1,24 +1,41 @@
-"""Real-data benchmark: the cascade (multiclass M_MC and binary M_SC) and nnU-Net's default 3d_fullres on one
-patient-level split of ../shared/data/lumbar_mri, evaluated with spine-evaluate, as a Table-1-style comparison.
+"""Real-data benchmark: the cascade (multiclass M_MC, and with ``--models all`` the binary M_SC and nnU-Net's default
+3d_fullres) on a patient-level cross-validation of ../shared/data/lumbar_mri, optionally tested on a second export,
+evaluated with spine-evaluate, as a Table-1-style comparison with level identity.
 
 Every step runs the stock commands (spine-convert, nnUNetv2_*, spine-nnunet, spine-predict, spine-evaluate) in
 subprocesses, logs them to WORK/commands.log, records its wall time in WORK/timings.json and is skipped when its
-output already exists, so a run can be resumed or continued on another machine.
+output already exists, so a run can be resumed or continued on another machine (the evaluations are redone each
+time: they are cheap and follow spine-evaluate's current report).
+
+What it runs:
+* ``convert``: spine-convert with ``--ignore-beyond auto`` (anatomy present but not annotated gets the ignore label)
+  into dataset ID (and ID + 1 ``--binary`` for M_SC); ``--test-data DIR`` with the same options into ID + 5.
+* ``plan``: nnU-Net's planner, ``spine-nnunet plan --preset P``, nnUNetv2_preprocess (and nnU-Net's default plans).
+* ``train``: both stages of the cascade on every fold (stage 1 of all folds first: stage 2 trains on stage 1's
+  out-of-fold predictions); nnU-Net's default 3d_fullres on ``--fold`` only.
+* ``predict``: each fold's validation cases with that fold's models (no test-time mirroring), gathered into
+  WORK/predictions/MODEL/cv/; the test export with every fold (nnU-Net's ensemble) into WORK/predictions/MODEL/test/.
+* ``evaluate``: spine-evaluate of every cross-validation case (reports/MODEL_cv), of the test cases (MODEL_test) and,
+  with ``--models all``, of ``--fold``'s validation cases for every model (MODEL_foldK, nnunet_3d_fullres_foldK).
+* ``table``: WORK/table.md; the last line printed is ``SUMMARY cv: ... | test: ... | wall N s`` (M_MC's figures;
+  wall: the sum of every step's recorded wall time).
 
 Profiles:
-* ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``small`` preset and the ``Short`` /
-  ``BinaryShort`` trainers (500 + 1000 iterations); nnU-Net's default planner and trainer for 3d_fullres, but planned at
-  4 mm (``nnUNetv2_plan_experiment -overwrite_target_spacing 4 4 4``, the spacing of our stage 1) and trained with
+* ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``cpu`` preset and the ``Cpu`` /
+  ``BinaryCpu`` trainers; nnU-Net's default planner and trainer for 3d_fullres, but planned at 4 mm
+  (``nnUNetv2_plan_experiment -overwrite_target_spacing 4 4 4``, the spacing of our stage 1) and trained with
   nnU-Net's ``nnUNetTrainer_5epochs`` (1250 iterations).
 * ``gpu``: 5 folds; the cascade with the default preset and the full trainers; nnU-Net's default plans and
   ``--default-trainer`` (``nnUNetTrainer``, i.e. 1000 epochs, unless a shorter stock variant is named).
 
-Example (the CPU run recorded in docs/benchmarks.md)::
+Examples::
 
     python benchmarks/real_data.py --data ../shared/data/lumbar_mri --work /tmp/real --profile cpu
+    python benchmarks/real_data.py --data ../shared/data/lumbar_mri --work /tmp/real --profile cpu \
+        --models cascade --test-data OTHER_EXPORT
 
-GPU (a machine that accepts only a small upload: ``--cases 24`` converts the first 24 cases only; a short lease:
-stock ``nnUNetTrainer_100epochs`` and the ``Short`` variants)::
+GPU (a machine that accepts only a small upload: ``--cases 24`` converts the first 24 case folders only; a short
+lease: stock ``nnUNetTrainer_100epochs`` and the ``Short`` variants)::
 
     python benchmarks/real_data.py --data DATA --work WORK --profile gpu --device cuda
     python benchmarks/real_data.py --data DATA --work WORK --profile gpu --device cuda --cases 24 \
@@ -44,6 +61,11 @@ PAPER = {  # Table 1 of the paper (validation set, micro-averaged, percent)
     "M_MCBM (multiclass model, evaluated binary)": (97.3, 94.6),
 }
 STEPS = ("convert", "plan", "train", "predict", "evaluate", "table")
+MODELS = ("cascade", "all")
+SPINE_PLANS = "nnUNetPlans_spine"
+CONVERT_OPTIONS = ("--ignore-beyond", "auto", "--no-progress")  # the same for the training and the test export
+TEST_ID_OFFSET = 5
+DEFAULT_KEY = "nnunet_3d_fullres"
 
 
 @dataclass(frozen=True)
@@ -60,10 +82,35 @@ class Profile:
 
 
 PROFILES = {
-    "cpu": Profile(2, "small", "Short", "BinaryShort", "nnUNetPlans_cpu4mm", "nnUNetTrainer_5epochs", 4.0, 601,
+    "cpu": Profile(2, "cpu", "Cpu", "BinaryCpu", "nnUNetPlans_cpu4mm", "nnUNetTrainer_5epochs", 4.0, 601,
                    "LumbarCPU"),
     "gpu": Profile(5, "default", "", "Binary", "nnUNetPlans", "nnUNetTrainer", None, 611, "LumbarGPU"),
 }
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: int
+    name: str
+
+    def folder(self, root: Path) -> Path:
+        return root / f"Dataset{self.id:03d}_{self.name}"
+
+
+@dataclass(frozen=True)
+class Cascade:
+    key: str  # folder name under predictions/ and prefix of the reports
+    label: str
+    dataset: Dataset
+    variant: str
+
+    @property
+    def coarse_trainer(self) -> str:
+        return f"nnUNetTrainerSpineCoarse{self.variant}"
+
+    @property
+    def fine_trainer(self) -> str:
+        return f"nnUNetTrainerSpineFine{self.variant}"
 
 
 class Runner:
@@ -76,8 +123,9 @@ class Runner:
         self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
         self.env = {**os.environ, "nnUNet_raw": str(work / "raw"), "nnUNet_preprocessed": str(work / "pp"),
                     "nnUNet_results": str(work / "res"), "nnUNet_compile": "f"}
-        if device == "cpu":
-            self.env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1")
+        if device == "cpu":  # 2 cores: one augmentation worker; nnU-Net's predictor caps torch's threads at
+            # nnUNet_def_n_proc, so 1 would predict on one core
+            self.env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc=str(min(2, os.cpu_count() or 1)))
 
     def run(self, command: Sequence[str], ok_codes: tuple[int, ...] = (0,)) -> None:
         executable = Path(sys.executable).parent / command[0]
@@ -100,184 +148,505 @@ class Runner:
         self.timings_path.write_text(json.dumps(self.timings, indent=1) + "\n")
 
 
-def dataset_folder(root: Path, dataset_id: int, name: str) -> Path:
-    return root / f"Dataset{dataset_id:03d}_{name}"
+@dataclass(frozen=True)
+class Benchmark:
+    """What the steps share: the options, the folders, the datasets and the models."""
+
+    profile: Profile
+    models: str
+    fold: int  # nnU-Net's default model is trained on this fold only
+    default_trainer: str
+    export: Path
+    test_export: Path | None
+    runner: Runner
+
+    @property
+    def work(self) -> Path:
+        return self.runner.work
+
+    @property
+    def device_option(self) -> list[str]:
+        return ["-device", self.runner.device]
+
+    @property
+    def raw(self) -> Path:
+        return self.work / "raw"
+
+    @property
+    def pp(self) -> Path:
+        return self.work / "pp"
+
+    @property
+    def res(self) -> Path:
+        return self.work / "res"
+
+    @property
+    def predictions(self) -> Path:
+        return self.work / "predictions"
+
+    @property
+    def reports(self) -> Path:
+        return self.work / "reports"
+
+    @property
+    def folds(self) -> range:
+        return range(self.profile.folds)
+
+    @property
+    def multi(self) -> Dataset:
+        return Dataset(self.profile.dataset_id, self.profile.name)
+
+    @property
+    def binary(self) -> Dataset:
+        return Dataset(self.profile.dataset_id + 1, self.profile.name + "Binary")
+
+    @property
+    def test(self) -> Dataset:
+        return Dataset(self.profile.dataset_id + TEST_ID_OFFSET, self.profile.name + "Test")
+
+    @property
+    def with_default(self) -> bool:
+        """``--models all``: also the binary cascade and nnU-Net's default 3d_fullres."""
+        return self.models == "all"
+
+    @property
+    def cascades(self) -> tuple[Cascade, ...]:
+        multi = Cascade("cascade_multiclass", "M_MC", self.multi, self.profile.variant)
+        binary = Cascade("cascade_binary", "M_SC", self.binary, self.profile.binary_variant)
+        return (multi, binary) if self.with_default else (multi,)
+
+    @property
+    def splits_file(self) -> Path:
+        return self.multi.folder(self.raw) / "splits_final.json"
+
+    def validation_cases(self, fold: int) -> list[str]:
+        return list(json.loads(self.splits_file.read_text())[fold]["val"])
+
+    def table_setup(self) -> TableSetup:
+        p = self.profile
+        note = (f"Cascade: preset {p.preset}, trainers nnUNetTrainerSpine{{Coarse,Fine}}{p.variant}"
+                + (f" and ...{p.binary_variant}; nnU-Net default: {self.default_trainer}, plans {p.default_plans}, "
+                   f"fold {self.fold} only" if self.with_default else "") + ".")
+        return TableSetup(self.models, self.fold, p.folds, self.test_export is not None, note)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="in-house export (../shared/data/lumbar_mri)")
+    parser.add_argument("--work", type=Path, required=True, help="working folder (nnU-Net folders, predictions)")
+    parser.add_argument("--test-data", type=Path, default=None, help="a second export in the same layout: "
+                        "converted alike, predicted with every fold's cascade and evaluated as a test set")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--models", choices=MODELS, default="all", help="cascade: the multiclass cascade M_MC only; "
+                        "all (default): also the binary cascade M_SC and nnU-Net's default 3d_fullres")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--cases", type=int, default=None, help="use only the first N case folders of the export")
+    parser.add_argument("--fold", type=int, default=0, help="the fold nnU-Net's default 3d_fullres is trained on "
+                        "(--models all; it is compared with the cascade on this fold's validation cases)")
+    parser.add_argument("--default-trainer", default=None, help="nnU-Net trainer for 3d_fullres (stock class, e.g. "
+                        "nnUNetTrainer_100epochs for a short GPU lease)")
+    parser.add_argument("--variant", default=None, help="cascade trainer variant (e.g. Short; default: the profile's)")
+    parser.add_argument("--binary-variant", default=None, help="binary cascade variant (e.g. BinaryShort)")
+    parser.add_argument("--dataset-id", type=int, default=None, help="nnU-Net dataset id of the multiclass dataset "
+                        "(default: the profile's; the binary one is ID + 1, the test export ID + 5)")
+    parser.add_argument("--dataset-name", default=None, help="dataset name (default: the profile's)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    return parser
+
+
+def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
+    profile = PROFILES[args.profile]
+    profile = replace(profile, variant=profile.variant if args.variant is None else args.variant,
+                      binary_variant=args.binary_variant or profile.binary_variant,
+                      dataset_id=args.dataset_id or profile.dataset_id, name=args.dataset_name or profile.name)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    return Benchmark(profile=profile, models=args.models, fold=args.fold,
+                     default_trainer=args.default_trainer or profile.default_trainer,
+                     export=subset_export(args.data.resolve(), work, args.cases),
+                     test_export=args.test_data.resolve() if args.test_data else None, runner=Runner(work, args.device))
+
+
+def case_folders(export: Path) -> list[Path]:
+    """The case folders of an export (those holding a levels.json, at any depth), sorted by path; the export's
+    subfolders when none has one."""
+    found = sorted({p.parent for p in export.rglob("levels.json")})
+    return found or sorted(p for p in export.iterdir() if p.is_dir())
 
 
 def subset_export(data: Path, work: Path, cases: int | None) -> Path:
-    """The export itself, or a folder of links to its first ``cases`` case folders (sorted by name)."""
+    """The export itself, or a folder of links to its first ``cases`` case folders (sorted by path)."""
     if not cases:
         return data
-    folders = sorted(p for p in data.iterdir() if p.is_dir())[:cases]
     subset = work / f"export_first{cases}"
     subset.mkdir(parents=True, exist_ok=True)
-    for folder in folders:
+    for folder in case_folders(data)[:cases]:
         link = subset / folder.name
         if not link.exists():
             link.symlink_to(folder.resolve())
     return subset
 
 
-def split_by_number(raw: Path, dataset_id: int, name: str) -> list[dict[str, list[str]]]:
+def split_by_number(raw: Path, dataset: Dataset) -> list[dict[str, list[str]]]:
     """A dataset's splits with the case ids' dataset-name prefix removed (``LumbarCPU_0001`` -> ``0001``)."""
-    splits = json.loads((dataset_folder(raw, dataset_id, name) / "splits_final.json").read_text())
-    return [{part: sorted(c.removeprefix(f"{name}_") for c in ids) for part, ids in fold.items()} for fold in splits]
+    splits = json.loads((dataset.folder(raw) / "splits_final.json").read_text())
+    return [{part: sorted(c.removeprefix(f"{dataset.name}_") for c in ids) for part, ids in fold.items()}
+            for fold in splits]
 
 
-def validation_cases(splits_file: Path, fold: int) -> list[str]:
-    return list(json.loads(splits_file.read_text())[fold]["val"])
+# --- convert -------------------------------------------------------------------------------------------------------
+
+def convert_command(export: Path, raw: Path, dataset: Dataset, folds: int, *extra: str) -> list:
+    """spine-convert with the benchmark's options; ``--folds`` also works for a test export of any size (one
+    subject: no split; fewer subjects than folds: one fold per subject)."""
+    return ["spine-convert", export, "--out", raw, "--id", dataset.id, "--name", dataset.name, "--folds", folds,
+            *CONVERT_OPTIONS, *extra]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="in-house export (../shared/data/lumbar_mri)")
-    parser.add_argument("--work", type=Path, required=True, help="working folder (nnU-Net folders, predictions)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--cases", type=int, default=None, help="use only the first N cases of the export")
-    parser.add_argument("--fold", type=int, default=0, help="fold whose validation cases are evaluated")
-    parser.add_argument("--default-trainer", default=None, help="nnU-Net trainer for 3d_fullres (stock class, e.g. "
-                        "nnUNetTrainer_100epochs for a short GPU lease)")
-    parser.add_argument("--variant", default=None, help="cascade trainer variant (e.g. Short; default: the profile's)")
-    parser.add_argument("--binary-variant", default=None, help="binary cascade variant (e.g. BinaryShort)")
-    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
-    args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
-    profile = replace(profile, variant=profile.variant if args.variant is None else args.variant,
-                      binary_variant=args.binary_variant or profile.binary_variant)
-    default_trainer = args.default_trainer or profile.default_trainer
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(work, args.device)
-    raw, pp, res = work / "raw", work / "pp", work / "res"
-    multi = (profile.dataset_id, profile.name)
-    binary = (profile.dataset_id + 1, profile.name + "Binary")
-    export = subset_export(args.data.resolve(), work, args.cases)
-    device = ["-device", args.device]
+def convert_dataset(bench: Benchmark, export: Path, dataset: Dataset, *extra: str) -> None:
+    if not (dataset.folder(bench.raw) / "dataset.json").exists():
+        bench.runner.timed(f"convert_{dataset.id}", [convert_command(export, bench.raw, dataset, bench.profile.folds,
+                                                                     *extra)], ok_codes=(0, 1))
 
-    if "convert" in args.steps:
-        for (did, name), extra in ((multi, []), (binary, ["--binary"])):
-            if not (dataset_folder(raw, did, name) / "dataset.json").exists():
-                runner.timed(f"convert_{did}", [["spine-convert", export, "--out", raw, "--id", did, "--name", name,
-                                                  "--folds", profile.folds, "--no-progress", *extra]], ok_codes=(0, 1))
-        if split_by_number(raw, *multi) != split_by_number(raw, *binary):
+
+def convert(bench: Benchmark) -> None:
+    convert_dataset(bench, bench.export, bench.multi)
+    if bench.with_default:
+        convert_dataset(bench, bench.export, bench.binary, "--binary")
+        if split_by_number(bench.raw, bench.multi) != split_by_number(bench.raw, bench.binary):
             raise SystemExit("the binary and multiclass datasets got different splits; cannot compare them")
-
-    if "plan" in args.steps:
-        for did, _ in (multi, binary):
-            folder = dataset_folder(pp, did, (multi if did == multi[0] else binary)[1])
-            if not (folder / "nnUNetPlans_spine.json").exists():
-                runner.timed(f"plan_cascade_{did}", [
-                    ["nnUNetv2_plan_and_preprocess", "-d", did, "--no_pp", "-npfp", "1"],
-                    ["spine-nnunet", "plan", "-d", did, "--preset", profile.preset],
-                    ["nnUNetv2_preprocess", "-d", did, "-plans_name", "nnUNetPlans_spine", "-c", "3d_lowres",
-                     "2d_cascade", "-np", "1", "1"]])
-        folder = dataset_folder(pp, *multi)
-        if not (folder / f"{profile.default_plans}_3d_fullres").exists():
-            commands = []
-            if profile.default_spacing_mm:
-                s = profile.default_spacing_mm
-                commands.append(["nnUNetv2_plan_experiment", "-d", multi[0], "-overwrite_target_spacing", s, s, s,
-                                 "-overwrite_plans_name", profile.default_plans])
-            commands.append(["nnUNetv2_preprocess", "-d", multi[0], "-plans_name", profile.default_plans, "-c",
-                             "3d_fullres", "-np", "1"])
-            runner.timed(f"plan_default_{multi[0]}", commands)
-
-    def trained(did: int, name: str, trainer: str, plans: str, config: str, fold: int) -> bool:
-        return (dataset_folder(res, did, name) / f"{trainer}__{plans}__{config}" / f"fold_{fold}" /
-                "checkpoint_final.pth").exists()
-
-    cascades = {"cascade_multiclass": (multi, profile.variant), "cascade_binary": (binary, profile.binary_variant)}
-    if "train" in args.steps:
-        for key, ((did, name), variant) in cascades.items():
-            coarse, fine = f"nnUNetTrainerSpineCoarse{variant}", f"nnUNetTrainerSpineFine{variant}"
-            for fold in range(profile.folds):  # stage 2 trains on stage 1's out-of-fold predictions: all folds
-                if not trained(did, name, coarse, "nnUNetPlans_spine", "3d_lowres", fold):
-                    runner.timed(f"train_{key}_stage1_fold{fold}", [["nnUNetv2_train", did, "3d_lowres", fold, "-p",
-                                                                     "nnUNetPlans_spine", "-tr", coarse, *device]])
-            if not trained(did, name, fine, "nnUNetPlans_spine", "2d_cascade", args.fold):
-                runner.timed(f"train_{key}_stage2_fold{args.fold}", [["nnUNetv2_train", did, "2d_cascade", args.fold,
-                                                                      "-p", "nnUNetPlans_spine", "-tr", fine, *device]])
-        if not trained(*multi, default_trainer, profile.default_plans, "3d_fullres", args.fold):
-            runner.timed(f"train_nnunet_3d_fullres_fold{args.fold}", [[
-                "nnUNetv2_train", multi[0], "3d_fullres", args.fold, "-p", profile.default_plans, "-tr",
-                default_trainer, *device]])
-
-    splits = dataset_folder(raw, *multi) / "splits_final.json"
-    predictions = work / "predictions"
-    if "predict" in args.steps:
-        images = work / f"validation_images_fold{args.fold}"
-        images.mkdir(exist_ok=True)
-        for case in validation_cases(splits, args.fold):
-            link = images / f"{case}_0000.nii.gz"
-            if not link.exists():
-                link.symlink_to(dataset_folder(raw, *multi) / "imagesTr" / f"{case}_0000.nii.gz")
-        for key, ((did, _), variant) in cascades.items():
-            if not (predictions / key).exists():
-                runner.timed(f"predict_{key}", [["spine-predict", "-i", images, "-o", predictions / key, "-d", did,
-                                                 "--variant", variant, "-f", args.fold, *device]])
-        if not (predictions / "nnunet_3d_fullres").exists():
-            runner.timed("predict_nnunet_3d_fullres", [[
-                "nnUNetv2_predict", "-i", images, "-o", predictions / "nnunet_3d_fullres", "-d", multi[0], "-c",
-                "3d_fullres", "-p", profile.default_plans, "-tr", default_trainer, "-f", args.fold, "-npp", "1",
-                "-nps", "1", *device]])
-
-    reports = work / "reports"
-    if "evaluate" in args.steps:
-        # every model against the same references: the multiclass dataset's labelsTr (its case ids are those of the
-        # validation images); the binary model's predictions carry its own one-class map, so only the binary
-        # evaluation is made for it
-        references = dataset_folder(raw, *multi)
-        for key, (did, name) in (("cascade_multiclass", multi), ("cascade_binary", binary),
-                                 ("nnunet_3d_fullres", multi)):
-            runner.timed(f"evaluate_{key}", [[
-                "spine-evaluate", "--pred", predictions / key, "--ref", references / "labelsTr",
-                "--pred-labels", dataset_folder(raw, did, name) / "dataset.json",
-                "--ref-labels", references / "dataset.json", "--split", splits, "--fold", args.fold,
-                "-o", reports / key, "--overwrite", "--no-progress"]], ok_codes=(0, 1))
-            evaluated = json.loads((reports / key / "report.json").read_text())["cases_evaluated"]
-            if evaluated == 0:
-                raise SystemExit(f"spine-evaluate evaluated no case of {predictions / key}; see {runner.log}")
-
-    if "table" in args.steps:
-        text = comparison_table(reports, profile, default_trainer, runner.timings)
-        (work / "table.md").write_text(text)
-        print(text)
-    return 0
+    if bench.test_export:
+        convert_dataset(bench, bench.test_export, bench.test)
 
 
-def comparison_table(reports: Path, profile: Profile, default_trainer: str, timings: dict) -> str:
-    """Table-1-style Markdown: micro Dice / Jaccard (percent) of ours, nnU-Net's default and the paper."""
-    def load(key: str) -> dict:
-        return json.loads((reports / key / "report.json").read_text())
+# --- plan ----------------------------------------------------------------------------------------------------------
 
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}"
+def plan_cascade(bench: Benchmark, dataset: Dataset) -> None:
+    if (dataset.folder(bench.pp) / f"{SPINE_PLANS}.json").exists():
+        return
+    bench.runner.timed(f"plan_cascade_{dataset.id}", [
+        ["nnUNetv2_plan_and_preprocess", "-d", dataset.id, "--no_pp", "-npfp", "1"],
+        ["spine-nnunet", "plan", "-d", dataset.id, "--preset", bench.profile.preset],
+        ["nnUNetv2_preprocess", "-d", dataset.id, "-plans_name", SPINE_PLANS, "-c", "3d_lowres", "2d_cascade",
+         "-np", "1", "1"]])
 
-    multi, binary, default = load("cascade_multiclass"), load("cascade_binary"), load("nnunet_3d_fullres")
-    rows = [
-        ("M_SC (binary model)", binary["dice_micro_binary"], binary["jaccard_micro_binary"], None, None),
-        ("M_MC (multiclass model)", multi["dice_micro_multiclass"], multi["jaccard_micro_multiclass"],
-         default["dice_micro_multiclass"], default["jaccard_micro_multiclass"]),
-        ("M_MCBM (multiclass model, evaluated binary)", multi["dice_micro_binary"], multi["jaccard_micro_binary"],
-         default["dice_micro_binary"], default["jaccard_micro_binary"]),
-    ]
-    lines = ["| model | ours Dice | ours Jaccard | nnU-Net 3d_fullres Dice | nnU-Net Jaccard | paper Dice | "
-             "paper Jaccard |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, d, j, nd, nj in rows:
-        pd_, pj = PAPER[name]
-        lines.append(f"| {name} | {pct(d)} | {pct(j)} | {pct(nd)} | {pct(nj)} | {pd_} | {pj} |")
-    lines += ["", f"Validation cases: {multi['cases_evaluated']} (fold of a {profile.folds}-fold patient-level "
-              f"split). Cascade: preset {profile.preset}, trainers nnUNetTrainerSpine{{Coarse,Fine}}{profile.variant} "
-              f"and ...{profile.binary_variant}; nnU-Net default: {default_trainer}, plans {profile.default_plans}.",
-              "", "| per-class Dice (mean over cases) | " + " | ".join(multi["per_class"]) + " |",
-              "|---|" + "---:|" * len(multi["per_class"])]
-    for key, report in (("ours M_MC", multi), ("nnU-Net 3d_fullres", default)):
-        values = [report["per_class"][c]["dice_mean"] for c in multi["per_class"]]
-        lines.append(f"| {key} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in values) + " |")
+
+def plan_default(bench: Benchmark) -> None:
+    profile, dataset = bench.profile, bench.multi
+    if (dataset.folder(bench.pp) / f"{profile.default_plans}_3d_fullres").exists():
+        return
+    commands = []
+    if profile.default_spacing_mm:
+        s = profile.default_spacing_mm
+        commands.append(["nnUNetv2_plan_experiment", "-d", dataset.id, "-overwrite_target_spacing", s, s, s,
+                         "-overwrite_plans_name", profile.default_plans])
+    commands.append(["nnUNetv2_preprocess", "-d", dataset.id, "-plans_name", profile.default_plans, "-c",
+                     "3d_fullres", "-np", "1"])
+    bench.runner.timed(f"plan_default_{dataset.id}", commands)
+
+
+def plan(bench: Benchmark) -> None:
+    for cascade in bench.cascades:
+        plan_cascade(bench, cascade.dataset)
+    if bench.with_default:
+        plan_default(bench)
+
+
+# --- train ---------------------------------------------------------------------------------------------------------
+
+def train_model(bench: Benchmark, key: str, dataset: Dataset, configuration: str, fold: int, plans: str,
+                trainer: str) -> None:
+    folder = dataset.folder(bench.res) / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+    if not (folder / "checkpoint_final.pth").exists():
+        bench.runner.timed(key, [["nnUNetv2_train", dataset.id, configuration, fold, "-p", plans, "-tr", trainer,
+                                  *bench.device_option]])
+
+
+def train(bench: Benchmark) -> None:
+    for cascade in bench.cascades:  # stage 2 trains on stage 1's out-of-fold predictions: stage 1 of all folds first
+        for stage, configuration, trainer in (("stage1", "3d_lowres", cascade.coarse_trainer),
+                                              ("stage2", "2d_cascade", cascade.fine_trainer)):
+            for fold in bench.folds:
+                train_model(bench, f"train_{cascade.key}_{stage}_fold{fold}", cascade.dataset, configuration, fold,
+                            SPINE_PLANS, trainer)
+    if bench.with_default:
+        train_model(bench, f"train_{DEFAULT_KEY}_fold{bench.fold}", bench.multi, "3d_fullres", bench.fold,
+                    bench.profile.default_plans, bench.default_trainer)
+
+
+# --- predict -------------------------------------------------------------------------------------------------------
+
+def validation_images(bench: Benchmark, fold: int) -> Path:
+    """A folder of links to one fold's validation images (the multiclass dataset's; every model is evaluated
+    against its references, so the predictions carry its case ids)."""
+    images = bench.work / "validation_images" / f"fold_{fold}"
+    images.mkdir(parents=True, exist_ok=True)
+    for case in bench.validation_cases(fold):
+        link = images / f"{case}_0000.nii.gz"
+        if not link.exists():
+            link.symlink_to(bench.multi.folder(bench.raw) / "imagesTr" / f"{case}_0000.nii.gz")
+    return images
+
+
+def predicted(folder: Path, cases: Sequence[str]) -> bool:
+    return all((folder / f"{case}.nii.gz").exists() for case in cases)
+
+
+def cascade_predict_command(bench: Benchmark, cascade: Cascade, images: Path, output: Path,
+                            folds: Sequence[int]) -> list:
+    return ["spine-predict", "-i", images, "-o", output, "-d", cascade.dataset.id, "--variant", cascade.variant,
+            "-f", *folds, "--disable-tta", *bench.device_option]
+
+
+def gather(sources: Sequence[Path], target: Path) -> None:
+    """Links in ``target`` to every prediction (and the first dataset.json) of ``sources``."""
+    target.mkdir(parents=True, exist_ok=True)
+    files = [f for source in sources for f in sorted(source.glob("*.nii.gz"))]
+    files += [f for f in (source / "dataset.json" for source in sources) if f.exists()][:1]
+    for file in files:
+        link = target / file.name
+        if not link.is_symlink() and not link.exists():
+            link.symlink_to(os.path.relpath(file, target))
+
+
+def predict_cascade_cv(bench: Benchmark, cascade: Cascade) -> None:
+    folders = []
+    for fold in bench.folds:
+        output = bench.predictions / cascade.key / f"fold_{fold}"
+        if not predicted(output, bench.validation_cases(fold)):
+            bench.runner.timed(f"predict_{cascade.key}_fold{fold}", [
+                cascade_predict_command(bench, cascade, validation_images(bench, fold), output, [fold])])
+        folders.append(output)
+    gather(folders, bench.predictions / cascade.key / "cv")
+
+
+def predict_cascade_test(bench: Benchmark, cascade: Cascade) -> None:
+    images = bench.test.folder(bench.raw) / "imagesTr"
+    output = bench.predictions / cascade.key / "test"
+    cases = [p.name.removesuffix("_0000.nii.gz") for p in images.glob("*_0000.nii.gz")]
+    if not cases:
+        raise SystemExit(f"no test images in {images}; run the convert step with --test-data first")
+    if not predicted(output, cases):
+        bench.runner.timed(f"predict_{cascade.key}_test", [
+            cascade_predict_command(bench, cascade, images, output, list(bench.folds))])
+
+
+def predict_default(bench: Benchmark) -> None:
+    output = bench.predictions / DEFAULT_KEY / f"fold_{bench.fold}"
+    if not predicted(output, bench.validation_cases(bench.fold)):
+        bench.runner.timed(f"predict_{DEFAULT_KEY}_fold{bench.fold}", [[
+            "nnUNetv2_predict", "-i", validation_images(bench, bench.fold), "-o", output, "-d", bench.multi.id, "-c",
+            "3d_fullres", "-p", bench.profile.default_plans, "-tr", bench.default_trainer, "-f", bench.fold,
+            "--disable_tta", "-npp", "1", "-nps", "1", *bench.device_option]])
+
+
+def predict(bench: Benchmark) -> None:
+    for cascade in bench.cascades:
+        predict_cascade_cv(bench, cascade)
+        if bench.test_export:
+            predict_cascade_test(bench, cascade)
+    if bench.with_default:
+        predict_default(bench)
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------------
+
+def evaluate_run(bench: Benchmark, name: str, predictions: Path, model: Dataset, references: Dataset,
+                 selection: Sequence) -> None:
+    """spine-evaluate of one folder of predictions into reports/NAME; the predictions with the label map of the
+    dataset their model was trained on, the references with their own."""
+    report = bench.reports / name
+    bench.runner.timed(f"evaluate_{name}", [[
+        "spine-evaluate", "--pred", predictions, "--ref", references.folder(bench.raw) / "labelsTr",
+        "--pred-labels", model.folder(bench.raw) / "dataset.json",
+        "--ref-labels", references.folder(bench.raw) / "dataset.json", *selection,
+        "-o", report, "--overwrite", "--no-progress"]], ok_codes=(0, 1))
+    if json.loads((report / "report.json").read_text())["cases_evaluated"] == 0:
+        raise SystemExit(f"spine-evaluate evaluated no case of {predictions}; see {bench.runner.log}")
+
+
+def evaluate(bench: Benchmark) -> None:
+    cv_cases = sorted(c for fold in bench.folds for c in bench.validation_cases(fold))
+    fold_selection = ["--split", bench.splits_file, "--fold", bench.fold]
+    for cascade in bench.cascades:
+        folder = bench.predictions / cascade.key
+        evaluate_run(bench, f"{cascade.key}_cv", folder / "cv", cascade.dataset, bench.multi, ["--cases", *cv_cases])
+        if bench.with_default:
+            evaluate_run(bench, f"{cascade.key}_fold{bench.fold}", folder / "cv", cascade.dataset, bench.multi,
+                         fold_selection)
+        if bench.test_export:
+            evaluate_run(bench, f"{cascade.key}_test", folder / "test", cascade.dataset, bench.test, [])
+    if bench.with_default:
+        evaluate_run(bench, f"{DEFAULT_KEY}_fold{bench.fold}", bench.predictions / DEFAULT_KEY / f"fold_{bench.fold}",
+                     bench.multi, bench.multi, fold_selection)
+
+
+# --- table and summary ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TableSetup:
+    models: str  # "cascade" or "all"
+    fold: int  # nnU-Net's default model's fold
+    folds: int
+    test: bool
+    note: str = ""  # the models' description, printed under the tables
+
+
+def load_report(reports: Path, name: str) -> dict:
+    """reports/NAME/report.json, or {} when there is none (its figures read as n/a)."""
+    path = reports / name / "report.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def level_identity(report: dict) -> dict:
+    """The report's level identity, {} when spine-evaluate did not compute it (older versions, binary models)."""
+    identity = report.get("level_identity") or {}
+    return identity if identity.get("available") else {}
+
+
+def cases_all_right(report: dict) -> str:
+    identity = level_identity(report)
+    if identity.get("cases_all_right") is None:
+        return "n/a"
+    return f"{identity['cases_all_right']} of {identity.get('cases', report.get('cases_evaluated', '?'))}"
+
+
+def partial_note(report: dict, label: str) -> list[str]:
+    """A line on the references' unannotated anatomy (spine-evaluate's partial_annotation), when the report has it."""
+    partial = report.get("partial_annotation") or {}
+    if partial.get("ignored_reference_voxels") is None:
+        return []
+    return [f"{label}: {partial.get('cases_with_unannotated_voxels', 'n/a')} of {report.get('cases_evaluated', '?')} "
+            f"references have unannotated anatomy (ignore label, or background beyond the annotated levels: "
+            f"{partial['ignored_reference_voxels']} voxels); {partial.get('left_out_predicted_voxels', 'n/a')} "
+            "predicted voxels there were left out."]
+
+
+def evaluations(setup: TableSetup) -> list[tuple[str, str, str]]:
+    """(model, evaluated on, report name) of every evaluation the setup makes, in table order."""
+    keys = [("ours M_MC (cascade)", "cascade_multiclass")]
+    if setup.models == "all":
+        keys.append(("ours M_SC (binary cascade)", "cascade_binary"))
+    rows = [(model, f"cross-validation, {setup.folds} folds", f"{key}_cv") for model, key in keys]
+    if setup.test:
+        rows += [(model, "test export, all folds", f"{key}_test") for model, key in keys]
+    if setup.models == "all":
+        fold = f"fold {setup.fold} validation"
+        rows += [(model, fold, f"{key}_fold{setup.fold}") for model, key in keys]
+        rows.append(("nnU-Net 3d_fullres", fold, f"{DEFAULT_KEY}_fold{setup.fold}"))
+    return rows
+
+
+def table_one(reports: Path, setup: TableSetup) -> list[str]:
+    """The paper's Table 1 (micro Dice / Jaccard, percent): cross-validation and test next to the paper."""
+    parts = ["cv"] + (["test"] if setup.test else [])
+    rows = [("M_MC (multiclass model)", "cascade_multiclass", "multiclass"),
+            ("M_MCBM (multiclass model, evaluated binary)", "cascade_multiclass", "binary")]
+    if setup.models == "all":
+        rows.insert(0, ("M_SC (binary model)", "cascade_binary", "binary"))
+    header = "| model | " + " | ".join(f"{p} Dice | {p} Jaccard" for p in parts) + " | paper Dice | paper Jaccard |"
+    lines = [header, "|---|" + "---:|" * (2 * len(parts) + 2)]
+    for name, key, view in rows:
+        cells = []
+        for part in parts:
+            report = load_report(reports, f"{key}_{part}")
+            cells += [pct(report.get(f"dice_micro_{view}")), pct(report.get(f"jaccard_micro_{view}"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {PAPER[name][0]} | {PAPER[name][1]} |")
+    return lines
+
+
+def figures_table(reports: Path, setup: TableSetup) -> list[str]:
+    """Micro Dice (multiclass, binary) and level identity of every evaluation."""
+    lines = ["| model | evaluated on | cases | Dice multiclass | Dice binary | levels right | levels off by one | "
+             "cases with all levels right |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for model, where, name in evaluations(setup):
+        report = load_report(reports, name)
+        identity = level_identity(report)
+        lines.append(f"| {model} | {where} | {report.get('cases_evaluated', 'n/a')} | "
+                     f"{pct(report.get('dice_micro_multiclass'))} | {pct(report.get('dice_micro_binary'))} | "
+                     f"{pct(identity.get('share_right'))} | {pct(identity.get('share_off_by_one'))} | "
+                     f"{cases_all_right(report)} |")
+    return lines
+
+
+def per_class_table(reports: Path, setup: TableSetup) -> list[str]:
+    """Per-class Dice (mean over cases) of the multiclass evaluations."""
+    rows = [(f"{model}, {where}", load_report(reports, name)) for model, where, name in evaluations(setup)
+            if "binary" not in name]
+    classes = next((list(r["per_class"]) for _, r in rows if r.get("per_class")), [])
+    if not classes:
+        return []
+    lines = ["| per-class Dice (mean over cases) | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for label, report in rows:
+        per_class = report.get("per_class") or {}
+        values = [(per_class.get(c) or {}).get("dice_mean") for c in classes]
+        lines.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in values) + " |")
+    return lines
+
+
+def comparison_table(reports: Path, setup: TableSetup, timings: dict) -> str:
+    """Markdown: Table 1 (micro Dice / Jaccard, percent) next to the paper, every evaluation's figures with level
+    identity, per-class Dice and the steps' wall times."""
+    lines = table_one(reports, setup)
+    lines += ["", "Percent; levels right: share of reference vertebrae whose predicted level is right (off by one: "
+              "labelled one level up or down); cases with all levels right of the cases evaluated.", ""]
+    lines += figures_table(reports, setup)
+    notes = [n for part in ("cv", "test") for n in partial_note(load_report(reports, f"cascade_multiclass_{part}"),
+                                                                 f"M_MC, {part}")]
+    lines += [""] + notes if notes else []
+    per_class = per_class_table(reports, setup)
+    lines += [""] + per_class if per_class else []
+    lines += ["", setup.note] if setup.note else []
     lines += ["", "| wall time | s |", "|---|---:|"]
     lines += [f"| {key} | {value['wall_s']:.0f} |" for key, value in timings.items()]
     return "\n".join(lines) + "\n"
+
+
+def summary_figures(report: dict) -> str:
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    return (f"dice_multiclass={number(report.get('dice_micro_multiclass'))} "
+            f"dice_binary={number(report.get('dice_micro_binary'))} "
+            f"level_identity={number(level_identity(report).get('share_right'))}")
+
+
+def summary_line(reports: Path, setup: TableSetup, timings: dict) -> str:
+    """``SUMMARY cv: ... | test: ... | wall N s``: M_MC's figures; wall: every recorded step's wall time summed."""
+    parts = [f"cv: {summary_figures(load_report(reports, 'cascade_multiclass_cv'))}"]
+    if setup.test:
+        parts.append(f"test: {summary_figures(load_report(reports, 'cascade_multiclass_test'))}")
+    wall = sum(value.get("wall_s", 0.0) for value in timings.values())
+    return "SUMMARY " + " | ".join(parts) + f" | wall {wall:.0f} s"
+
+
+def table(bench: Benchmark) -> None:
+    text = comparison_table(bench.reports, bench.table_setup(), bench.runner.timings)
+    (bench.work / "table.md").write_text(text)
+    print(text)
+
+
+STEP_FUNCTIONS = {"convert": convert, "plan": plan, "train": train, "predict": predict, "evaluate": evaluate,
+                  "table": table}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.fold < PROFILES[args.profile].folds:
+        parser.error(f"--fold must be between 0 and {PROFILES[args.profile].folds - 1} for this profile")
+    if args.test_data is not None and not args.test_data.is_dir():
+        parser.error(f"--test-data {args.test_data}: not a folder")
+    bench = benchmark_from_args(args)
+    for step in STEPS:
+        if step in args.steps:
+            STEP_FUNCTIONS[step](bench)
+    print(summary_line(bench.reports, bench.table_setup(), bench.runner.timings))
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import SimpleITK as sitk
 
 from measure.batch import progress_bar
 from measure.io import MaskReadError, label_array
+from measure.levels import is_known_level, level_rank
 from measure.table import tool_version
 
 from .crop import ap_crop_box, apply_crop
@@ -38,7 +39,7 @@ from .sources.inhouse import (
 )
 from .sources.volume import VolumeReadError, read_volume
 from .splits import explicit_split, k_fold_splits, splits_json, subject_groups, train_val_split
-from .unannotated import ignore_beyond_annotation
+from .unannotated import auto_sides, ignore_beyond_annotation
 from .writer import FILE_ENDING, DatasetWriter, write_volume
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -62,7 +63,7 @@ class ConvertOptions:
     label_map: dict[int, str] | None = None
     """Export-wide mask value -> level name, for cases without their own level file."""
     label_map_source: str = ""
-    ignore_beyond: str = "none"
+    ignore_beyond: str = "auto"
     """Background beyond the annotated vertebrae (``caudal``, ``cranial``, ``both``) -> ignore label; ``none``."""
     geometry_tolerance: float = 1e-3
     """Largest difference (mm for spacing and origin, cosine for direction) between image and mask grids."""
@@ -193,6 +194,15 @@ def convert_case(entry: CaseEntry, nnunet_id: str, image_out: Path, label_out: P
     return result
 
 
+def _annotated_above(names: dict[int, str], levels_present: Sequence[str]) -> bool:
+    """Whether the annotation names a vertebra cranial of its highest scheme level (T10 above T11, mapped to the
+    ignore label): then the cranial end is annotated and nothing there is unannotated anatomy."""
+    if not levels_present:
+        return False
+    top = level_rank(levels_present[0])
+    return any(is_known_level(n) and level_rank(n) < top for n in names.values())
+
+
 def _voxels_outside(labels: np.ndarray, kept: tuple[slice, slice, slice]) -> dict[int, int]:
     """Label value -> number of its voxels outside the kept box."""
     total = np.bincount(labels.ravel())
@@ -238,12 +248,16 @@ def _convert(entry: CaseEntry, image_out: Path, label_out: Path | None, options:
             raise ValueError(f"{entry.mask_path}: no vertebra of T11-S2 in the mask (levels "
                              f"{sorted(set(names[v] for v in np.unique(values) if v))}); nothing to train on")
         labels = mapped.labels
-        if options.ignore_beyond != "none":
+        side = options.ignore_beyond
+        if side == "auto":
+            side = auto_sides(mapped.levels_present, annotated_above=_annotated_above(names, mapped.levels_present))
+        if side != "none":
             ignore_value = TargetScheme(options.binary).ignore_value
-            labels, changed = ignore_beyond_annotation(labels, np.array(image.GetDirection()), options.ignore_beyond,
+            bodies = np.where((labels > 0) & (labels != ignore_value), values, 0)
+            labels, changed = ignore_beyond_annotation(labels, bodies, image.GetSpacing(), image.GetDirection(), side,
                                                        ignore_value)
             if changed:
-                result.ignored_levels.append(f"unannotated-{options.ignore_beyond}")
+                result.ignored_levels.append(f"unannotated-{side}")
         labels_image = sitk.GetImageFromArray(labels)
         labels_image.CopyInformation(image)
     if options.crop_ap:

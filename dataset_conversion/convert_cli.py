@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--unknown-levels", choices=UNKNOWN_LEVEL_POLICIES, default="ignore",
                         help="levels outside T11-S2 (T10, L6, T13...): nnU-Net's ignore label (default), "
                              "background, or error (skip such cases)")
-    labels.add_argument("--ignore-beyond", choices=SIDES, default="none",
-                        help="anatomy in the image but not annotated (S1 under an annotation ending at L5, T10 above "
-                             "T11): 'none' keeps it background (default); caudal/cranial/both give every background "
-                             "voxel beyond the annotated vertebrae the ignore label")
+    labels.add_argument("--ignore-beyond", choices=SIDES, default="auto",
+                        help="anatomy in the image but not annotated (S1 under an annotation ending at L5, T12 above "
+                             "one starting at L1) gets nnU-Net's ignore label beyond a plane through the end body's "
+                             "centroid, perpendicular to the spine: 'auto' (default) on each end whose level is not "
+                             "the scheme's end (T11 cranially, S2 caudally); caudal/cranial/both/none to force it")
     labels.add_argument("--binary", action="store_true", help="one foreground class for all vertebrae (model M_SC)")
     labels.add_argument("--channel-name", default="T2", help="name of the image channel in dataset.json")
     found = parser.add_argument_group("finding files")

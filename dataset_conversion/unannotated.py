@@ -1,53 +1,36 @@
-"""Anatomy that is in the image but not annotated (S1 below an L5-only annotation, T12 above L1...).
+"""Anatomy that is in the image but not annotated (S1 below an L5-only annotation, T12 above an L1...).
 
-By default such voxels are background in ``labelsTr``, which teaches the network "this vertebra is background" and
-contradicts exports that do annotate it. :func:`ignore_beyond_annotation` turns everything cranial and/or caudal of
-the annotated vertebrae into nnU-Net's ignore label instead, so the loss skips it.
+Kept as background it teaches the network "this vertebra is background" and contradicts exports that do annotate it.
+:func:`ignore_beyond_annotation` gives every background voxel beyond the annotated vertebrae nnU-Net's ignore label
+instead, so the loss skips it; the region is :func:`measure.unannotated.beyond_annotation` (a plane through the end
+body's centroid, perpendicular to the spine there), the same one ``spine-evaluate`` leaves out.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
-from measure.io import canonical_axis_map
+from measure.unannotated import SIDES, auto_sides, beyond_annotation
 
-SIDES = ("none", "caudal", "cranial", "both")
-SUPERIOR_CANONICAL_AXIS = 2
+__all__ = ["SIDES", "auto_sides", "ignore_beyond_annotation"]
 
 
-def ignore_beyond_annotation(labels_kji: np.ndarray, direction: np.ndarray, side: str,
-                             ignore_value: int) -> tuple[np.ndarray, int]:
-    """Set background voxels beyond the annotated vertebrae to ``ignore_value``.
+def ignore_beyond_annotation(labels_kji: np.ndarray, bodies_kji: np.ndarray, spacing_xyz: Sequence[float],
+                             direction: Sequence[float], side: str, ignore_value: int) -> tuple[np.ndarray, int]:
+    """Set the background voxels of ``labels_kji`` beyond the bodies of ``bodies_kji`` on ``side`` to
+    ``ignore_value``.
 
-    ``labels_kji``: label array in SimpleITK order (k, j, i); ``direction``: the image's 3x3 direction matrix.
-    ``caudal`` marks every background voxel in the image slabs below the lowest slab holding a vertebra label,
-    ``cranial`` those above the highest, ``both`` both. Slabs are perpendicular to the file axis closest to the
-    patient's superior-inferior axis. Returns the new array and the number of voxels changed.
+    ``bodies_kji``: one value per annotated vertebral body of the scheme (0 elsewhere), e.g. the export's instance
+    mask restricted to the voxels that map to a level (so a binary target still tells its bodies apart). Returns the
+    new array (a copy when anything changed) and the number of voxels changed.
     """
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    if side == "none":
+    region = beyond_annotation(bodies_kji, spacing_xyz, direction, side)
+    change = region & (labels_kji == 0)
+    changed = int(np.count_nonzero(change))
+    if not changed:
         return labels_kji, 0
-    axes, flipped, _ = canonical_axis_map(np.asarray(direction, dtype=float).reshape(3, 3))
-    array_axis = 2 - axes[SUPERIOR_CANONICAL_AXIS]  # numpy axis of the file axis closest to superior
-    vertebra = (labels_kji > 0) & (labels_kji != ignore_value)
-    other = tuple(a for a in range(3) if a != array_axis)
-    present = np.nonzero(vertebra.any(axis=other))[0]
-    if present.size == 0:
-        return labels_kji, 0
-    n = labels_kji.shape[array_axis]
-    low_index, high_index = int(present[0]), int(present[-1])
-    beyond = np.zeros(n, dtype=bool)
-    # index order runs inferior -> superior unless the axis is flipped
-    caudal = slice(0, low_index) if not flipped[SUPERIOR_CANONICAL_AXIS] else slice(high_index + 1, n)
-    cranial = slice(high_index + 1, n) if not flipped[SUPERIOR_CANONICAL_AXIS] else slice(0, low_index)
-    if side in ("caudal", "both"):
-        beyond[caudal] = True
-    if side in ("cranial", "both"):
-        beyond[cranial] = True
-    shape = [1, 1, 1]
-    shape[array_axis] = n
-    change = beyond.reshape(shape) & (labels_kji == 0)
     result = labels_kji.copy()
     result[change] = ignore_value
-    return result, int(np.count_nonzero(change))
+    return result, changed

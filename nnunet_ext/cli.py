@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "-d ID --no_pp first) and writes nnUNetPlans_spine.json beside it; then run nnUNetv2_preprocess "
                     "-d ID -plans_name nnUNetPlans_spine -c 3d_lowres 2d_cascade.")
     plan.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetNNN_Name")
-    plan.add_argument("--preset", choices=("default", "small"), default="default",
-                      help="network and patch sizes: default (GPU) or small (CPU demos and tests)")
+    plan.add_argument("--preset", choices=("default", "small", "cpu"), default="default",
+                      help="network and patch sizes: default (GPU), cpu (the CPU recipe for real scans) or small "
+                      "(CPU demos and tests)")
     plan.add_argument("--source-plans", default="nnUNetPlans", help="nnU-Net's plans identifier to start from")
     plan.add_argument("--plans-name", default=None, help="identifier of the written plans (default nnUNetPlans_spine)")
     commands.add_parser("register", help="make the stock nnUNetv2_* commands find the trainers (writes a .pth file)")

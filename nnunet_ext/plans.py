@@ -49,6 +49,9 @@ class CascadeSize:
     fine_max_size: int = 512
     coarse_batch: int = 2
     fine_batch: int = 12
+    coarse_cover_percentile: float = 50.0
+    """The coarse patch covers this percentile of the training volumes' shapes (50: the median, as nnU-Net; 100:
+    the largest volume whole, so that every case is seen with its full context)."""
 
 
 PRESETS = {
@@ -58,6 +61,13 @@ PRESETS = {
     "small": CascadeSize(coarse_features=(8, 16, 32, 48), coarse_blocks=(1, 1, 1, 1), aspp_channels=32,
                          gcn_hidden=16, fine_features=(8, 16, 32, 64, 96), lowres_factor=4.0,
                          coarse_max_voxels=24 * 96 * 64, fine_max_size=320, coarse_batch=2, fine_batch=2),
+    # the CPU recipe for real scans (docs/benchmarks.md, "CPU recipe"): stage 1 sees every training volume whole at
+    # 6 mm (a 381 mm sagittal field of view included: counting the levels needs the sacrum and the thoracic end in
+    # one view; 4 mm costs 2-3x per iteration on 2 cores); stage 2 as "small", batch 4
+    "cpu": CascadeSize(coarse_features=(8, 16, 32, 48), coarse_blocks=(1, 1, 1, 1), aspp_channels=32,
+                       gcn_hidden=16, fine_features=(8, 16, 32, 64, 96), lowres_factor=6.0,
+                       coarse_max_voxels=16 * 64 * 64, fine_max_size=256, coarse_batch=2, fine_batch=4,
+                       coarse_cover_percentile=100.0),
 }
 
 
@@ -108,13 +118,15 @@ def spine_plans(plans: dict, fingerprint: dict, dataset_json: dict, lr_axis: int
     """
     forward, backward = transpose_left_right_first(lr_axis)
     spacing = np.median(np.array(fingerprint["spacings"], dtype=float), axis=0)[forward]
-    shape = np.median(np.array(fingerprint["shapes_after_crop"], dtype=float), axis=0)[forward]
+    shapes = np.array(fingerprint["shapes_after_crop"], dtype=float)
+    shape = np.median(shapes, axis=0)[forward]
     in_plane = spacing[1:]
     low = np.maximum(spacing, size.lowres_factor * in_plane.min())  # never finer than the data
     low_shape = shape * spacing / low
+    covered = np.percentile(shapes, size.coarse_cover_percentile, axis=0)[forward] * spacing / low
     class_names = class_names_from_labels(dataset_json["labels"])
     template = plans["configurations"]["3d_fullres"]
-    coarse_patch = _patch(low_shape, 8, max_voxels=size.coarse_max_voxels, shrink_axes=(1, 2))
+    coarse_patch = _patch(covered, 8, max_voxels=size.coarse_max_voxels, shrink_axes=(1, 2))
     coarse_kwargs = coarse_arch_kwargs(coarse_patch, low.tolist(), class_names, features_per_stage=size.coarse_features,
                                        blocks_per_stage=size.coarse_blocks, aspp_channels=size.aspp_channels,
                                        gcn_hidden=size.gcn_hidden)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-VARIANTS = ("", "Binary", "Short", "BinaryShort", "Smoke", "Demo")
+VARIANTS = ("", "Binary", "Cpu", "BinaryCpu", "Short", "BinaryShort", "Smoke", "Demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

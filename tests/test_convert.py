@@ -56,14 +56,29 @@ def test_every_level_lands_on_its_value_and_t10_on_ignore(export, tmp_path, caps
             expected = SCHEME.get(level, 10)
             assert voxels.any()
             assert np.all(label[voxels] == expected), (row.original_case_id, level)
-        assert np.array_equal(label > 0, np.any(list(source.values()), axis=0))
-    assert table.set_index("original_case_id").loc["case_a", "ignored_levels"] == "T10"
+        # vertebrae of the scheme exactly where the export has them; the ignore label on T10 and on the anatomy
+        # beyond the annotated levels (--ignore-beyond auto), never on a labelled voxel
+        scheme = np.any([v for level, v in source.items() if level in SCHEME], axis=0)
+        assert np.array_equal((label > 0) & (label != 10), scheme)
+    ignored = table.set_index("original_case_id")["ignored_levels"].str.split()
+    assert ignored["case_a"] == ["T10", "unannotated-caudal"]  # T10-L5: T10 annotated above, S1 below not
+    assert ignored["case_c"] == ["unannotated-both"] and ignored["case_d"] == ["unannotated-cranial"]
     assert "4 case(s) converted" in capsys.readouterr().out
+
+
+def test_ignore_beyond_none_keeps_the_export_as_it_is(export, tmp_path):
+    root, folders = export
+    assert convert(root, tmp_path, "--ignore-beyond", "none") == 0
+    dataset = tmp_path / "Dataset011_Spine"
+    for row in mapping(dataset).itertuples():
+        source = level_voxels(folders[row.original_case_id])
+        label = read_array(dataset / "labelsTr" / f"{row.nnunet_case_id}.nii.gz")
+        assert np.array_equal(label > 0, np.any(list(source.values()), axis=0))
 
 
 def test_unknown_levels_background_and_error(export, tmp_path):
     root, folders = export
-    assert convert(root, tmp_path / "bg", "--unknown-levels", "background") == 0
+    assert convert(root, tmp_path / "bg", "--unknown-levels", "background", "--ignore-beyond", "none") == 0
     dataset = tmp_path / "bg" / "Dataset011_Spine"
     assert "ignore" not in json.loads((dataset / "dataset.json").read_text())["labels"]
     label = read_array(dataset / "labelsTr" / "Spine_0001.nii.gz")
@@ -179,23 +194,42 @@ def test_several_roots_merge_into_one_dataset(export, tmp_path):
 @pytest.mark.parametrize("orientation", ["LPS", "PIL", "ASL", "RAI"])
 @pytest.mark.parametrize("side", ["caudal", "cranial", "both"])
 def test_ignore_beyond_annotation(tmp_path, orientation, side):
+    """The ignored region: background beyond the plane through the end body's centroid, perpendicular to the line
+    from its neighbour's centroid, and past the axial plane through that centroid; the same in every orientation."""
     from dataset_conversion.unannotated import ignore_beyond_annotation
+    from measure.unannotated import body_centroids
 
     phantom = export_phantom("c", levels=("L1", "L2", "L3"), orientation=orientation)
     image = phantom.mask_image()
     labels = sitk.GetArrayFromImage(image).astype(np.uint8)
-    result, changed = ignore_beyond_annotation(labels, np.array(image.GetDirection()), side, 10)
+    result, changed = ignore_beyond_annotation(labels, labels, image.GetSpacing(), image.GetDirection(), side, 10)
     assert np.array_equal(result[labels > 0], labels[labels > 0]) and changed > 0
-    # superior coordinate (mm) of every voxel centre; vertebra span along it
-    index = np.indices(labels.shape)[::-1].reshape(3, -1).T  # (i, j, k) per voxel, in array order
-    physical = index @ (np.array(image.GetDirection()).reshape(3, 3) * image.GetSpacing()).T + image.GetOrigin()
-    superior = physical[:, 2].reshape(labels.shape)
-    low, high = superior[labels > 0].min(), superior[labels > 0].max()
-    expect_caudal, expect_cranial = side in ("caudal", "both"), side in ("cranial", "both")
-    assert np.all((result[superior < low - 1e-6] == 10) == expect_caudal)
-    assert np.all((result[superior > high + 1e-6] == 10) == expect_cranial)
-    between = (superior >= low) & (superior <= high) & (labels == 0)
-    assert np.all(result[between] == 0)
+    assert changed == int(np.count_nonzero(result == 10))
+    # physical position (mm, relative to the origin) of every voxel centre, brute force
+    matrix = np.array(image.GetDirection()).reshape(3, 3) * image.GetSpacing()
+    index = np.indices(labels.shape)[::-1].reshape(3, -1).T  # (i, j, k) per voxel
+    physical = (index @ matrix.T).reshape(*labels.shape, 3)
+    centroids = body_centroids(labels, image.GetSpacing(), image.GetDirection())
+    for value, c in centroids.items():  # the centroid helper agrees with a brute-force mean
+        np.testing.assert_allclose(c, physical[labels == value].mean(axis=0), atol=1e-6)
+    by_height = sorted(centroids.values(), key=lambda c: c[2])  # caudal first (+z superior)
+    expected = np.zeros(labels.shape, dtype=bool)
+    for end, neighbour, down, wanted in ((by_height[0], by_height[1], -1.0, ("caudal", "both")),
+                                         (by_height[-1], by_height[-2], 1.0, ("cranial", "both"))):
+        if side in wanted:
+            axis = (end - neighbour) / np.linalg.norm(end - neighbour)
+            expected |= (((physical - end) @ axis) > 0) & ((physical[..., 2] - end[2]) * down > 0)
+    np.testing.assert_array_equal(result == 10, expected & (labels == 0))
+
+
+def test_auto_sides_from_the_levels():
+    from measure.unannotated import auto_sides
+
+    assert auto_sides(["L1", "L2", "L3", "L4", "L5"]) == "both"  # myosegmentum: T12 and S1 unannotated
+    assert auto_sides(["T11", "T12", "L1", "L5"]) == "caudal"  # chu2015: S1 unannotated
+    assert auto_sides(["T12", "L1", "S1"]) == "both"
+    assert auto_sides(["T12", "L1", "S1"], annotated_above=True) == "caudal"  # T10 annotated (ignore label) above
+    assert auto_sides(["T11", "S2"]) == "none"
 
 
 def test_ignore_beyond_option_writes_ignore_label(export, tmp_path):
@@ -215,7 +249,7 @@ def test_nrrd_mha_and_plain_nifti_files(tmp_path, image_name, mask_name):
     sitk.WriteImage(phantom.intensity_image(), str(folder / image_name))
     sitk.WriteImage(phantom.mask_image(), str(folder / mask_name))
     (folder / "levels.json").write_text(json.dumps({"labels": {"1": "L1", "2": "L2", "3": "L3"}}))
-    assert convert(tmp_path / "export", tmp_path / "raw") == 0
+    assert convert(tmp_path / "export", tmp_path / "raw", "--ignore-beyond", "none") == 0
     label = read_array(tmp_path / "raw" / "Dataset011_Spine" / "labelsTr" / "Spine_0001.nii.gz")
     mask = sitk.GetArrayFromImage(phantom.mask_image())
     np.testing.assert_array_equal(label, np.where(mask > 0, mask + 2, 0))

@@ -150,7 +150,7 @@ def test_each_bad_case_is_skipped_with_its_reason(bad_export, tmp_path, capsys):
 
 def test_mask_in_another_axis_order_is_reindexed_exactly(bad_export, tmp_path):
     root, folders = bad_export
-    convert(root, tmp_path)
+    convert(root, tmp_path, "--ignore-beyond", "none")
     table = pd.read_csv(tmp_path / "Dataset012_Bad" / "case_mapping.csv", dtype=str, keep_default_na=False)
     row = table.set_index("original_case_id").loc["flipped"]
     assert "re-indexed onto the image grid" in row["warnings"]

@@ -78,7 +78,7 @@ def test_convert_with_crop_records_boxes_and_pastes_back(tmp_path):
     root = tmp_path / "export"
     folders = write_export(root, [export_phantom(f"c{n}", orientation=o, seed=n)
                                   for n, o in enumerate(("LPS", "PIL", "ASL"))])
-    assert _convert(root, tmp_path / "raw", "--crop-ap", "0.1") == 0
+    assert _convert(root, tmp_path / "raw", "--crop-ap", "0.1", "--ignore-beyond", "none") == 0
     dataset = tmp_path / "raw" / "Dataset013_Crop"
     info = json.loads((dataset / "spine_convert.json").read_text())
     assert json.loads((dataset / "dataset.json").read_text())["spine_convert"]["crop_ap_fraction"] == 0.1
@@ -111,7 +111,7 @@ def test_dicom_series_image_converts(tmp_path, orientation):
     write_dicom_series(image, folder / "image")
     back = read_volume(folder / "image")
     assert back.GetSize() == image.GetSize()
-    assert _convert(root, tmp_path / "raw") == 0
+    assert _convert(root, tmp_path / "raw", "--ignore-beyond", "none") == 0
     dataset = tmp_path / "raw" / "Dataset013_Crop"
     table = pd.read_csv(dataset / "case_mapping.csv", dtype=str, keep_default_na=False)
     assert table["image_path"].iloc[0].endswith("image")
@@ -157,7 +157,7 @@ def test_verse_label_map_on_tptbox_samples(tmp_path):
         os.symlink(VERSE / image_name, root / subject / "image.nii.gz")
         os.symlink(VERSE / image_name.replace("_ct", "_msk").replace("_T2w", "_msk").replace(
             "_label", "_seg-vert_label"), root / subject / "mask.nii.gz")
-    assert _convert(root, tmp_path / "raw", "--label-map", "verse", "--folds", "2") == 1
+    assert _convert(root, tmp_path / "raw", "--label-map", "verse", "--folds", "2", "--ignore-beyond", "none") == 1
     dataset = tmp_path / "raw" / "Dataset013_Crop"
     table = pd.read_csv(dataset / "case_mapping.csv", dtype=str, keep_default_na=False).set_index("original_case_id")
     assert table.loc["ct", "levels"] == "L2 L3 L4"

@@ -28,7 +28,7 @@ def hand_case() -> tuple[np.ndarray, np.ndarray]:
     ref[:, 2:4, 0:4] = 4  # L2: 16 voxels
     ref[:, :, 5] = 10  # ignore: 8 voxels, left out
     pred = np.zeros_like(ref)
-    pred[:, 0:2, 1:6] = 3  # L1: 16 voxels outside the ignore column, 12 of them on the reference L1
+    pred[:, 0:2, 1:6] = 3  # L1: 16 voxels outside the ignore column, 12 of them on the reference L1, and 4 in it
     pred[:, 2:4, 0:2] = 4  # L2: 8 voxels, all on the reference L2
     pred[0, 1, 0] = 4  # L2 on a reference L1 voxel: FN of L1, FP of L2, TP of the binary evaluation
     pred[0, 3, 4] = 5  # L3 where the reference has background: L3 is predicted but absent from the reference
@@ -70,33 +70,35 @@ def test_every_number_matches_the_hand_computation(tmp_path):
     pred_dir, ref_dir = nnunet_layout(tmp_path, {"a": (ref, pred), "b": (ref, perfect)})
     code, report = run(pred_dir, ref_dir, tmp_path / "report", "--no-measure")
     assert code == 0
-    # case a: L1 TP 12 FP 4 FN 4; L2 TP 8 FP 1 FN 8; L3 TP 0 FP 1 FN 0; binary TP 21 FP 5 FN 11
-    # case b (perfect): L1 TP 16, L2 TP 16; binary TP 32
-    expected = {"dice_micro_multiclass": 2 * 52 / (2 * 52 + 6 + 12), "jaccard_micro_multiclass": 52 / (52 + 6 + 12),
+    # case a: L1 TP 12 FP 8 FN 4 (4 FP on background, 4 in the ignore column: L1 is annotated elsewhere in the case,
+    # so predicting it there is wrong); L2 TP 8 FP 1 FN 8; L3 TP 0 FP 1 FN 0; binary TP 21 FP 5 FN 11 (the binary
+    # evaluation leaves the ignore column out); case b (perfect): L1 TP 16, L2 TP 16; binary TP 32
+    expected = {"dice_micro_multiclass": 2 * 52 / (2 * 52 + 10 + 12), "jaccard_micro_multiclass": 52 / (52 + 10 + 12),
                 "dice_micro_binary": 2 * 53 / (2 * 53 + 5 + 11), "jaccard_micro_binary": 53 / (53 + 5 + 11)}
     for key, value in expected.items():
         assert report[key] == pytest.approx(value, abs=1e-6), key
         assert 0.0 <= report[key] <= 1.0
     case_a = report["per_case"]["a"]
-    assert case_a["dice_multiclass"] == pytest.approx(40 / 58, abs=1e-6)
-    assert case_a["jaccard_multiclass"] == pytest.approx(20 / 38, abs=1e-6)
+    assert case_a["dice_multiclass"] == pytest.approx(40 / 62, abs=1e-6)
+    assert case_a["jaccard_multiclass"] == pytest.approx(20 / 42, abs=1e-6)
     assert case_a["dice_binary"] == pytest.approx(42 / 58, abs=1e-6)
     assert case_a["jaccard_binary"] == pytest.approx(21 / 37, abs=1e-6)
-    assert case_a["dice_mean_per_class"] == pytest.approx((0.75 + 16 / 25 + 0.0) / 3, abs=1e-6)
+    assert case_a["dice_mean_per_class"] == pytest.approx((2 / 3 + 16 / 25 + 0.0) / 3, abs=1e-6)
+    assert (case_a["ignored_reference_voxels"], case_a["left_out_predicted_voxels"]) == (8, 0)
     assert report["per_case"]["b"]["dice_multiclass"] == pytest.approx(1.0)
     l1, l2, l3 = (report["per_class"][c] for c in ("L1", "L2", "L3"))
-    assert l1["dice_mean"] == pytest.approx((0.75 + 1.0) / 2, abs=1e-6)
-    assert l1["dice_sd"] == pytest.approx(math.sqrt(2 * 0.125**2), abs=1e-6)  # sample SD of 0.75 and 1.0
-    assert l1["dice_micro"] == pytest.approx(2 * 28 / (2 * 28 + 4 + 4), abs=1e-6)
+    assert l1["dice_mean"] == pytest.approx((2 / 3 + 1.0) / 2, abs=1e-6)
+    assert l1["dice_sd"] == pytest.approx(math.sqrt(2 * (1 / 6) ** 2), abs=1e-6)  # sample SD of 2/3 and 1.0
+    assert l1["dice_micro"] == pytest.approx(2 * 28 / (2 * 28 + 8 + 4), abs=1e-6)
     assert l2["dice_mean"] == pytest.approx((16 / 25 + 1.0) / 2, abs=1e-6)
     assert l2["jaccard_micro"] == pytest.approx(24 / (24 + 1 + 8), abs=1e-6)
     # L3: predicted but absent from the reference in a -> 0; absent from both in b -> undefined, left out (nnU-Net)
     assert l3["dice_mean"] == 0.0 and l3["cases_with_class"] == 1 and l3["dice_sd"] is None
     assert report["per_class"]["T11"]["dice_mean"] is None
-    assert report["dice_mean_per_class"] == pytest.approx(((0.75 + 1) / 2 + (0.64 + 1) / 2 + 0.0) / 3, abs=1e-6)
+    assert report["dice_mean_per_class"] == pytest.approx(((2 / 3 + 1) / 2 + (0.64 + 1) / 2 + 0.0) / 3, abs=1e-6)
     classes = pd.read_csv(tmp_path / "report" / "classes_per_case.csv")
     row = classes[(classes.case_id == "a") & (classes["class"] == "L1")].iloc[0]
-    assert (row.tp, row.fp, row.fn, row.voxels_ref, row.voxels_pred) == (12, 4, 4, 16, 16)
+    assert (row.tp, row.fp, row.fn, row.voxels_ref, row.voxels_pred) == (12, 8, 4, 16, 20)
     cases = pd.read_csv(tmp_path / "report" / "cases.csv")
     assert list(cases.case_id) == ["a", "b"] and set(cases.status) == {"ok"}
     assert (tmp_path / "report" / "report.md").read_text().count("| L1 |") == 1
@@ -255,7 +257,7 @@ def test_prediction_in_another_axis_order_is_reoriented_exactly(tmp_path):
     write(pred_dir / "a.nii.gz", flipped, origin=((6 - 1) * 0.5, 0.0, 0.0), direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
     code, report = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure")
     assert code == 0 and "reoriented" in report["per_case"]["a"]["message"]
-    assert report["dice_micro_multiclass"] == pytest.approx(40 / 58, abs=1e-6)
+    assert report["dice_micro_multiclass"] == pytest.approx(40 / 62, abs=1e-6)  # L1 in the ignore column: FP
 
 
 def test_label_maps_matched_by_name_and_binary_prediction(tmp_path):
@@ -266,7 +268,8 @@ def test_label_maps_matched_by_name_and_binary_prediction(tmp_path):
     write(pred_dir / "a.nii.gz", own)
     (pred_dir / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "L1": 1, "L2": 2, "L3": 3}}))
     code, report = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure")
-    assert code == 0 and report["dice_micro_multiclass"] == pytest.approx(40 / 58, abs=1e-6)
+    assert code == 0  # the L1 in the ignore column is a FP (L1 is annotated elsewhere in the case)
+    assert report["dice_micro_multiclass"] == pytest.approx(40 / 62, abs=1e-6)
     notes = " ".join(report["problems"]["label_map_notes"])
     assert "only in the reference label map" in notes and "different values" in notes
     # a binary model's prediction (M_SC): only the binary evaluation
@@ -317,7 +320,10 @@ def test_no_matching_case_is_a_failure_that_shows_how_the_ids_differ(tmp_path, c
 
 @pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 def test_per_class_dice_equals_nnunet_own_evaluation(tmp_path):
-    """nnU-Net's evaluation (ignore label, absent classes) gives the same per-class mean Dice and counts."""
+    """nnU-Net's evaluation (ignore label, absent classes) gives the same per-class counts and mean Dice, except
+    where the partial-annotation rule departs from it on purpose: nnU-Net leaves out every prediction on the ignore
+    label, here a level that the case's reference annotates elsewhere stays a false positive there (case a: the 4 L1
+    voxels in the ignore column)."""
     evaluate_predictions = pytest.importorskip("nnunetv2.evaluation.evaluate_predictions")
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
@@ -330,18 +336,28 @@ def test_per_class_dice_equals_nnunet_own_evaluation(tmp_path):
         ignore_label=10, num_processes=1)
     _, ours = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure")
     name = {v: k for k, v in DATASET_JSON["labels"].items()}
-    for label, values in theirs["mean"].items():
-        mine = ours["per_class"][name[int(label)]]
-        if np.isnan(values["Dice"]):
-            assert mine["dice_mean"] is None
-        else:
-            assert mine["dice_mean"] == pytest.approx(values["Dice"], abs=1e-6), name[int(label)]
+    extra_fp = {("a", "L1"): 4}
     classes = pd.read_csv(tmp_path / "out" / "classes_per_case.csv")
+    dice: dict[str, list[float]] = {}
     for case in theirs["metric_per_case"]:
         case_id = Path(case["prediction_file"]).name.removesuffix(".nii.gz")
         for label, values in case["metrics"].items():
-            row = classes[(classes.case_id == case_id) & (classes["class"] == name[int(label)])].iloc[0]
-            assert (row.tp, row.fp, row.fn) == (values["TP"], values["FP"], values["FN"])
+            level = name[int(label)]
+            row = classes[(classes.case_id == case_id) & (classes["class"] == level)].iloc[0]
+            tp, fp, fn = values["TP"], values["FP"] + extra_fp.get((case_id, level), 0), values["FN"]
+            assert (row.tp, row.fp, row.fn) == (tp, fp, fn), (case_id, level)
+            dice.setdefault(level, []).append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan)
+    nnunet_l1 = next(v["Dice"] for k, v in theirs["mean"].items() if name[int(k)] == "L1")
+    assert nnunet_l1 == pytest.approx((0.75 + 1.0) / 2)  # nnU-Net: Dice of L1 in case a 24 / 32, here 24 / 36
+    for label, values in theirs["mean"].items():
+        level = name[int(label)]
+        mine = ours["per_class"][level]["dice_mean"]
+        if np.isnan(values["Dice"]):
+            assert mine is None
+        else:
+            assert mine == pytest.approx(np.nanmean(dice[level]), abs=1e-6), level
+            if level != "L1":
+                assert mine == pytest.approx(values["Dice"], abs=1e-6), level
 
 
 def test_parallel_workers_give_the_same_report(tmp_path):
@@ -351,3 +367,215 @@ def test_parallel_workers_give_the_same_report(tmp_path):
     _, parallel = run(pred_dir, ref_dir, tmp_path / "parallel", "--no-measure", "--jobs", "2")
     for key in ("dice_micro_multiclass", "dice_micro_binary", "per_class", "per_case"):
         assert serial[key] == parallel[key], key
+
+
+LEVEL_VALUES = {k: v for k, v in DATASET_JSON["labels"].items() if k not in ("background", "ignore")}
+STACK_SPACING_ZYX = (2.0, 1.0, 1.0)
+FLIPPED_Z = (1, 0, 0, 0, 1, 0, 0, 0, -1)  # array index k runs caudally (inferior)
+
+
+def stacked_spine(levels: list[str], slots: int, flip: bool = False) -> np.ndarray:
+    """Vertebrae as blocks of 6 slices x 4 x 4 voxels (96 voxels) in slots of 8 slices along k, ``levels[0]`` in the
+    most cranial slot: the highest k (+z is superior with the identity direction), the lowest k when ``flip``."""
+    mask = np.zeros((8 * slots, 8, 8), np.uint8)
+    for n, level in enumerate(levels):
+        if level:
+            start = 8 * n if flip else 8 * (slots - 1 - n)
+            mask[start:start + 6, 2:6, 2:6] = LEVEL_VALUES[level]
+    return mask
+
+
+def relabel(mask: np.ndarray, mapping: dict[str, str]) -> np.ndarray:
+    """``mask`` with the levels renamed by ``mapping`` (all at once, so swaps work)."""
+    result = mask.copy()
+    for old, new in mapping.items():
+        result[mask == LEVEL_VALUES[old]] = LEVEL_VALUES[new]
+    return result
+
+
+SIX = ["T12", "L1", "L2", "L3", "L4", "L5"]
+
+
+def identity_of(tmp_path: Path, cases: dict[str, tuple[np.ndarray, np.ndarray | None]], *extra: str
+                ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Evaluate stacked spines (nnU-Net layout, project values): the report, level_identity.csv and cases.csv."""
+    raw, pred = tmp_path / "raw", tmp_path / "pred"
+    (raw / "labelsTr").mkdir(parents=True)
+    pred.mkdir()
+    (raw / "dataset.json").write_text(json.dumps(DATASET_JSON))
+    for case_id, (reference, prediction) in cases.items():
+        write(raw / "labelsTr" / f"{case_id}.nii.gz", reference, STACK_SPACING_ZYX)
+        if prediction is not None:
+            write(pred / f"{case_id}.nii.gz", prediction, STACK_SPACING_ZYX)
+    _, report = run(pred, raw / "labelsTr", tmp_path / "out", "--no-measure", *extra)
+    levels = pd.read_csv(tmp_path / "out" / "level_identity.csv", keep_default_na=False, na_values=[""])
+    return report, levels.set_index(["case_id", "level"]), pd.read_csv(tmp_path / "out" / "cases.csv").set_index(
+        "case_id")
+
+
+def test_level_identity_of_a_perfect_prediction_is_all_right(tmp_path, capsys):
+    mask = stacked_spine(SIX, 6)
+    report, levels, cases = identity_of(tmp_path, {"a": (mask, mask.copy())})
+    identity = report["level_identity"]
+    assert identity["available"] and identity["vertebrae"] == 6 and identity["right"] == 6
+    assert (identity["share_right"], identity["off_by_one"], identity["wrong"], identity["missed"]) == (1.0, 0, 0, 0)
+    assert (identity["cases"], identity["cases_all_right"], identity["share_cases_all_right"]) == (1, 1, 1.0)
+    assert set(levels["outcome"]) == {"right"} and (levels["shift_levels"] == 0).all()
+    assert (levels["voxels_reference"] == 96).all() and (levels["overlap_voxels"] == 96).all()
+    assert list(levels.loc["a"]["predicted_level"]) == SIX
+    row = cases.loc["a"]
+    assert (row.levels_n, row.levels_right, row.levels_off_by_one, bool(row.levels_all_right)) == (6, 6, 0, True)
+    assert "level identity: 6/6 vertebrae right" in capsys.readouterr().err
+    assert "## Level identity" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_level_identity_of_predictions_shifted_by_one_level(tmp_path):
+    mask = stacked_spine(SIX, 6)
+    down = np.where(mask > 0, mask + 1, 0).astype(np.uint8)  # every label one level caudal: T12 -> L1 ... L5 -> S1
+    up = np.where(mask > 0, mask - 1, 0).astype(np.uint8)  # one level cranial: T12 -> T11 ... L5 -> L4
+    report, levels, cases = identity_of(tmp_path, {"down": (mask, down), "up": (mask, up)})
+    identity = report["level_identity"]
+    assert (identity["vertebrae"], identity["right"], identity["off_by_one"]) == (12, 0, 12)
+    assert (identity["off_by_one_caudal"], identity["off_by_one_cranial"]) == (6, 6)
+    assert (identity["share_off_by_one"], identity["cases"], identity["cases_all_right"]) == (1.0, 2, 0)
+    assert identity["share_cases_all_right"] == 0.0
+    assert set(levels["outcome"]) == {"off_by_one"}
+    assert set(levels.loc["down"]["shift_levels"]) == {1} and set(levels.loc["up"]["shift_levels"]) == {-1}
+    assert levels.loc[("down", "L5"), "predicted_level"] == "S1"
+    assert levels.loc[("up", "T12"), "predicted_level"] == "T11"
+    assert (cases["levels_right"] == 0).all() and (cases["levels_off_by_one"] == 6).all()
+    assert not cases["levels_all_right"].any()
+
+
+def test_level_identity_of_swapped_levels(tmp_path):
+    mask = stacked_spine(SIX, 6)
+    far = relabel(mask, {"L1": "L4", "L4": "L1"})  # not adjacent: wrong
+    near = relabel(mask, {"L2": "L3", "L3": "L2"})  # adjacent: off by one
+    report, levels, cases = identity_of(tmp_path, {"far": (mask, far), "near": (mask, near)})
+    assert levels.loc[("far", "L1"), "outcome"] == "wrong" and levels.loc[("far", "L1"), "shift_levels"] == 3
+    assert levels.loc[("far", "L4"), "outcome"] == "wrong" and levels.loc[("far", "L4"), "predicted_level"] == "L1"
+    assert levels.loc[("far", "L4"), "shift_levels"] == -3
+    assert (levels.loc[("near", "L2"), "outcome"], levels.loc[("near", "L2"), "shift_levels"]) == ("off_by_one", 1)
+    assert (levels.loc[("near", "L3"), "outcome"], levels.loc[("near", "L3"), "shift_levels"]) == ("off_by_one", -1)
+    for case_id, swapped in (("far", {"L1", "L4"}), ("near", {"L2", "L3"})):
+        others = levels.loc[case_id].drop(index=list(swapped))
+        assert set(others["outcome"]) == {"right"} and len(others) == 4
+    identity = report["level_identity"]
+    assert (identity["right"], identity["off_by_one"], identity["wrong"], identity["missed"]) == (8, 2, 2, 0)
+    assert identity["cases_all_right"] == 0
+    assert (cases.loc["near", "levels_right"], cases.loc["near", "levels_off_by_one"]) == (4, 2)
+    assert (cases.loc["far", "levels_right"], cases.loc["far", "levels_off_by_one"]) == (4, 0)
+
+
+def test_level_identity_of_a_missed_vertebra_and_a_missing_prediction(tmp_path):
+    mask = stacked_spine(SIX, 6)
+    without_l5 = np.where(mask == LEVEL_VALUES["L5"], 0, mask).astype(np.uint8)
+    report, levels, cases = identity_of(tmp_path, {"a": (mask, without_l5), "nopred": (mask, None)})
+    l5 = levels.loc[("a", "L5")]
+    assert l5["outcome"] == "missed" and pd.isna(l5["predicted_level"]) and pd.isna(l5["shift_levels"])
+    assert (l5["overlap_voxels"], l5["voxels_reference"]) == (0, 96)
+    assert set(levels.loc["nopred"]["outcome"]) == {"missed"}  # scored as an empty prediction
+    identity = report["level_identity"]
+    assert (identity["right"], identity["missed"], identity["cases"], identity["cases_all_right"]) == (5, 7, 2, 0)
+    assert identity["share_right"] == pytest.approx(5 / 12)
+    assert cases.loc["a", "levels_right"] == 5 and not cases.loc["a", "levels_all_right"]
+
+
+def test_level_identity_ties_go_to_the_nearest_then_the_cranial_level():
+    from measure.evaluation.levels_identity import identify_levels, level_sequence, level_steps
+
+    names = ("L1", "L2", "L3", "L4")
+    matrix = np.zeros((5, 5), np.int64)  # C[predicted, reference]; index i = names[i - 1]
+    matrix[1, 2] = matrix[4, 2] = 5  # reference L2: 5 voxels predicted L1, 5 predicted L4 -> L1 (nearer)
+    matrix[2, 3] = matrix[4, 3] = 5  # reference L3: L2 and L4 equally near -> L2 (the cranial one)
+    matrix[0, 4] = 7  # reference L4: only background -> missed
+    found = {i.level: i for i in identify_levels(matrix, names)}
+    assert set(found) == {"L2", "L3", "L4"}  # L1 has no reference voxel: no row
+    assert (found["L2"].predicted_level, found["L2"].outcome, found["L2"].shift_levels) == ("L1", "off_by_one", -1)
+    assert (found["L3"].predicted_level, found["L3"].overlap_voxels, found["L3"].voxels_reference) == ("L2", 5, 10)
+    assert (found["L4"].outcome, found["L4"].predicted_level, found["L4"].voxels_reference) == ("missed", None, 7)
+    # transitional variants count as a step only when a label map names them
+    assert level_steps("T12", "L1", level_sequence(names)) == 1
+    assert level_steps("T12", "L1", level_sequence(("T12", "T13", "L1"))) == 2
+
+
+def test_partial_annotation_with_the_ignore_label(tmp_path):
+    """Reference L1-L3 with the ignore label below (k < 16): an L4 predicted there is left out, the part of the
+    predicted L3 reaching into it (k 14-15, 2 x 16 voxels) is a false positive of L3 (annotated in this case)."""
+    reference = stacked_spine(["L1", "L2", "L3"], 5)
+    reference[:16] = DATASET_JSON["labels"]["ignore"]
+    prediction = stacked_spine(["L1", "L2", "L3", "L4"], 5)
+    prediction[14:16, 2:6, 2:6] = LEVEL_VALUES["L3"]
+    report, levels, cases = identity_of(tmp_path, {"a": (reference, prediction)})
+    classes = pd.read_csv(tmp_path / "out" / "classes_per_case.csv").set_index("class")
+    assert (classes.loc["L3", "tp"], classes.loc["L3", "fp"], classes.loc["L3", "fn"]) == (96, 32, 0)
+    assert (classes.loc["L4", "fp"], classes.loc["L4", "voxels_pred"]) == (0, 0)
+    row = cases.loc["a"]
+    assert (row.ignored_reference_voxels, row.left_out_predicted_voxels) == (16 * 64, 96)
+    assert (row.fp_multiclass, row.fp_binary, row.ignore_beyond) == (32, 0, "none")  # binary: all left out there
+    partial = report["partial_annotation"]
+    assert (partial["ignored_reference_voxels"], partial["left_out_predicted_voxels"]) == (1024, 96)
+    assert partial["cases_with_unannotated_voxels"] == 1 and "false positive" in partial["reason"]
+    assert set(levels["outcome"]) == {"right"}
+    assert "## Partial annotation" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_ignore_beyond_on_a_reference_without_ignore_label(tmp_path, capsys):
+    """Reference L1-L3 without ignore label, stored with k running caudally: auto makes the background past the
+    planes through the centroids of L1 and L3 unannotated (both ends lack T11 and S2), so an L4 predicted below L3 is
+    left out; with --ignore-beyond none it is a false positive. The L3 reaching 2 slices below its reference stays a
+    false positive either way."""
+    reference = stacked_spine(["L1", "L2", "L3"], 5, flip=True)
+    prediction = stacked_spine(["L1", "L2", "L3", "L4"], 5, flip=True)
+    prediction[22:24, 2:6, 2:6] = LEVEL_VALUES["L3"]  # reference L3: k 16-21
+    raw, pred = tmp_path / "raw", tmp_path / "pred"
+    (raw / "labelsTr").mkdir(parents=True)
+    labels = {"labels": {k: v for k, v in DATASET_JSON["labels"].items() if k != "ignore"}}
+    (raw / "dataset.json").write_text(json.dumps(labels))
+    write(raw / "labelsTr" / "a.nii.gz", reference, STACK_SPACING_ZYX, direction=FLIPPED_Z)
+    write(pred / "a.nii.gz", prediction, STACK_SPACING_ZYX, direction=FLIPPED_Z)
+
+    def evaluate(option: str) -> tuple[dict, pd.Series, pd.DataFrame]:
+        out = tmp_path / option
+        code, report = run(pred, raw / "labelsTr", out, "--no-measure", "--ignore-beyond", option)
+        assert code == 0
+        classes = pd.read_csv(out / "classes_per_case.csv").set_index("class")
+        return report, pd.read_csv(out / "cases.csv").iloc[0], classes
+
+    report, case, classes = evaluate("auto")
+    # planes through the centroids at k 2.5 (L1) and 18.5 (L3): background at k 0-2 and k 19-39 is unannotated
+    assert case.ignore_beyond == "both"
+    assert case.ignored_reference_voxels == 3 * 48 + 3 * 48 + 2 * 64 + 16 * 64
+    assert (classes.loc["L4", "fp"], case.left_out_predicted_voxels) == (0, 96)
+    assert (classes.loc["L3", "tp"], classes.loc["L3", "fp"]) == (96, 32)
+    assert report["partial_annotation"]["ignore_beyond"] == "auto"
+    assert "predicted voxel(s) in unannotated reference regions left out" in capsys.readouterr().err
+    report, case, classes = evaluate("none")
+    assert (classes.loc["L4", "fp"], case.left_out_predicted_voxels, case.ignored_reference_voxels) == (96, 0, 0)
+    assert case.fp_binary == 96 + 32
+    # the direction is read: the caudal side is where k grows here, the cranial side holds no prediction
+    assert evaluate("caudal")[2].loc["L4", "fp"] == 0 and evaluate("cranial")[2].loc["L4", "fp"] == 96
+
+
+def test_binary_label_map_has_no_level_identity(tmp_path, capsys):
+    mask = stacked_spine(SIX, 6)
+    raw, pred = tmp_path / "raw", tmp_path / "pred"
+    (raw / "labelsTr").mkdir(parents=True)
+    (raw / "dataset.json").write_text(json.dumps(DATASET_JSON))
+    write(raw / "labelsTr" / "a.nii.gz", mask, STACK_SPACING_ZYX)
+    write(pred / "a.nii.gz", (mask > 0).astype(np.uint8), STACK_SPACING_ZYX)
+    (pred / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "vertebra": 1}}))
+    code, report = run(pred, raw / "labelsTr", tmp_path / "out", "--no-measure")
+    assert code == 0 and report["dice_micro_binary"] == 1.0
+    identity = report["level_identity"]
+    assert identity["available"] is False and "names no vertebral levels" in identity["reason"]
+    assert "prediction label map" in identity["reason"] and "level_identity.csv" not in report["files"]
+    assert not (tmp_path / "out" / "level_identity.csv").exists()
+    cases = pd.read_csv(tmp_path / "out" / "cases.csv")
+    assert cases[["levels_n", "levels_right", "levels_all_right"]].isna().all().all()
+    assert "level identity: not available" in capsys.readouterr().err
+    assert "Not available: the prediction label map" in (tmp_path / "out" / "report.md").read_text()
+    # a binary reference: an explicit --ignore-beyond side cannot find the annotated bodies
+    assert main(["--pred", str(pred), "--ref", str(pred), "-o", str(tmp_path / "x"), "--ignore-beyond",
+                 "caudal"]) == 2
+    assert "needs a reference label map that names levels" in capsys.readouterr().err

@@ -74,6 +74,17 @@ def test_cascade_configurations():
     json.dumps(plans)  # plain JSON
 
 
+def test_cpu_preset_covers_the_largest_volume():
+    shapes = [[20, 100, 60], [20, 100, 60], [20, 160, 90]]  # array order; the largest must fit whole at 4 mm
+    fingerprint = {**FINGERPRINT, "shapes_after_crop": shapes, "spacings": [[1.0, 1.0, 1.0]] * 3}
+    plans = spine_plans(nnunet_like_plans(), fingerprint, {"labels": LABELS}, 2, PRESETS["cpu"])
+    coarse = plans["configurations"]["3d_lowres"]
+    low = PRESETS["cpu"].lowres_factor
+    assert coarse["spacing"] == [low] * 3
+    covered = [shapes[2][a] / low for a in plans["transpose_forward"]]
+    assert all(p >= c for p, c in zip(coarse["patch_size"], covered, strict=True)), (coarse["patch_size"], covered)
+
+
 def test_small_preset_fits_the_voxel_budget():
     plans = spine_plans(nnunet_like_plans(), FINGERPRINT, {"labels": LABELS}, 2, PRESETS["small"])
     patch = plans["configurations"][COARSE_CONFIGURATION]["patch_size"]
@@ -126,3 +137,13 @@ def test_trainer_lookup_and_signature():
     binary_fine = recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineBinaryShort")
     assert binary_fine.previous_stage_trainer == "nnUNetTrainerSpineCoarseBinaryShort"
     assert binary_fine.expected_num_classes == 2 and binary_fine.epochs == fine.epochs
+    # the CPU recipe (preset cpu): found by the stock lookup, paired, and a variant by class attributes only
+    for stage in ("Coarse", "Fine", "CoarseBinary", "FineBinary"):
+        trainer = recursive_find_trainer_class_by_name(f"nnUNetTrainerSpine{stage}Cpu")
+        assert trainer.__name__ == f"nnUNetTrainerSpine{stage}Cpu"
+        own = {k for k, v in vars(trainer).items() if callable(v) and not k.startswith("__")}
+        assert not own, f"{trainer.__name__} overrides methods {own}: variants set class attributes only"
+    assert recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineCpu").previous_stage_trainer == \
+        "nnUNetTrainerSpineCoarseCpu"
+    assert recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineBinaryCpu").previous_stage_trainer == \
+        "nnUNetTrainerSpineCoarseBinaryCpu"

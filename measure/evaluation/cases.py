@@ -1,5 +1,6 @@
 """One case: find the pairs of predicted and reference files, read them onto one grid, and compute the overlap
-counts and surface distances per class. Never raises for a bad case: its record carries the reason."""
+counts and surface distances per class, the level identity of every reference vertebra and what the partially
+annotated reference left out. Never raises for a bad case: its record carries the reason."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ import SimpleITK as sitk
 from ..batch import case_ids, find_mask_files
 from ..io import MaskReadError, check_geometry, label_array, read_image
 from .labels import ClassMap, ClassPairing
+from .levels_identity import VertebraIdentity, case_columns, identify_levels
 from .overlap import Counts, UnmappedLabelError, binary_counts, class_counts, class_indices, confusion_matrix
+from .partial import (
+    IDENTITY_DIRECTION,
+    CountedVoxels,
+    counted_voxels,
+    levels_in_reference,
+    resolve_side,
+    unannotated_region,
+)
 from .surface import hd95_assd
 
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin (x10), unitless for the direction cosines
@@ -66,8 +76,10 @@ def _grid_difference(a: sitk.Image, b: sitk.Image) -> str | None:
     return None
 
 
-def read_pair(predicted: Path, reference: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], list[str]]:
-    """Both label arrays on the reference grid (array order z, y, x), the spacing in that order (mm) and notes.
+def read_pair(predicted: Path, reference: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...],
+                                                         tuple[float, ...], list[str]]:
+    """Both label arrays on the reference grid (array order z, y, x), the spacing in that order (mm), the reference's
+    direction cosines (ITK order, 9 values) and notes.
 
     A prediction stored with another axis order or flips of the same grid is reoriented exactly; any other
     difference raises :class:`MaskReadError` naming it.
@@ -85,7 +97,8 @@ def read_pair(predicted: Path, reference: Path) -> tuple[np.ndarray, np.ndarray,
         pred_image = reoriented
         notes.append("prediction stored in another axis order/orientation of the same grid: reoriented exactly")
     spacing = tuple(float(s) for s in reversed(ref_image.GetSpacing()))
-    return label_array(pred_image, predicted), label_array(ref_image, reference), spacing, notes
+    direction = tuple(float(d) for d in ref_image.GetDirection())
+    return label_array(pred_image, predicted), label_array(ref_image, reference), spacing, direction, notes
 
 
 @dataclass
@@ -94,6 +107,7 @@ class CaseResult:
 
     case: dict
     classes: list[dict] = field(default_factory=list)
+    levels: list[dict] = field(default_factory=list)  # level identity: one row per reference vertebra
 
 
 def _class_row(case_id: str, name: str, pred_value: int | None, ref_value: int | None, counts: Counts,
@@ -110,7 +124,8 @@ CLASS_COLUMNS = tuple(_class_row("", "", None, None, Counts(0, 0, 0), (math.nan,
 
 def case_row(case_id: str, status: str, message: str, multiclass: Counts | None, binary: Counts | None,
              class_dice: Sequence[float] = (), binary_surface: tuple[float, float] = (math.nan, math.nan),
-             files: tuple[str, str] = ("", "")) -> dict:
+             files: tuple[str, str] = ("", ""), identities: Sequence[VertebraIdentity] | None = None,
+             counted: CountedVoxels | None = None, ignore_beyond: str = "") -> dict:
     nan = math.nan
     present = [d for d in class_dice if not math.isnan(d)]
     return {
@@ -124,49 +139,72 @@ def case_row(case_id: str, status: str, message: str, multiclass: Counts | None,
         "fn_multiclass": multiclass.fn if multiclass else nan,
         "tp_binary": binary.tp if binary else nan, "fp_binary": binary.fp if binary else nan,
         "fn_binary": binary.fn if binary else nan,
+        **case_columns(identities),
+        "ignore_beyond": ignore_beyond,
+        "ignored_reference_voxels": counted.ignored_reference_voxels if counted else nan,
+        "left_out_predicted_voxels": counted.left_out_predicted_voxels if counted else nan,
         "prediction_file": files[0], "reference_file": files[1],
     }
 
 
-def evaluate_arrays(case_id: str, predicted: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
-                    pred_map: ClassMap, ref_map: ClassMap, pairing: ClassPairing, surface: bool = True,
-                    status: str = "ok", message: str = "", files: tuple[str, str] = ("", "")) -> CaseResult:
-    """Overlap (and surface distances) of one case whose arrays share a grid. Raises
-    :class:`UnmappedLabelError` for label values a map does not name."""
-    allowed_ref = (0,) if ref_map.ignore is None else (0, ref_map.ignore)
-    valid = reference != ref_map.ignore if ref_map.ignore is not None else None
+def _lookup_tables(pred_map: ClassMap, ref_map: ClassMap, pairing: ClassPairing) -> tuple[dict, dict, int]:
+    """Label value -> class index of each side and the number of classes (one for the binary evaluation)."""
     if pairing.multiclass:
         pred_lut = {v: i + 1 for i, v in enumerate(pairing.predicted_values) if v is not None}
         ref_lut = {v: i + 1 for i, v in enumerate(pairing.reference_values) if v is not None}
-        n_classes = len(pairing.names)
-    else:
-        pred_lut, ref_lut, n_classes = dict.fromkeys(pred_map.classes, 1), dict.fromkeys(ref_map.classes, 1), 1
+        return pred_lut, ref_lut, len(pairing.names)
+    return dict.fromkeys(pred_map.classes, 1), dict.fromkeys(ref_map.classes, 1), 1
+
+
+def _kept(index: np.ndarray, where: np.ndarray | None) -> np.ndarray:
+    """Class indices with the voxels outside ``where`` set to background (None: all kept)."""
+    return index if where is None else np.where(where, index, 0).astype(np.uint8)
+
+
+def evaluate_arrays(case_id: str, predicted: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
+                    pred_map: ClassMap, ref_map: ClassMap, pairing: ClassPairing, surface: bool = True,
+                    status: str = "ok", message: str = "", files: tuple[str, str] = ("", ""), *,
+                    direction: Sequence[float] = IDENTITY_DIRECTION, ignore_beyond: str = "none") -> CaseResult:
+    """Overlap (and surface distances), level identity and the partial-annotation counts of one case whose arrays
+    share a grid (spacing in array order, mm; direction cosines of the grid in ITK order). ``ignore_beyond``: the
+    ``--ignore-beyond`` option (measure.evaluation.partial). Raises :class:`UnmappedLabelError` for label values a
+    map does not name."""
+    allowed_ref = (0,) if ref_map.ignore is None else (0, ref_map.ignore)
     allowed_pred = (0,) if pred_map.ignore is None else (0, pred_map.ignore)
+    pred_lut, ref_lut, n_classes = _lookup_tables(pred_map, ref_map, pairing)
     pred_index = class_indices(predicted, pred_lut, allowed_pred, f"prediction of {case_id} ({files[0]})")
     ref_index = class_indices(reference, ref_lut, allowed_ref, f"reference of {case_id} ({files[1]})")
-    if valid is not None:
-        pred_index = np.where(valid, pred_index, 0).astype(np.uint8)
-    matrix = confusion_matrix(pred_index, ref_index, n_classes, valid)
+    side = resolve_side(ignore_beyond, ref_map, levels_in_reference(reference, ref_map))
+    counted = counted_voxels(pred_index, ref_index, unannotated_region(reference, ref_map, side, spacing, direction),
+                             pairing.multiclass, n_classes)
+    pred_binary = _kept(pred_index, counted.binary)
+    matrix = confusion_matrix(pred_binary, ref_index, n_classes, counted.binary)
     binary = binary_counts(matrix)
     result = CaseResult({})
-    multiclass = None
+    multiclass, identities = None, None
     if pairing.multiclass:
+        pred_levels = pred_binary
+        if counted.levels is not counted.binary:  # a level annotated elsewhere counts in the unannotated region
+            pred_levels = _kept(pred_index, counted.levels)
+            matrix = confusion_matrix(pred_levels, ref_index, n_classes, counted.levels)
         per_class = class_counts(matrix)
         multiclass = Counts(sum(c.tp for c in per_class), sum(c.fp for c in per_class), sum(c.fn for c in per_class))
         for k, (name, counts) in enumerate(zip(pairing.names, per_class, strict=True), start=1):
             distances = (math.nan, math.nan)
             if surface and counts.tp + counts.fp and counts.tp + counts.fn:
-                distances = hd95_assd(pred_index == k, ref_index == k, spacing)
+                distances = hd95_assd(pred_levels == k, ref_index == k, spacing)
             result.classes.append(_class_row(case_id, name, pairing.predicted_values[k - 1],
                                              pairing.reference_values[k - 1], counts, distances))
-    binary_surface = hd95_assd(pred_index > 0, ref_index > 0, spacing) if surface else (math.nan, math.nan)
+        identities = identify_levels(matrix, pairing.names)
+        result.levels = [identity.row(case_id) for identity in identities]
+    binary_surface = hd95_assd(pred_binary > 0, ref_index > 0, spacing) if surface else (math.nan, math.nan)
     result.case = case_row(case_id, status, message, multiclass, binary, [r["dice"] for r in result.classes],
-                           binary_surface, files)
+                           binary_surface, files, identities, counted, side)
     return result
 
 
 def evaluate_pair(pair: CasePair, pred_map: ClassMap, ref_map: ClassMap, pairing: ClassPairing,
-                  surface: bool = True) -> CaseResult:
+                  surface: bool = True, ignore_beyond: str = "none") -> CaseResult:
     """Read and evaluate one case; a missing prediction is evaluated as an empty mask (status
     ``missing_prediction``); an unreadable file or a grid mismatch gives an ``error`` row."""
     files = (str(pair.predicted or ""), str(pair.reference))
@@ -178,10 +216,11 @@ def evaluate_pair(pair: CasePair, pred_map: ClassMap, ref_map: ClassMap, pairing
             spacing = tuple(float(s) for s in reversed(reference_image.GetSpacing()))
             return evaluate_arrays(pair.case_id, np.zeros_like(reference), reference, spacing, pred_map, ref_map,
                                    pairing, surface, "missing_prediction",
-                                   "no prediction file for this case: scored as an empty prediction", files)
-        predicted, reference, spacing, notes = read_pair(pair.predicted, pair.reference)
+                                   "no prediction file for this case: scored as an empty prediction", files,
+                                   direction=reference_image.GetDirection(), ignore_beyond=ignore_beyond)
+        predicted, reference, spacing, direction, notes = read_pair(pair.predicted, pair.reference)
         return evaluate_arrays(pair.case_id, predicted, reference, spacing, pred_map, ref_map, pairing, surface,
-                               "ok", "; ".join(notes), files)
+                               "ok", "; ".join(notes), files, direction=direction, ignore_beyond=ignore_beyond)
     except (MaskReadError, UnmappedLabelError) as exc:
         return CaseResult(case_row(pair.case_id, "error", str(exc), None, None, files=files))
     except Exception as exc:  # noqa: BLE001 - one bad case must never stop the evaluation

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .partial import IGNORE_BEYOND
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -16,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spine-evaluate",
         description="Compare a folder of predicted masks with a folder of reference masks, matched by case id "
         "(file name without extension). Writes REPORT_DIR/report.json, report.md, cases.csv, classes_per_case.csv "
-        "and, for level-labelled masks, the measurement tables, measurement_pairs.csv and bland_altman.png.",
+        "and, for level-labelled masks, level_identity.csv, the measurement tables, measurement_pairs.csv and "
+        "bland_altman.png.",
         epilog="Exit status: 0 every selected case evaluated; 1 some case missing a prediction or failing (see the "
         "report); 2 usage error.")
     parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="predicted masks")
@@ -32,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", nargs="+", metavar="ID", help="evaluate only these reference cases")
     parser.add_argument("--missing", choices=("empty", "skip"), default="empty", help="a reference case without "
                         "prediction: scored as an empty prediction (default) or left out; listed either way")
+    parser.add_argument("--ignore-beyond", choices=IGNORE_BEYOND, default="auto", help="for references without "
+                        "an ignore label: treat the reference background beyond the first/last annotated vertebra "
+                        "on this side as unannotated, like the ignore label (a level the case's reference annotates "
+                        "still counts as a false positive there, other predicted foreground is left out); auto "
+                        "(default): the ends lacking T11 or S2, for a level-named reference map without an ignore "
+                        "label, else none")
     parser.add_argument("--ref-pattern", metavar="GLOB", help="reference file name pattern (e.g. mask.nii.gz)")
     parser.add_argument("--recursive", action="store_true", help="search the reference folder recursively")
     parser.add_argument("--no-surface", action="store_true", help="skip HD95/ASSD (faster)")
@@ -70,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         selection, selection_source = read_selection(args.split, args.fold, args.cases)
     except (LabelMapError, ValueError, OSError, KeyError) as exc:
         return usage(str(exc))
+    if args.ignore_beyond not in ("auto", "none") and not ref_map.is_levels:
+        return usage(f"--ignore-beyond {args.ignore_beyond} needs a reference label map that names levels (the "
+                     f"reference map {ref_map.source} has one class, so its vertebrae cannot be told apart)")
     from ..batch import find_mask_files
 
     if not find_mask_files([args.ref], args.ref_pattern, args.recursive):
@@ -79,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 selection_source=selection_source, missing=args.missing,
                                 surface=not args.no_surface, measure=not args.no_measure, qc=args.qc,
                                 jobs=args.jobs, progress=not args.no_progress, ref_pattern=args.ref_pattern,
-                                ref_recursive=args.recursive)
+                                ref_recursive=args.recursive, ignore_beyond=args.ignore_beyond)
     report = evaluate_folders(args.pred.resolve(), args.ref.resolve(), args.output, options)
     problems = report["problems"]
 
@@ -90,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{show(report['dice_micro_multiclass'])}/{show(report['jaccard_micro_multiclass'])}, binary "
           f"{show(report['dice_micro_binary'])}/{show(report['jaccard_micro_binary'])} -> {args.output}/report.md",
           file=sys.stderr)
+    print(f"  {_identity_line(report['level_identity'])}", file=sys.stderr)
+    left_out = report["partial_annotation"]["left_out_predicted_voxels"]
+    if left_out:
+        print(f"  partial annotation: {left_out} predicted voxel(s) in unannotated reference regions left out (see "
+              "report.md)", file=sys.stderr)
     for case_id in problems["missing_predictions"]:
         print(f"  missing prediction ({args.missing}): {case_id}", file=sys.stderr)
     for case_id, message in problems["failed_cases"].items():
@@ -105,6 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               "by file name without extension" + _id_example(problems), file=sys.stderr)
     bad = problems["missing_predictions"] or problems["failed_cases"] or problems["selected_without_reference"]
     return EXIT_SOME_FAILED if bad or report["cases_evaluated"] == 0 else EXIT_OK
+
+
+def _identity_line(identity: dict) -> str:
+    """One line on level identity for the terminal."""
+    if not identity["available"]:
+        return f"level identity: not available ({identity['reason']})"
+    return (f"level identity: {identity['right']}/{identity['vertebrae']} vertebrae right, {identity['off_by_one']} "
+            f"off by one, {identity['wrong']} wrong, {identity['missed']} missed; {identity['cases_all_right']}/"
+            f"{identity['cases']} case(s) with every level right")
 
 
 def _id_example(problems: dict) -> str:

@@ -21,7 +21,23 @@ DEFINITIONS = {
                   "micro average); multiclass: a voxel of class a predicted as class b is a FN of a and a FP of b",
     "jaccard_micro": "TP / (TP + FP + FN), pooled likewise",
     "binary": "every vertebra class as one foreground (for a multiclass prediction: the paper's M_MCBM)",
-    "ignore": "voxels with the reference's ignore label are left out (nnU-Net)",
+    "ignore": "unannotated reference voxels (the reference's ignore label, and with --ignore-beyond its background "
+              "beyond the annotated levels): a level predicted there that the case's reference annotates elsewhere "
+              "is a false positive of that level (it is predicted beyond where the reference has it); any other "
+              "predicted foreground there is left out, as nnU-Net leaves out all of it; the binary evaluation leaves "
+              "out every predicted voxel there",
+    "ignore_beyond": "--ignore-beyond: the reference background past a plane through the centroid of the first or "
+                     "last annotated vertebra, perpendicular to the spine there, counts as unannotated; auto: the "
+                     "ends that lack the scheme's first (T11) or last (S2) level, for a reference label map without "
+                     "an ignore label that names levels, otherwise none; cases.csv ignore_beyond gives the sides used",
+    "ignored_reference_voxels": "voxels of a case's unannotated region (ignore label plus background beyond)",
+    "left_out_predicted_voxels": "predicted foreground voxels in the unannotated region that are not counted (of the "
+                                 "per-level evaluation when both label maps name levels, else of the binary one)",
+    "level_identity": "for each reference vertebra, the predicted level with most voxels on it (a tie goes to the "
+                      "level nearest in level order, then the more cranial): right (its own level), off_by_one (one "
+                      "level away; shift_levels -1: predicted more cranial, +1: more caudal; T13/L6 count as a step "
+                      "only when a label map names them), wrong (further away), missed (no predicted foreground on "
+                      "it); levels_all_right: every reference vertebra of the case right",
     "absent_class": "Dice is undefined (NaN, left out of means) for a class in neither mask of a case; a class "
                     "predicted but not in the reference scores 0 (nnU-Net)",
     "dice_mean": "mean and sample SD over cases of the per-case Dice of a class (SpineParseNet's per-structure "
@@ -138,6 +154,7 @@ def markdown(report: dict) -> str:
                   f"both; Bland-Altman plot: `bland_altman.png`; pairs: `measurement_pairs.csv`.", ""]
     else:
         lines += [f"Not available: {agreement.get('reason')}", ""]
+    lines += _identity_lines(report["level_identity"]) + _partial_lines(report["partial_annotation"])
     problems = report["problems"]
     lines += ["## Problems and notes", ""]
     entries = [f"- missing prediction ({report['missing_policy']}): {c}" for c in problems["missing_predictions"]]
@@ -148,13 +165,42 @@ def markdown(report: dict) -> str:
     if problems["not_selected"]:
         entries.append(f"- {len(problems['not_selected'])} reference case(s) outside the selection, not evaluated")
     lines += entries or ["None."]
-    lines += ["", "## Per case", "", "| case | status | Dice multiclass | Dice binary | HD95 binary (mm) | message |",
-              "|---|---|---:|---:|---:|---|"]
+    lines += ["", "## Per case", "", "| case | status | Dice multiclass | Dice binary | HD95 binary (mm) | "
+              "levels right | message |", "|---|---|---:|---:|---:|---:|---|"]
     for case_id, v in report["per_case"].items():
+        levels = "n/a" if v["levels_n"] is None else f"{v['levels_right']:.0f}/{v['levels_n']:.0f}"
         lines.append(f"| {case_id} | {v['status']} | {_fmt(v['dice_multiclass'])} | {_fmt(v['dice_binary'])} | "
-                     f"{_fmt(v['hd95_binary_mm'], 2)} | {v['message'] or ''} |")
+                     f"{_fmt(v['hd95_binary_mm'], 2)} | {levels} | {v['message'] or ''} |")
     lines += ["", "Definitions: see `definitions` in report.json."]
     return "\n".join(lines) + "\n"
+
+
+def _identity_lines(identity: dict) -> list[str]:
+    """The report.md section on level identity."""
+    lines = ["## Level identity (the predicted level covering most of each reference vertebra)", ""]
+    if not identity["available"]:
+        return lines + [f"Not available: {identity['reason']}", ""]
+    share = {"right": identity["share_right"], "off_by_one": identity["share_off_by_one"]}
+    lines += ["| outcome | vertebrae | share |", "|---|---:|---:|"]
+    for outcome in ("right", "off_by_one", "wrong", "missed"):
+        detail = (f" ({identity['off_by_one_cranial']} cranial, {identity['off_by_one_caudal']} caudal)"
+                  if outcome == "off_by_one" else "")
+        fraction = share.get(outcome)
+        if fraction is None and identity["vertebrae"]:
+            fraction = identity[outcome] / identity["vertebrae"]
+        lines.append(f"| {outcome.replace('_', ' ')}{detail} | {identity[outcome]} | {_fmt(fraction, 3)} |")
+    return lines + ["", f"Cases with every vertebra at its right level: {identity['cases_all_right']} of "
+                    f"{identity['cases']} ({_fmt(identity['share_cases_all_right'], 3)}); per vertebra: "
+                    "`level_identity.csv`.", ""]
+
+
+def _partial_lines(partial: dict) -> list[str]:
+    """The report.md section on partially annotated references."""
+    return ["## Partial annotation", "",
+            f"Unannotated reference voxels (ignore label; --ignore-beyond {partial['ignore_beyond']}): "
+            f"{partial['ignored_reference_voxels']} in {partial['cases_with_unannotated_voxels']} case(s); predicted "
+            f"foreground left out there: {partial['left_out_predicted_voxels']} voxels. Rule: {partial['reason']}.",
+            ""]
 
 
 def write_json(path: Path, data: dict) -> None:

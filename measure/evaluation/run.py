@@ -13,11 +13,15 @@ import pandas as pd
 from ..batch import MeasureOptions, measure_files, progress_bar, write_table
 from .cases import CLASS_COLUMNS, CaseInventory, CasePair, CaseResult, case_row, evaluate_pair, inventory
 from .labels import ClassMap, pair_classes
+from .levels_identity import IDENTITY_COLUMNS, identity_summary, unavailable_reason
 from .measurements import agreement_statistics, genant_statistics, match_vertebrae
+from .partial import partial_summary
 from .plots import bland_altman_png
-from .report import markdown, overlap_summary, provenance, write_json
+from .report import POOLED, markdown, overlap_summary, provenance, write_json
 
 MISSING_POLICIES = ("empty", "skip")
+COUNT_COLUMNS = ("levels_n", "levels_right", "levels_off_by_one", "ignored_reference_voxels",
+                 "left_out_predicted_voxels")  # whole numbers in cases.csv (empty where not computed)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class EvaluationOptions:
     progress: bool = True
     ref_pattern: str | None = None
     ref_recursive: bool = False
+    ignore_beyond: str = "auto"  # unannotated region beyond the reference's levels (measure.evaluation.partial)
     extra: dict = field(default_factory=dict)
 
 
@@ -47,7 +52,7 @@ def _evaluate_all(pairs: Sequence[CasePair], options: EvaluationOptions) -> list
                                              "(--missing skip)", None, None, files=("", str(pair.reference))))
         else:
             todo.append(n)
-    args = (options.pred_map, options.ref_map, pairing, options.surface)
+    args = (options.pred_map, options.ref_map, pairing, options.surface, options.ignore_beyond)
     with progress_bar(len(todo), options.progress) as bar:
         if options.jobs <= 1 or len(todo) <= 1:
             for n in todo:
@@ -96,6 +101,19 @@ def _measurement_agreement(pairs: Sequence[CasePair], cases: pd.DataFrame, optio
             "files": ["measurements_pred.csv", "measurements_ref.csv", "measurement_pairs.csv", "bland_altman.png"]}
 
 
+def _level_identity(results: Sequence[CaseResult], cases: pd.DataFrame, options: EvaluationOptions,
+                    out: Path) -> dict:
+    """Write level_identity.csv (one row per case and reference vertebra) and return the report's summary of the
+    pooled cases; only a reason when a label map names no levels."""
+    reason = unavailable_reason(options.pred_map, options.ref_map)
+    table = pd.DataFrame([row for r in results for row in r.levels], columns=list(IDENTITY_COLUMNS))
+    table = table.astype({"voxels_reference": "int64", "overlap_voxels": "int64", "shift_levels": "Int64"})
+    if reason is None:
+        table.to_csv(out / "level_identity.csv", index=False)
+    pooled = set(cases.loc[cases["status"].isin(POOLED), "case_id"])
+    return identity_summary(table[table["case_id"].isin(pooled)], reason)
+
+
 def evaluate_folders(prediction: Path, reference: Path, out: Path, options: EvaluationOptions) -> dict:
     """Evaluate, write every output into ``out`` and return the report."""
     found: CaseInventory = inventory(prediction, reference, options.selection, options.ref_pattern,
@@ -105,10 +123,14 @@ def evaluate_folders(prediction: Path, reference: Path, out: Path, options: Eval
     cases = pd.DataFrame([r.case for r in results], columns=list(case_row("", "", "", None, None)))
     classes = pd.DataFrame([row for r in results for row in r.classes], columns=list(CLASS_COLUMNS))
     out.mkdir(parents=True, exist_ok=True)
-    cases.to_csv(out / "cases.csv", index=False, float_format="%.6f")
+    cases.astype({c: "Int64" for c in COUNT_COLUMNS}).to_csv(out / "cases.csv", index=False, float_format="%.6f")
     classes.to_csv(out / "classes_per_case.csv", index=False, float_format="%.6f")
     report = overlap_summary(cases, classes, pairing.multiclass)
     report["missing_policy"] = options.missing
+    report["level_identity"] = _level_identity(results, cases, options, out)
+    pooled = cases[cases["status"].isin(POOLED)]
+    report["partial_annotation"] = partial_summary(pooled["ignored_reference_voxels"],
+                                                   pooled["left_out_predicted_voxels"], options.ignore_beyond)
     report["measurement_agreement"] = _measurement_agreement(found.pairs, cases, options, out)
     failed = cases[cases["status"] == "error"]
     report["problems"] = {
@@ -125,6 +147,8 @@ def evaluate_folders(prediction: Path, reference: Path, out: Path, options: Eval
                                                                      "cases": list(options.selection or [])})
     report["provenance"].update(options.extra)
     report["files"] = ["report.json", "report.md", "cases.csv", "classes_per_case.csv"]
+    if report["level_identity"]["available"]:
+        report["files"].append("level_identity.csv")
     write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))
     return report

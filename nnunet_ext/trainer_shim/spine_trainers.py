@@ -3,12 +3,16 @@
 from nnunet_ext.training.trainers import nnUNetTrainerSpine, nnUNetTrainerSpineCoarse, nnUNetTrainerSpineFine  # noqa: F401
 from nnunet_ext.training.variants import (  # noqa: F401
     nnUNetTrainerSpineCoarseBinary,
+    nnUNetTrainerSpineCoarseBinaryCpu,
     nnUNetTrainerSpineCoarseBinaryShort,
+    nnUNetTrainerSpineCoarseCpu,
     nnUNetTrainerSpineCoarseDemo,
     nnUNetTrainerSpineCoarseShort,
     nnUNetTrainerSpineCoarseSmoke,
     nnUNetTrainerSpineFineBinary,
+    nnUNetTrainerSpineFineBinaryCpu,
     nnUNetTrainerSpineFineBinaryShort,
+    nnUNetTrainerSpineFineCpu,
     nnUNetTrainerSpineFineDemo,
     nnUNetTrainerSpineFineShort,
     nnUNetTrainerSpineFineSmoke,

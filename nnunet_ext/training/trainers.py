@@ -41,6 +41,8 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     phantom runs stay at all-background for the first few hundred iterations; see docs/training.md)."""
     learning_rate: float | None = None
     """None keeps nnU-Net's 1e-2 (SGD); the Adam variants use 3e-3."""
+    foreground_oversampling: float | None = None
+    """Share of each batch's patches centred on a vertebra (None keeps nnU-Net's 0.33)."""
     previous_stage_trainer: str | None = None
     """Trainer class whose ``predicted_next_stage`` feeds this stage (None: this class, as nnU-Net does)."""
     expected_num_classes: int | None = None
@@ -55,7 +57,8 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         super().__init__(plans, configuration, fold, dataset_json, device)
         for attribute, value in (("num_epochs", self.epochs), ("num_iterations_per_epoch", self.iterations_per_epoch),
                                  ("num_val_iterations_per_epoch", self.val_iterations_per_epoch),
-                                 ("save_every", self.checkpoint_every), ("initial_lr", self.learning_rate)):
+                                 ("save_every", self.checkpoint_every), ("initial_lr", self.learning_rate),
+                                 ("oversample_foreground_percent", self.foreground_oversampling)):
             if value is not None:
                 setattr(self, attribute, value)
         if self.is_cascaded and self.previous_stage_trainer:

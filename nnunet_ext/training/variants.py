@@ -1,6 +1,9 @@
 """Trainer variants: class attributes only.
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
+* ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
+  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade in about an hour on 2 cores;
+  ``...BinaryCpu``: the same for M_SC.
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
   iterations, a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU (375 and 750
@@ -63,3 +66,24 @@ class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 30, 25, 4
     optimizer_kind, learning_rate = "adam", 3e-3
     previous_stage_trainer = "nnUNetTrainerSpineCoarseDemo"
+
+
+class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 24, 40, 5
+    optimizer_kind, learning_rate = "adam", 3e-3
+
+
+class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 30, 50, 5
+    optimizer_kind, learning_rate = "adam", 2e-3
+    foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseCpu"
+
+
+class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
+    expected_num_classes = 2
+
+
+class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
+    expected_num_classes = 2
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseBinaryCpu"
