@@ -112,7 +112,8 @@ def plot(curves: dict[str, list[Curve]], points: Sequence[tuple[str, Point]], ou
     for name, chained in curves.items():
         for i, curve in enumerate(chained):
             ax.plot(curve.minutes, curve.dice, color=colours[name], lw=0.8, alpha=0.45)
-            ax.plot(curve.minutes, curve.ema, color=colours[name], lw=2, label=name if i == 0 else None)
+            ax.plot(curve.minutes, curve.ema, color=colours[name], lw=2, label=name if i == 0 else None,
+                    marker="o" if len(curve.minutes) < 4 else None)  # a training of 1-3 epochs: show its points
             if i:
                 ax.axvline(chained[i - 1].end_minutes, color=colours[name], lw=0.6, ls=":")  # the next run starts
     ax.set(xlabel="training time (min)", ylabel="validation pseudo-Dice (nnU-Net)", ylim=(0, 1),

@@ -1,6 +1,6 @@
 """Real-data benchmark: the cascade (multiclass M_MC, and with ``--models all`` the binary M_SC and nnU-Net's default
-3d_fullres) on a patient-level cross-validation of ../shared/data/lumbar_mri, optionally tested on a second export,
-evaluated with spine-evaluate, as a Table-1-style comparison with level identity.
+at equal training time) on a patient-level cross-validation of ../shared/data/lumbar_mri, optionally tested on a
+second export, evaluated with spine-evaluate, as a Table-1-style comparison with level identity.
 
 Every step runs the stock commands (spine-convert, nnUNetv2_*, spine-nnunet, spine-predict, spine-evaluate) in
 subprocesses, logs them to WORK/commands.log, records its wall time in WORK/timings.json and is skipped when its
@@ -12,19 +12,21 @@ What it runs:
   into dataset ID (and ID + 1 ``--binary`` for M_SC); ``--test-data DIR`` with the same options into ID + 5.
 * ``plan``: nnU-Net's planner, ``spine-nnunet plan --preset P``, nnUNetv2_preprocess (and nnU-Net's default plans).
 * ``train``: both stages of the cascade on every fold (stage 1 of all folds first: stage 2 trains on stage 1's
-  out-of-fold predictions); nnU-Net's default 3d_fullres on ``--fold`` only.
+  out-of-fold predictions); nnU-Net's default on ``--fold`` only, given the cascade's training wall time per fold
+  (``nnUNetTrainerTimeBudget``, environment variable ``SPINE_TIME_BUDGET_S``) where the profile says so.
 * ``predict``: each fold's validation cases with that fold's models (no test-time mirroring), gathered into
   WORK/predictions/MODEL/cv/; the test export with every fold (nnU-Net's ensemble) into WORK/predictions/MODEL/test/.
 * ``evaluate``: spine-evaluate of every cross-validation case (reports/MODEL_cv), of the test cases (MODEL_test) and,
-  with ``--models all``, of ``--fold``'s validation cases for every model (MODEL_foldK, nnunet_3d_fullres_foldK).
+  with ``--models all``, of ``--fold``'s validation cases for every model (MODEL_foldK, nnunet_CONFIG_foldK).
 * ``table``: WORK/table.md; the last line printed is ``SUMMARY cv: ... | test: ... | wall N s`` (M_MC's figures;
   wall: the sum of every step's recorded wall time).
 
 Profiles:
 * ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``cpu`` preset and the ``Cpu`` /
-  ``BinaryCpu`` trainers; nnU-Net's default planner and trainer for 3d_fullres, but planned at 4 mm
-  (``nnUNetv2_plan_experiment -overwrite_target_spacing 4 4 4``, the spacing of our stage 1) and trained with
-  nnU-Net's ``nnUNetTrainer_5epochs`` (1250 iterations).
+  ``BinaryCpu`` trainers; nnU-Net's default plans (its own planner, nothing overwritten) in its ``2d``
+  configuration, trained with ``nnUNetTrainerTimeBudget`` (nnU-Net's trainer, only the schedule fitted) for the
+  cascade's training wall time per fold: the comparison at equal wall time. ``2d`` rather than ``3d_fullres``
+  because on 2 cores predicting the 24 validation cases with 3d_fullres alone takes about an hour (docs/benchmarks.md).
 * ``gpu``: 5 folds; the cascade with the default preset and the full trainers; nnU-Net's default plans and
   ``--default-trainer`` (``nnUNetTrainer``, i.e. 1000 epochs, unless a shorter stock variant is named).
 
@@ -65,7 +67,7 @@ MODELS = ("cascade", "all")
 SPINE_PLANS = "nnUNetPlans_spine"
 CONVERT_OPTIONS = ("--ignore-beyond", "auto", "--no-progress")  # the same for the training and the test export
 TEST_ID_OFFSET = 5
-DEFAULT_KEY = "nnunet_3d_fullres"
+BUDGET_VARIABLE = "SPINE_TIME_BUDGET_S"  # read by nnunet_ext.training.baselines.nnUNetTrainerTimeBudget
 
 
 @dataclass(frozen=True)
@@ -76,15 +78,17 @@ class Profile:
     binary_variant: str
     default_plans: str
     default_trainer: str
-    default_spacing_mm: float | None  # None: nnU-Net's own target spacing
+    default_configuration: str
+    equal_time: bool  # give nnU-Net's default the cascade's training wall time per fold
     dataset_id: int
     name: str
 
 
 PROFILES = {
-    "cpu": Profile(2, "cpu", "Cpu", "BinaryCpu", "nnUNetPlans_cpu4mm", "nnUNetTrainer_5epochs", 4.0, 601,
+    "cpu": Profile(2, "cpu", "Cpu", "BinaryCpu", "nnUNetPlans", "nnUNetTrainerTimeBudget", "2d", True, 601,
                    "LumbarCPU"),
-    "gpu": Profile(5, "default", "", "Binary", "nnUNetPlans", "nnUNetTrainer", None, 611, "LumbarGPU"),
+    "gpu": Profile(5, "default", "", "Binary", "nnUNetPlans", "nnUNetTrainer", "3d_fullres", False, 611,
+                   "LumbarGPU"),
 }
 
 
@@ -127,24 +131,26 @@ class Runner:
             # nnUNet_def_n_proc, so 1 would predict on one core
             self.env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc=str(min(2, os.cpu_count() or 1)))
 
-    def run(self, command: Sequence[str], ok_codes: tuple[int, ...] = (0,)) -> None:
+    def run(self, command: Sequence[str], ok_codes: tuple[int, ...] = (0,), env: dict | None = None) -> None:
         executable = Path(sys.executable).parent / command[0]
         line = shlex.join([str(c) for c in command])
         print(f"$ {line}", flush=True)
         with self.log.open("a") as stream:
             stream.write(f"\n$ {line}\n")
             stream.flush()
-            done = subprocess.run([str(executable), *map(str, command[1:])], env=self.env, stdout=stream,
+            done = subprocess.run([str(executable), *map(str, command[1:])], env={**self.env, **(env or {})},
+                                  stdout=stream,
                                   stderr=subprocess.STDOUT)
         if done.returncode not in ok_codes:
             raise RuntimeError(f"{line} failed with exit status {done.returncode}; see {self.log}")
 
-    def timed(self, key: str, commands: Sequence[Sequence[str]], ok_codes: tuple[int, ...] = (0,)) -> None:
+    def timed(self, key: str, commands: Sequence[Sequence[str]], ok_codes: tuple[int, ...] = (0,),
+              env: dict | None = None) -> None:
         start = time.time()
         for command in commands:
-            self.run(command, ok_codes)
+            self.run(command, ok_codes, env)
         self.timings[key] = {"wall_s": round(time.time() - start, 1), "device": self.device,
-                             "commands": [shlex.join(map(str, c)) for c in commands]}
+                             "commands": [shlex.join(map(str, c)) for c in commands], **({"env": env} if env else {})}
         self.timings_path.write_text(json.dumps(self.timings, indent=1) + "\n")
 
 
@@ -206,8 +212,13 @@ class Benchmark:
 
     @property
     def with_default(self) -> bool:
-        """``--models all``: also the binary cascade and nnU-Net's default 3d_fullres."""
+        """``--models all``: also the binary cascade and nnU-Net's default."""
         return self.models == "all"
+
+    @property
+    def default_key(self) -> str:
+        """Folder name under predictions/ and prefix of the reports of nnU-Net's default."""
+        return f"nnunet_{self.profile.default_configuration}"
 
     @property
     def cascades(self) -> tuple[Cascade, ...]:
@@ -225,9 +236,10 @@ class Benchmark:
     def table_setup(self) -> TableSetup:
         p = self.profile
         note = (f"Cascade: preset {p.preset}, trainers nnUNetTrainerSpine{{Coarse,Fine}}{p.variant}"
-                + (f" and ...{p.binary_variant}; nnU-Net default: {self.default_trainer}, plans {p.default_plans}, "
-                   f"fold {self.fold} only" if self.with_default else "") + ".")
-        return TableSetup(self.models, self.fold, p.folds, self.test_export is not None, note)
+                + (f" and ...{p.binary_variant}; nnU-Net default: {p.default_configuration}, {self.default_trainer}, "
+                   f"plans {p.default_plans}, fold {self.fold} only" if self.with_default else "") + ".")
+        return TableSetup(self.models, self.fold, p.folds, self.test_export is not None, note,
+                          p.default_configuration)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,12 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "converted alike, predicted with every fold's cascade and evaluated as a test set")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--models", choices=MODELS, default="all", help="cascade: the multiclass cascade M_MC only; "
-                        "all (default): also the binary cascade M_SC and nnU-Net's default 3d_fullres")
+                        "all (default): also the binary cascade M_SC and nnU-Net's default")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N case folders of the export")
-    parser.add_argument("--fold", type=int, default=0, help="the fold nnU-Net's default 3d_fullres is trained on "
+    parser.add_argument("--fold", type=int, default=0, help="the fold nnU-Net's default is trained on "
                         "(--models all; it is compared with the cascade on this fold's validation cases)")
-    parser.add_argument("--default-trainer", default=None, help="nnU-Net trainer for 3d_fullres (stock class, e.g. "
+    parser.add_argument("--default-trainer", default=None, help="nnU-Net's default's trainer (stock class, e.g. "
                         "nnUNetTrainer_100epochs for a short GPU lease)")
     parser.add_argument("--variant", default=None, help="cascade trainer variant (e.g. Short; default: the profile's)")
     parser.add_argument("--binary-variant", default=None, help="binary cascade variant (e.g. BinaryShort)")
@@ -332,17 +344,13 @@ def plan_cascade(bench: Benchmark, dataset: Dataset) -> None:
 
 
 def plan_default(bench: Benchmark) -> None:
+    """nnU-Net's default plans (written by plan_cascade's nnUNetv2_plan_and_preprocess --no_pp) preprocessed."""
     profile, dataset = bench.profile, bench.multi
-    if (dataset.folder(bench.pp) / f"{profile.default_plans}_3d_fullres").exists():
+    configuration = profile.default_configuration
+    if (dataset.folder(bench.pp) / f"{profile.default_plans}_{configuration}").exists():
         return
-    commands = []
-    if profile.default_spacing_mm:
-        s = profile.default_spacing_mm
-        commands.append(["nnUNetv2_plan_experiment", "-d", dataset.id, "-overwrite_target_spacing", s, s, s,
-                         "-overwrite_plans_name", profile.default_plans])
-    commands.append(["nnUNetv2_preprocess", "-d", dataset.id, "-plans_name", profile.default_plans, "-c",
-                     "3d_fullres", "-np", "1"])
-    bench.runner.timed(f"plan_default_{dataset.id}", commands)
+    bench.runner.timed(f"plan_default_{dataset.id}", [["nnUNetv2_preprocess", "-d", dataset.id, "-plans_name",
+                                                       profile.default_plans, "-c", configuration, "-np", "1"]])
 
 
 def plan(bench: Benchmark) -> None:
@@ -355,11 +363,20 @@ def plan(bench: Benchmark) -> None:
 # --- train ---------------------------------------------------------------------------------------------------------
 
 def train_model(bench: Benchmark, key: str, dataset: Dataset, configuration: str, fold: int, plans: str,
-                trainer: str) -> None:
+                trainer: str, env: dict | None = None) -> None:
     folder = dataset.folder(bench.res) / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
     if not (folder / "checkpoint_final.pth").exists():
         bench.runner.timed(key, [["nnUNetv2_train", dataset.id, configuration, fold, "-p", plans, "-tr", trainer,
-                                  *bench.device_option]])
+                                  *bench.device_option]], env=env)
+
+
+def training_seconds_per_fold(timings: dict, cascade_key: str, folds: Sequence[int]) -> float | None:
+    """The cascade's recorded training wall time (both stages) averaged over the folds, or None when a stage of a
+    fold has no recorded time (trained elsewhere or by hand)."""
+    keys = [f"train_{cascade_key}_{stage}_fold{fold}" for fold in folds for stage in ("stage1", "stage2")]
+    if not all(key in timings for key in keys):
+        return None
+    return sum(timings[key]["wall_s"] for key in keys) / len(folds)
 
 
 def train(bench: Benchmark) -> None:
@@ -370,8 +387,11 @@ def train(bench: Benchmark) -> None:
                 train_model(bench, f"train_{cascade.key}_{stage}_fold{fold}", cascade.dataset, configuration, fold,
                             SPINE_PLANS, trainer)
     if bench.with_default:
-        train_model(bench, f"train_{DEFAULT_KEY}_fold{bench.fold}", bench.multi, "3d_fullres", bench.fold,
-                    bench.profile.default_plans, bench.default_trainer)
+        budget = training_seconds_per_fold(bench.runner.timings, bench.cascades[0].key, bench.folds)
+        env = {BUDGET_VARIABLE: f"{budget:.0f}"} if bench.profile.equal_time and budget is not None else None
+        train_model(bench, f"train_{bench.default_key}_fold{bench.fold}", bench.multi,
+                    bench.profile.default_configuration, bench.fold, bench.profile.default_plans,
+                    bench.default_trainer, env)
 
 
 # --- predict -------------------------------------------------------------------------------------------------------
@@ -432,11 +452,12 @@ def predict_cascade_test(bench: Benchmark, cascade: Cascade) -> None:
 
 
 def predict_default(bench: Benchmark) -> None:
-    output = bench.predictions / DEFAULT_KEY / f"fold_{bench.fold}"
+    output = bench.predictions / bench.default_key / f"fold_{bench.fold}"
     if not predicted(output, bench.validation_cases(bench.fold)):
-        bench.runner.timed(f"predict_{DEFAULT_KEY}_fold{bench.fold}", [[
+        bench.runner.timed(f"predict_{bench.default_key}_fold{bench.fold}", [[
             "nnUNetv2_predict", "-i", validation_images(bench, bench.fold), "-o", output, "-d", bench.multi.id, "-c",
-            "3d_fullres", "-p", bench.profile.default_plans, "-tr", bench.default_trainer, "-f", bench.fold,
+            bench.profile.default_configuration, "-p", bench.profile.default_plans, "-tr", bench.default_trainer,
+            "-f", bench.fold,
             "--disable_tta", "-npp", "1", "-nps", "1", *bench.device_option]])
 
 
@@ -477,8 +498,9 @@ def evaluate(bench: Benchmark) -> None:
         if bench.test_export:
             evaluate_run(bench, f"{cascade.key}_test", folder / "test", cascade.dataset, bench.test, [])
     if bench.with_default:
-        evaluate_run(bench, f"{DEFAULT_KEY}_fold{bench.fold}", bench.predictions / DEFAULT_KEY / f"fold_{bench.fold}",
-                     bench.multi, bench.multi, fold_selection)
+        evaluate_run(bench, f"{bench.default_key}_fold{bench.fold}",
+                     bench.predictions / bench.default_key / f"fold_{bench.fold}", bench.multi, bench.multi,
+                     fold_selection)
 
 
 # --- table and summary ---------------------------------------------------------------------------------------------
@@ -490,6 +512,7 @@ class TableSetup:
     folds: int
     test: bool
     note: str = ""  # the models' description, printed under the tables
+    default_configuration: str = "3d_fullres"  # nnU-Net's default's configuration
 
 
 def load_report(reports: Path, name: str) -> dict:
@@ -537,7 +560,8 @@ def evaluations(setup: TableSetup) -> list[tuple[str, str, str]]:
     if setup.models == "all":
         fold = f"fold {setup.fold} validation"
         rows += [(model, fold, f"{key}_fold{setup.fold}") for model, key in keys]
-        rows.append(("nnU-Net 3d_fullres", fold, f"{DEFAULT_KEY}_fold{setup.fold}"))
+        configuration = setup.default_configuration
+        rows.append((f"nnU-Net {configuration}", fold, f"nnunet_{configuration}_fold{setup.fold}"))
     return rows
 
 

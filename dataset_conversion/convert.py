@@ -13,18 +13,17 @@ import json
 import os
 import re
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from measure.batch import progress_bar
 from measure.io import MaskReadError, label_array
 from measure.levels import is_known_level, level_rank
+from measure.runtime import parallel_map
 from measure.table import tool_version
 
 from .crop import ap_crop_box, apply_crop
@@ -314,30 +313,10 @@ def _nnunet_ids(entries: Sequence[CaseEntry], name: str, keep_case_ids: bool) ->
     return [f"{name}_{n:04d}" for n in range(1, len(entries) + 1)]
 
 
-def _run(jobs: int, tasks: list[tuple], progress: bool, on_result: Callable[[CaseResult], None]) -> None:
-    with progress_bar(len(tasks), progress) as bar:
-        if jobs <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                on_result(convert_case(*task))
-                bar.update(1)
-            return
-        pool = ProcessPoolExecutor(max_workers=jobs)
-        try:
-            futures = {pool.submit(convert_case, *task): task for task in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # noqa: BLE001 - a crashed worker loses one case, not the batch
-                    entry = task[0]
-                    result = CaseResult(entry.case_id, task[1], entry.source, str(entry.image_path or ""),
-                                        str(entry.mask_path or ""), reason=f"{entry.folder}: worker failed ({exc})")
-                on_result(result)
-                bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+def _crashed(task: tuple, exc: BaseException) -> CaseResult:
+    entry, nnunet_id = task[0], task[1]
+    return CaseResult(entry.case_id, nnunet_id, entry.source, str(entry.image_path or ""), str(entry.mask_path or ""),
+                      reason=f"{entry.folder}: worker failed ({exc})")
 
 
 def _make_splits(train: list[CaseResult], entries: dict[str, CaseEntry], split: SplitOptions,
@@ -417,7 +396,7 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
     ids = _nnunet_ids(entries, name, discovery.keep_case_ids)
     results: list[CaseResult] = []
 
-    def on_result(result: CaseResult) -> None:
+    def on_result(_: int, result: CaseResult) -> None:
         results.append(result)
         if strict and result.status != "converted":
             raise ConversionError(f"--strict: case {result.original_case_id} failed: {result.reason}")
@@ -435,7 +414,7 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
             has_label = entry.mask_path is not None
             tasks.append((entry, nnunet_id, writer.image_path(nnunet_id, test=is_test),
                           writer.label_path(nnunet_id, test=is_test) if has_label else None, options))
-        _run(jobs, tasks, progress, on_result)
+        parallel_map(convert_case, tasks, jobs, progress, on_crash=_crashed, on_result=on_result)
         order = {nnunet_id: n for n, nnunet_id in enumerate(ids)}
         results.sort(key=lambda r: order[r.nnunet_case_id])
         for result in results:

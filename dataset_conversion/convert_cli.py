@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from measure.runtime import EXIT_INTERRUPTED, interruptible
 
 from .convert import (
     ConversionError,
@@ -135,10 +136,7 @@ def print_summary(report: ConversionReport, stream=None) -> None:
         print(f"warning: {warning}", file=stream)
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
-
-
+@interruptible("spine-convert")
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 all cases converted, 1 some skipped (dataset written), 2 usage error or nothing written."""
     parser = build_parser()
@@ -160,7 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RelabelError, ValueError, OSError) as exc:
         print(f"spine-convert: error: {exc}", file=sys.stderr)
         return 2
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         discovery = DiscoveryOptions(
             image_patterns=tuple(args.image_name or DEFAULT_IMAGE_PATTERNS),
@@ -178,11 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConversionError, DatasetExistsError, FileNotFoundError, ValueError) as exc:
         print(f"spine-convert: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("spine-convert: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt:  # SIGTERM too (see interruptible): the dataset is written whole or not at all
+        print("spine-convert: interrupted; nothing was written (every worker stopped)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print_summary(report)
     if args.verify:
         from nnunet_ext.compat import verify_raw_dataset

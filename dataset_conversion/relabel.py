@@ -68,8 +68,11 @@ def builtin_label_maps() -> dict[str, Path]:
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".json")}
 
 
-def parse_label_table(table: Mapping, source: str) -> dict[int, str]:
-    """Mask value -> level name (or ``background``/``ignore``) from ``{"1": "T11"}`` or nnU-Net's ``{"T11": 1}``."""
+def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = True) -> dict[int, str]:
+    """Mask value -> level name (or ``background``/``ignore``) from ``{"1": "T11"}`` or nnU-Net's ``{"T11": 1}``.
+
+    ``one_value_per_level``: refuse a level named by several values (an instance mask's ``levels.json``: two bodies
+    would become one class); export-wide maps may merge values into one level (VerSe's endplates 200+X into X)."""
     if not isinstance(table, Mapping) or not table:
         raise RelabelError(f"{source}: no labels found (expected {{\"1\": \"T11\", ...}})")
     values: dict[int, str] = {}
@@ -96,6 +99,11 @@ def parse_label_table(table: Mapping, source: str) -> dict[int, str]:
             raise RelabelError(f"{source}: {name!r} (mask value {value}) is not a vertebral level name "
                                "(C1-C7, T1-T13, L1-L6, S1-S5, Co) nor 'background' or 'ignore'")
         values[value] = name
+    named = [n for n in values.values() if n not in SPECIAL_TARGETS]
+    twice = sorted({n for n in named if named.count(n) > 1}) if one_value_per_level else []
+    if twice:
+        given = ", ".join(f"{n} by values {sorted(v for v, m in values.items() if m == n)}" for n in twice)
+        raise RelabelError(f"{source}: level(s) named by several mask values ({given}); one level is one vertebra")
     return values
 
 
@@ -110,7 +118,7 @@ def load_export_label_map(spec: str | Path) -> tuple[dict[int, str], str]:
     except (OSError, json.JSONDecodeError) as exc:
         raise RelabelError(f"{path}: cannot read label map: {exc}") from exc
     table = data.get("labels", data) if isinstance(data, dict) else None
-    return parse_label_table(table, str(path)), str(path)
+    return parse_label_table(table, str(path), one_value_per_level=False), str(path)
 
 
 @dataclass

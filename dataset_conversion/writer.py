@@ -17,6 +17,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from measure.outputs import check_writable_folder
+
 FILE_ENDING = ".nii.gz"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _PARTIAL = ".partial-"
@@ -58,6 +60,7 @@ class DatasetWriter:
         self.final = self.raw_dir / self.folder_name
         self.overwrite = overwrite
         self.temporary: Path | None = None
+        check_writable_folder(self.raw_dir, "output folder (--out)")  # before any case is converted
         prefix = f"Dataset{int(dataset_id):03d}_"
         others = sorted(p.name for p in self.raw_dir.glob(prefix + "*") if p.is_dir() and p.name != self.folder_name)
         if others:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
-import sys
-import tempfile
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +15,9 @@ import pandas as pd
 
 from .io import MASK_SUFFIXES, MaskReadError, read_image_like, read_mask, strip_suffix
 from .levels import LabelMap, LabelMapError, load_label_map, project_label_map
+from .outputs import atomic_write_text, folder_lock
 from .qc import render_qc, write_qc
+from .runtime import parallel_map
 from .spine import measure_spine
 from .table import COLUMNS, error_row, rows_for_case, to_frame, tool_version
 from .vertebra import MethodParameters
@@ -27,12 +27,30 @@ def is_mask_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(MASK_SUFFIXES) and not path.name.startswith(".")
 
 
+def _walk_files(folder: Path, pattern: str) -> list[Path]:
+    """Files below ``folder`` whose name matches ``pattern``, following symbolic links to folders (a folder of links
+    is a common way to select or pseudonymise cases) but never the same real folder twice (no loops). The paths keep
+    the links: a case id taken from a folder name is the link's, never its target's."""
+    found: list[Path] = []
+    visited: set[str] = set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            folders[:] = []
+            continue
+        visited.add(real)
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found.extend(Path(root) / name for name in files if fnmatch.fnmatch(name, pattern))
+    return found
+
+
 def find_mask_files(inputs: Sequence[str | Path], pattern: str | None = None, recursive: bool = False) -> list[Path]:
-    """Expand files and folders into a sorted list of mask files (missing paths are kept, to be reported)."""
+    """Expand files and folders into a sorted list of mask files (missing paths are kept, to be reported);
+    ``recursive`` follows symbolically linked folders."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            candidates = item.rglob(pattern or "*") if recursive else item.glob(pattern or "*")
+            candidates = _walk_files(item, pattern or "*") if recursive else item.glob(pattern or "*")
             found.extend(sorted(p for p in candidates if is_mask_file(p)))
         else:
             found.append(item)
@@ -49,6 +67,12 @@ def find_mask_files(inputs: Sequence[str | Path], pattern: str | None = None, re
 GENERIC_MASK_NAMES = frozenset({"mask", "seg", "segmentation", "label", "labels"})
 
 
+def _folder_name(path: Path) -> str:
+    """Name of the folder the path is given in (``..`` resolved, symbolic links kept: a linked case folder's own
+    name, never its target's)."""
+    return Path(os.path.abspath(path)).parent.name
+
+
 def case_ids(paths: Sequence[Path], mode: str = "auto") -> list[str]:
     """Case id per file: the file name without extension; with ``auto``, generic names (``mask``, ``seg``,
     ``segmentation``, ``label(s)``) and names shared by several files (one folder per case) use the parent folder's
@@ -57,10 +81,10 @@ def case_ids(paths: Sequence[Path], mode: str = "auto") -> list[str]:
     if mode == "name":
         return stems
     if mode == "parent":
-        return [p.resolve().parent.name for p in paths]
+        return [_folder_name(p) for p in paths]
     if mode != "auto":
         raise ValueError(f"unknown case id mode {mode!r} (auto, name, parent)")
-    ids = [p.resolve().parent.name if stems.count(s) > 1 or s.lower() in GENERIC_MASK_NAMES else s
+    ids = [_folder_name(p) if stems.count(s) > 1 or s.lower() in GENERIC_MASK_NAMES else s
            for p, s in zip(paths, stems, strict=True)]
     return [f"{i}_{n}" if ids.count(i) > 1 else i for n, i in enumerate(ids)]
 
@@ -127,35 +151,18 @@ def measure_file(path: str | Path, case_id: str, options: MeasureOptions) -> lis
         return [error_row(case_id, str(path), f"{path}: unexpected error ({detail}); please report it")]
 
 
-def progress_bar(total: int, enabled: bool):
-    """The progress bar of every batch command (tqdm on stderr, counting cases)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="case", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
 def measure_files(
     paths: Sequence[Path], ids: Sequence[str], options: MeasureOptions, jobs: int = 1, progress: bool = True
 ) -> pd.DataFrame:
     """Measure many files (in parallel with ``jobs`` > 1) into one table, in input order."""
-    results: dict[int, list[dict]] = {}
-    with progress_bar(len(paths), progress) as bar:
-        if jobs <= 1 or len(paths) <= 1:
-            for n, (path, case_id) in enumerate(zip(paths, ids, strict=True)):
-                results[n] = measure_file(path, case_id, options)
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                work = enumerate(zip(paths, ids, strict=True))
-                futures = {pool.submit(measure_file, p, c, options): n for n, (p, c) in work}
-                for future in as_completed(futures):
-                    n = futures[future]
-                    try:
-                        results[n] = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a crashed worker loses one case, not the batch
-                        results[n] = [error_row(ids[n], str(paths[n]), f"{paths[n]}: worker failed ({exc})")]
-                    bar.update(1)
-    return to_frame([row for n in range(len(paths)) for row in results[n]])
+
+    def crashed(task: tuple, exc: BaseException) -> list[dict]:
+        path, case_id, _ = task
+        return [error_row(case_id, str(path), f"{path}: worker failed ({exc})")]
+
+    tasks = [(path, case_id, options) for path, case_id in zip(paths, ids, strict=True)]
+    results = parallel_map(measure_file, tasks, jobs, progress, on_crash=crashed)
+    return to_frame([row for rows in results for row in rows])
 
 
 def sidecar_path(csv_path: Path) -> Path:
@@ -175,18 +182,6 @@ def method_record(options: MeasureOptions) -> dict:
     }))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class OutputExistsError(FileExistsError):
     pass
 
@@ -196,6 +191,12 @@ def write_table(frame: pd.DataFrame, csv_path: str | Path, options: MeasureOptio
     """Write the CSV atomically (with its JSON sidecar); with ``append``, merge into an existing CSV, replacing
     rows of re-measured cases. Returns the table written."""
     csv_path = Path(csv_path)
+    with folder_lock(csv_path.parent):  # concurrent --append runs take turns: no run loses another's rows
+        return _write_table_locked(frame, csv_path, options, inputs, append, overwrite)
+
+
+def _write_table_locked(frame: pd.DataFrame, csv_path: Path, options: MeasureOptions, inputs: Iterable[str],
+                        append: bool, overwrite: bool) -> pd.DataFrame:
     record = method_record(options)
     if csv_path.exists() and not (append or overwrite):
         raise OutputExistsError(f"{csv_path} exists: use --append to add cases or --overwrite to replace it")
@@ -215,6 +216,6 @@ def write_table(frame: pd.DataFrame, csv_path: str | Path, options: MeasureOptio
     record["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["inputs"] = list(inputs)
     record["cases"] = int(frame["case_id"].nunique())
-    _atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.4f"))
-    _atomic_write_text(sidecar_path(csv_path), json.dumps(record, indent=1) + "\n")
+    atomic_write_text(csv_path, frame.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(sidecar_path(csv_path), json.dumps(record, indent=1) + "\n")
     return frame

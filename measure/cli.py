@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
+
+from .runtime import interruptible
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -52,6 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_measure_outputs(output: str, qc_dir: str | None, inputs: Sequence[Path], append: bool,
+                          overwrite: bool) -> None:
+    """Before measuring anything: the CSV may be written (not a folder, its folder writable, not over an existing one
+    without --append/--overwrite), the QC folder is writable, and neither is an input."""
+    from .outputs import OutputError, check_writable_file, check_writable_folder, refuse_outputs_over_inputs
+
+    check_writable_file(output, "output CSV")
+    if Path(output).exists() and not (append or overwrite):
+        raise OutputError(f"{output} exists: use --append to add cases or --overwrite to replace it")
+    if qc_dir:
+        check_writable_folder(qc_dir, "QC folder")
+    refuse_outputs_over_inputs([output, *([qc_dir] if qc_dir else [])], inputs)
+
+
+@interruptible("spine-measure")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .batch import (
@@ -63,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_table,
     )
     from .levels import LabelMapError, load_label_map, project_label_map
+    from .outputs import OutputError
     from .vertebra import MethodParameters
 
     if args.jobs < 1 or not 0 < args.inset < 0.5:
@@ -82,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = find_mask_files(args.inputs, args.pattern, args.recursive)
     if not paths:
         print(f"spine-measure: no mask files found in {', '.join(args.inputs)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_measure_outputs(args.output, args.qc_dir, paths, append=args.append, overwrite=args.overwrite)
+    except OutputError as exc:
+        print(f"spine-measure: {exc}", file=sys.stderr)
         return EXIT_USAGE
     params = MethodParameters(inset_fraction=args.inset, slice_selection=args.slice_selection,
                               max_obliquity_deg=args.max_obliquity, resample_oblique=args.resample_oblique)

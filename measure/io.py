@@ -35,6 +35,10 @@ _CANONICAL_AXES = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
 _AXIS_NAMES = ("left-right", "anterior-posterior", "superior-inferior")
 
 
+COARSE_SI_SPACING_MM = 2.0
+"""Above this spacing along superior-inferior, heights are too coarsely sampled to trust: rows get a warning."""
+
+
 class MaskReadError(ValueError):
     """A mask file cannot be measured; the message names the file and the problem."""
 
@@ -67,6 +71,9 @@ class SagittalVolume:
     source: str
     obliquity_deg: float = 0.0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What makes every measurement of this volume less reliable (e.g. coarse superior-inferior sampling): the rows
+    of its vertebrae get status ``warning`` and these messages."""
     offset: tuple[int, int, int] = (0, 0, 0)
     """Canonical index of ``array[0, 0, 0]``: masks are cropped to their labelled region (indices elsewhere, such as
     ``index_to_physical`` and ``file_index``, are those of the whole volume)."""
@@ -118,6 +125,24 @@ def read_image(path: str | Path) -> sitk.Image:
     return image
 
 
+def _nifti1_spacing(header: bytes) -> tuple[float, ...] | None:
+    """The spatial ``pixdim`` entries of a NIfTI-1 header (None for other headers)."""
+    for order in "<>":
+        if len(header) < 348 or struct.unpack_from(order + "i", header)[0] != 348:
+            continue
+        dims = struct.unpack_from(order + "8h", header, 40)
+        return struct.unpack_from(order + "8f", header, 76)[1: 1 + min(3, max(0, dims[0]))]
+    return None
+
+
+def _check_nifti_spacing(path: Path, header: bytes) -> None:
+    """ITK reads a NIfTI pixdim of 0 as 1 mm without a word: refuse it, since every size in mm would be wrong."""
+    spacing = _nifti1_spacing(header)
+    if spacing is not None and not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise MaskReadError(f"{path}: the NIfTI header's voxel spacing (pixdim) is {tuple(spacing)}: not positive, "
+                            "so sizes in mm cannot be known (ITK would read it as 1 mm); fix the header")
+
+
 def _nifti1_expected_size(header: bytes) -> int | None:
     """Bytes of header plus voxel data that a NIfTI-1 header announces (None for other headers)."""
     for order in "<>":
@@ -132,7 +157,7 @@ def _nifti1_expected_size(header: bytes) -> int | None:
 
 def _check_nifti_complete(path: Path) -> None:
     """ITK's NIfTI reader fills a truncated file's missing voxels silently: refuse files shorter than their header
-    says, and gzip streams that end early or are damaged.
+    says, and gzip streams that end early or are damaged; and it reads a zero pixdim as 1 mm: refuse that too.
 
     Cheap for intact files: an uncompressed file's size, or a gzip file's trailer (ISIZE, the uncompressed length
     modulo 2**32), is compared with the header's announcement; only a mismatch (or a NIfTI-2 header) costs a full
@@ -145,23 +170,27 @@ def _check_nifti_complete(path: Path) -> None:
     try:
         if not compressed:
             with open(path, "rb") as raw:
-                expected = _nifti1_expected_size(raw.read(352))
+                header = raw.read(352)
             length = path.stat().st_size
         else:
             with gzip.open(path, "rb") as stream:
-                expected = _nifti1_expected_size(stream.read(352))
+                header = stream.read(352)
+            expected = _nifti1_expected_size(header)
             with open(path, "rb") as raw:
                 raw.seek(-4, 2)
                 trailer_size = struct.unpack("<I", raw.read(4))[0]
             if expected is not None and trailer_size == expected % (1 << 32):
+                _check_nifti_spacing(path, header)
                 return
             with gzip.open(path, "rb") as stream:
                 length = sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
     except (OSError, EOFError, zlib.error) as exc:
         raise MaskReadError(f"{path}: cannot read the file (damaged or truncated): {exc}") from exc
+    expected = _nifti1_expected_size(header)
     if expected is not None and length < expected:
         raise MaskReadError(f"{path}: file is truncated ({length} of {expected} bytes of header and voxel data; "
                             "damaged or incompletely copied)")
+    _check_nifti_spacing(path, header)
 
 
 def check_geometry(image: sitk.Image, path: str | Path) -> None:
@@ -347,6 +376,10 @@ def mask_volume(
     if np.may_share_memory(volume.array, voxels):  # the crop happened to be contiguous already: own it
         volume.array = volume.array.copy()
     volume.notes[:0] = notes
+    si_spacing = float(volume.spacing[2])
+    if si_spacing > COARSE_SI_SPACING_MM:
+        volume.warnings.append(f"superior-inferior spacing {si_spacing:g} mm (above {COARSE_SI_SPACING_MM:g} mm): "
+                               f"heights and distances move in steps of about {si_spacing:g} mm")
     return volume
 
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .io import SagittalVolume
+from .outputs import atomic_write
 from .spine import SpineMeasurement
 
 _LINE_COLOURS = {"anterior": (0, 140, 255), "middle": (60, 220, 60), "posterior": (255, 200, 0)}  # BGR
@@ -162,7 +163,10 @@ def render_qc(
 
 
 def write_qc(path: str | Path, picture: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), picture, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-        raise OSError(f"{path}: could not write the QC picture")
+    """Write the picture as a PNG, atomically (a reader never sees a half-written picture)."""
+
+    def write(temporary: Path) -> None:
+        if not cv2.imwrite(str(temporary), picture, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"{path}: could not write the QC picture")
+
+    atomic_write(path, write)

@@ -86,9 +86,10 @@ def rows_for_case(case_id: str, volume: SagittalVolume, measurements: Sequence[S
     for m in measurements:
         v = m.vertebra
         row = _empty_row(case_id, volume.source)
-        messages = list(volume.notes) + v.messages
+        messages = list(volume.notes) + list(volume.warnings) + v.messages
+        status = "warning" if volume.warnings and v.status == "ok" else v.status
         row.update(
-            level=v.level or "", label=v.label, status=v.status, message="; ".join(messages),
+            level=v.level or "", label=v.label, status=status, message="; ".join(messages),
             slice_index=v.slice_index if v.slice_index is not None else pd.NA,
             height_anterior_mm=v.heights_mm["anterior"], height_middle_mm=v.heights_mm["middle"],
             height_posterior_mm=v.heights_mm["posterior"], depth_mm=v.depth_mm, rotation_deg=v.rotation_deg,

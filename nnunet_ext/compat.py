@@ -92,3 +92,10 @@ def poly_lr_scheduler(optimizer, initial_lr: float, epochs: int):
     from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
     return PolyLRScheduler(optimizer, initial_lr, epochs)
+
+
+def stretch_poly_schedule(scheduler, epochs: int) -> None:
+    """Make an nnU-Net ``PolyLRScheduler`` decay to zero at ``epochs`` instead of the length it was built with
+    (its ``max_steps``; ``step(epoch)`` recomputes the rate from it every epoch)."""
+    scheduler.max_steps = epochs
+

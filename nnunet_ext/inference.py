@@ -20,9 +20,25 @@ import numpy as np
 import SimpleITK as sitk
 
 from dataset_conversion.crop import CropBox, ap_crop_box, apply_crop, paste_back
-from dataset_conversion.sources.volume import VolumeReadError, is_volume_file, read_volume, strip_volume_suffix
+from dataset_conversion.sources.inhouse import discover_cases, is_case_folder, read_case_folder
+from dataset_conversion.sources.volume import (
+    VolumeReadError,
+    dicom_series_ids,
+    is_volume_file,
+    read_volume,
+    strip_volume_suffix,
+)
+from measure.outputs import (
+    OutputError,
+    atomic_write,
+    atomic_write_text,
+    check_unique_case_ids,
+    check_writable_folder,
+    refuse_outputs_over_inputs,
+)
 
 from .plans import COARSE_CONFIGURATION, FINE_CONFIGURATION, SPINE_PLANS_NAME
+from .postprocess import remove_out_of_order_parts
 
 NNUNET_FILE_ENDING = ".nii.gz"
 
@@ -58,6 +74,8 @@ class RunOptions:
     num_parts: int = 1
     keep_intermediate: Path | None = None
     """Keep the cropped inputs and both stages' raw outputs in this folder (for inspection)."""
+    level_order: bool = True
+    """Remove parts whose level is out of cranio-caudal order (:mod:`.postprocess`; ``--keep-out-of-order``)."""
 
 
 @dataclass
@@ -73,21 +91,51 @@ class PreparedCase:
     notes: list[str] = field(default_factory=list)
 
 
-def find_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
-    """(case id, path) for image files and DICOM series folders; nnU-Net-style ``CASE_0000`` names lose the suffix."""
-    from dataset_conversion.sources.volume import dicom_series_ids
+def _export_case_image(folder: Path) -> tuple[str, Path] | None:
+    """(case id, image) of a case folder in the export layout (an image beside a mask and/or ``levels.json``, as
+    spine-convert reads it), else None: such a folder is one case, named by the folder (or its ``levels.json``), and
+    its mask is never an input."""
+    if not is_case_folder(folder):
+        return None
+    entry = read_case_folder(folder, folder.parent)
+    return entry.case_id, entry.image_path or folder  # no single image: reading the folder fails with its name
 
-    found: list[Path] = []
+
+def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
+    """The inputs a folder stands for: itself as one case folder of an export, the image files and DICOM series
+    folders directly inside it, or, when it holds neither, the case folders of an export below it (folders with an
+    image, mask or levels file, found as spine-convert finds them; never other folders such as ``labelsTr``)."""
+    case = _export_case_image(folder)
+    if case is not None:
+        return [case]
+    children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    direct = [p for p in children if is_volume_file(p) or (p.is_dir() and dicom_series_ids(p))]
+    if direct:
+        return [(strip_volume_suffix(p.name), p) for p in direct]
+    return [(entry.case_id, entry.image_path or entry.folder) for entry in discover_cases(folder)]
+
+
+def find_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """(case id, path) for image files, DICOM series folders, folders of them, and exports in spine-convert's layout
+    (one folder per case with image, mask and levels.json: the image only, named by its folder). nnU-Net-style
+    ``CASE_0000`` names lose the suffix. Raises :class:`~measure.outputs.OutputError` naming both inputs when two
+    would get the same case id."""
+    found: list[tuple[str, Path]] = []
     for item in map(Path, inputs):
         if item.is_dir() and not dicom_series_ids(item):
-            found.extend(sorted(p for p in item.iterdir() if (is_volume_file(p) or (p.is_dir() and dicom_series_ids(p)))
-                                and not p.name.startswith(".")))
+            found.extend(_folder_inputs(item))
         else:
-            found.append(item)
-    names = [strip_volume_suffix(p.name) for p in found]
-    if names and all(n.endswith("_0000") for n in names):
-        names = [n[:-5] for n in names]
-    return list(zip(names, found, strict=True))
+            case = _export_case_image(item.parent) if item.is_file() else None
+            exported = case is not None and case[1] == item  # caseA/image.nii.gz of an export: the case is caseA
+            found.append((case[0] if exported else strip_volume_suffix(item.name), item))
+    if found and all(name.endswith("_0000") for name, _ in found):
+        found = [(name[:-5], path) for name, path in found]
+    for name, path in found:  # the id becomes a file name in the output folder: no path in it
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            raise OutputError(f"{path}: case id {name!r} cannot name an output file (empty, hidden, or a path); "
+                              "rename the case")
+    check_unique_case_ids(found)
+    return found
 
 
 def _training_orientation(model: CascadeModel) -> str | None:
@@ -121,8 +169,10 @@ def prepare(case_id: str, path: Path, target: Path, orientation: str | None, cro
     return case
 
 
-def restore(case: PreparedCase, prediction: Path, output: Path) -> None:
-    """Paste back and reorient a prediction onto the input's grid; check the grids agree; write ``output``."""
+def restore(case: PreparedCase, prediction: Path, output: Path, level_of_value: dict[int, str] | None = None
+            ) -> None:
+    """Paste back and reorient a prediction onto the input's grid; check the grids agree; with ``level_of_value``
+    (mask value -> level name), remove parts out of cranio-caudal order (:mod:`.postprocess`); write ``output``."""
     assert case.original is not None
     mask = sitk.ReadImage(str(prediction))
     if case.crop is not None:
@@ -138,9 +188,24 @@ def restore(case: PreparedCase, prediction: Path, output: Path) -> None:
         raise RuntimeError(f"{case.source}: the prediction's grid does not match the input after paste-back")
     mask = sitk.Cast(mask, sitk.sitkUInt8)
     mask.CopyInformation(original)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(mask, str(output), True)
+    if level_of_value:
+        cleaned, notes = remove_out_of_order_parts(sitk.GetArrayViewFromImage(mask), level_of_value,
+                                                   original.GetSpacing(), original.GetDirection())
+        if notes:
+            ordered = sitk.GetImageFromArray(cleaned)
+            ordered.CopyInformation(original)
+            mask = ordered
+            case.notes.extend(notes)
+    atomic_write(output, lambda temporary: sitk.WriteImage(mask, str(temporary), True))
     case.output = output
+
+
+def check_output_location(output_dir: Path, inputs: Sequence[str | Path], cases: Sequence[tuple[str, Path]]) -> None:
+    """Before any work: the output folder is writable, is not an input folder, and no mask it will hold
+    (``CASE.nii.gz``, ``dataset.json``) is an input file; raises :class:`~measure.outputs.OutputError`."""
+    targets = [output_dir / f"{case_id}{NNUNET_FILE_ENDING}" for case_id, _ in cases] + [output_dir / "dataset.json"]
+    refuse_outputs_over_inputs([output_dir, *targets], [*map(Path, inputs), *(path for _, path in cases)])
+    check_writable_folder(output_dir)
 
 
 def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model: CascadeModel,
@@ -152,16 +217,20 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
         if not model.folder(stage).is_dir():
             raise FileNotFoundError(f"{model.folder(stage)}: no trained {stage} model (train it with nnUNetv2_train, "
                                     "or pass the trainer and plans names you used)")
-    cases = find_inputs(inputs)[run.part_id::run.num_parts]  # nnU-Net's parts convention
+    all_cases = find_inputs(inputs)
+    cases = all_cases[run.part_id::run.num_parts]  # nnU-Net's parts convention
     if not cases:
         raise FileNotFoundError(f"no input images found in {', '.join(map(str, inputs))}")
     output_dir = Path(output_dir)
+    check_output_location(output_dir, inputs, all_cases)
     work = Path(tempfile.mkdtemp(prefix="spine_predict_"))
     try:
         folders = {name: work / name for name in ("input", COARSE_CONFIGURATION, FINE_CONFIGURATION)}
         for folder in folders.values():
             folder.mkdir()
         orientation, crop_fraction = _training_orientation(model), _crop_fraction(model)
+        labels = json.loads((model.folder(FINE_CONFIGURATION) / "dataset.json").read_text())["labels"]
+        level_of_value = {int(v): name for name, v in labels.items() if isinstance(v, int)}
         prepared = [prepare(c, p, folders["input"] / f"{c}_0000{NNUNET_FILE_ENDING}", orientation, crop_fraction)
                     for c, p in cases]
         if any(c.status == "ok" for c in prepared):
@@ -179,15 +248,14 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
             try:
                 if not prediction.is_file():
                     raise RuntimeError(f"{case.source}: nnU-Net wrote no prediction")
-                restore(case, prediction, output_dir / f"{case.case_id}{NNUNET_FILE_ENDING}")
+                restore(case, prediction, output_dir / f"{case.case_id}{NNUNET_FILE_ENDING}",
+                        level_of_value if run.level_order else None)
             except (RuntimeError, ValueError) as exc:
                 case.status, case.message = "error", str(exc)
         if run.keep_intermediate:
             shutil.copytree(work, run.keep_intermediate, dirs_exist_ok=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    labels = json.loads((model.folder(FINE_CONFIGURATION) / "dataset.json").read_text())["labels"]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "dataset.json").write_text(json.dumps({"labels": labels, "file_ending": NNUNET_FILE_ENDING},
-                                                        indent=1) + "\n")
+    atomic_write_text(output_dir / "dataset.json", json.dumps({"labels": labels, "file_ending": NNUNET_FILE_ENDING},
+                                                              indent=1) + "\n")
     return prepared

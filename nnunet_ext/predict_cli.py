@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from measure.runtime import interruptible
+
 VARIANTS = ("", "Binary", "Cpu", "BinaryCpu", "Short", "BinaryShort", "Smoke", "Demo")
 
 
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--measure", metavar="CSV", help="measure the masks into this CSV (spine-measure)")
     parser.add_argument("--qc-dir", help="with --measure: QC pictures here")
     parser.add_argument("--keep-intermediate", help="keep the cropped inputs and both stages' outputs here")
+    parser.add_argument("--keep-out-of-order", action="store_true",
+                        help="keep parts whose level contradicts the cranio-caudal order (by default they are removed, "
+                             "e.g. a 'T12' below L5; each removal is reported)")
     return parser
 
 
@@ -53,6 +58,7 @@ def _folds(values: Sequence[str] | None) -> tuple[int | str, ...] | None:
     return tuple(v if v == "all" else int(v) for v in values)
 
 
+@interruptible("spine-predict")
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 all cases segmented (and measured), 1 some case failed, 2 usage error or missing models."""
     args = build_parser().parse_args(argv)
@@ -64,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("spine-predict: error: set nnUNet_results (where nnUNetv2_train wrote the models)", file=sys.stderr)
         return 2
     import torch
+
+    from measure.outputs import OutputError
 
     from .cli import dataset_name
     from .inference import CascadeModel, RunOptions, predict_cascade
@@ -82,10 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = RunOptions(device=device, processes=args.processes or (2 if device == "cuda" else 1),
                      mirroring=not args.disable_tta, tile_step_size=args.step_size, part_id=args.part_id,
                      num_parts=args.num_parts,
-                     keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None)
+                     keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None,
+                     level_order=not args.keep_out_of_order)
     try:
         cases = predict_cascade(args.input, args.output, model, run)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, OutputError) as exc:
         print(f"spine-predict: error: {exc}", file=sys.stderr)
         return 2
     failed = [c for c in cases if c.status != "ok"]
@@ -98,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from measure.cli import main as measure_main
 
         command = [args.output, "-o", args.measure, "--labels", str(Path(args.output) / "dataset.json"),
-                   "--pattern", "*.nii.gz", "--no-progress", "--overwrite"]
+                   "--pattern", "*.nii.gz", "--no-progress",
+                   "--append" if args.num_parts > 1 else "--overwrite"]  # --num-parts runs share the CSV
         image_folder = next((Path(i) for i in args.input if Path(i).is_dir()), None)
         if args.qc_dir:
             command += ["--qc-dir", args.qc_dir] + (["--images", str(image_folder)] if image_folder else [])

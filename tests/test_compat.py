@@ -51,3 +51,33 @@ def test_network_hooks_we_rely_on():
     assert "'strides'" in inspect.getsource(ConfigurationManager.pool_op_kernel_sizes.fget)
     assert list(inspect.signature(nnUNetTrainer.__init__).parameters) == [
         "self", "plans", "configuration", "fold", "dataset_json", "device"]
+
+
+def test_schedule_and_validation_hooks_we_rely_on():
+    """nnUNetTrainerTimeBudget sets ``num_epochs`` in ``on_train_start`` (run_training reads it only afterwards) and
+    stretches the poly schedule through ``max_steps``; ``validate_after_training`` overrides
+    ``perform_actual_validation``, which run_training.py calls after training and alone for ``--val``."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.run import run_training
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    loop = inspect.getsource(nnUNetTrainer.run_training)
+    assert 0 <= loop.find("self.on_train_start()") < loop.find("self.num_epochs") < loop.find("self.on_train_end()")
+    assert "self.dataloader_train" in inspect.getsource(nnUNetTrainer.on_train_start)
+    assert "self.max_steps" in inspect.getsource(PolyLRScheduler.step)
+    assert list(inspect.signature(nnUNetTrainer.perform_actual_validation).parameters) == [
+        "self", "save_probabilities"]
+    source = inspect.getsource(run_training.run_training)
+    assert "run_training()" in source and "perform_actual_validation" in source
+
+
+def test_stretch_poly_schedule():
+    pytest.importorskip("nnunetv2")
+    import torch
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = compat.poly_lr_scheduler(optimizer, 0.01, 1000)
+    compat.stretch_poly_schedule(scheduler, 10)
+    scheduler.step(5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5 ** 0.9)

@@ -309,13 +309,26 @@ def test_no_matching_case_is_a_failure_that_shows_how_the_ids_differ(tmp_path, c
     code, report = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure", "--missing", "skip")
     assert code == 1 and report["cases_evaluated"] == 0 and report["dice_micro_multiclass"] is None
     err = capsys.readouterr().err
-    assert "no case was evaluated" in err
-    assert "prediction 'LumbarBinary_0001' vs reference 'Lumbar_0001'" not in err  # not_selected is empty here
+    assert "no prediction file matches any reference by name" in err
+    assert "prediction 'LumbarBinary_0001' vs reference 'Lumbar_0001'" in err
+    code, report = run(pred_dir, ref_dir, tmp_path / "empty", "--no-measure")  # --missing empty: scored as 0
+    assert code == 1 and report["cases_evaluated"] == 1
+    assert "and every reference was scored as an empty prediction (--missing empty)" in capsys.readouterr().err
     split = tmp_path / "splits_final.json"
     split.write_text(json.dumps([{"train": [], "val": ["LumbarBinary_0001"]}]))
     code, report = run(pred_dir, ref_dir, tmp_path / "split", "--no-measure", "--split", str(split), "--fold", "0")
     assert code == 1 and report["cases_evaluated"] == 0
     assert "prediction 'LumbarBinary_0001' vs reference 'Lumbar_0001'" in capsys.readouterr().err
+
+
+def test_every_prediction_failing_is_said_so(tmp_path, capsys):
+    ref, _ = hand_case()
+    pred_dir, ref_dir = nnunet_layout(tmp_path, {"Lumbar_0001": (ref, None)})
+    (pred_dir / "Lumbar_0001.nii.gz").write_bytes(b"not an image")
+    code, report = run(pred_dir, ref_dir, tmp_path / "out", "--no-measure")
+    assert code == 1 and report["cases_evaluated"] == 0
+    err = capsys.readouterr().err
+    assert "every case failed (1; see the 'failed' lines above)" in err and "failed: Lumbar_0001:" in err
 
 
 @pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")

@@ -147,3 +147,48 @@ def test_trainer_lookup_and_signature():
         "nnUNetTrainerSpineCoarseCpu"
     assert recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineBinaryCpu").previous_stage_trainer == \
         "nnUNetTrainerSpineCoarseBinaryCpu"
+
+
+def test_time_budget_trainer_is_nnunets_trainer_with_a_fitted_schedule():
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_ext.training.baselines import fitted_epochs
+
+    trainer = recursive_find_trainer_class_by_name("nnUNetTrainerTimeBudget")
+    assert trainer.__bases__ == (nnUNetTrainer,)  # nnU-Net's own trainer: loss, optimiser, augmentation, network
+    own = {k for k, v in vars(trainer).items() if callable(v) and not k.startswith("__")}
+    assert own == {"on_train_start", "_fit_schedule"}  # the schedule only
+    assert list(inspect.signature(trainer.__init__).parameters) == list(
+        inspect.signature(nnUNetTrainer.__init__).parameters)
+    # 3000 s budget, 200 s gone, 1 s per iteration, epochs of 50 + 10 * 0.4: 2800 / 54 = 51.85 -> 51 epochs
+    assert fitted_epochs(3000, 200, 1.0, 50, 10) == 51
+    assert fitted_epochs(100, 200, 1.0, 50, 10) == 1  # over budget already: still one epoch
+    assert fitted_epochs(3000, 0, 60.0, 50, 10) == 1  # nnU-Net's 2d default on 2 cores: one epoch fits
+
+
+def test_fine_cpu_skips_only_the_validation_after_its_own_training(monkeypatch):
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext.training.variants import nnUNetTrainerSpineCoarseCpu, nnUNetTrainerSpineFineCpu
+
+    assert nnUNetTrainerSpineFineCpu.validate_after_training is False
+    assert nnUNetTrainerSpineCoarseCpu.validate_after_training is True  # stage 2 trains on its predicted_next_stage
+    calls = []
+
+    class Probe(nnUNetTrainerSpineFineCpu):
+        def __init__(self):  # no plans needed: only the validation switch is exercised
+            pass
+
+        def print_to_log_file(self, *args, **kwargs):
+            calls.append("skipped")
+
+    monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation", lambda self, save_probabilities=False:
+                        calls.append("validated"))
+    probe = Probe()
+    probe.perform_actual_validation()  # nnUNetv2_train --val: nothing trained in this process -> validates
+    probe._trained_in_this_process = True
+    probe.perform_actual_validation()  # right after its training: skipped
+    assert calls == ["validated", "skipped"]

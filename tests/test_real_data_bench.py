@@ -119,7 +119,15 @@ def test_main_rejects_a_fold_beyond_the_profile_and_a_missing_test_folder(tmp_pa
 def test_cpu_profile():
     profile = real_data.PROFILES["cpu"]
     assert (profile.folds, profile.preset, profile.variant, profile.binary_variant) == (2, "cpu", "Cpu", "BinaryCpu")
-    assert profile.default_trainer == "nnUNetTrainer_5epochs"
+    assert (profile.default_plans, profile.default_configuration, profile.default_trainer, profile.equal_time) == (
+        "nnUNetPlans", "2d", "nnUNetTrainerTimeBudget", True)
+
+
+def test_training_seconds_per_fold():
+    timings = {f"train_cascade_multiclass_stage{s}_fold{f}": {"wall_s": 100.0 * s + f} for s in (1, 2) for f in (0, 1)}
+    assert real_data.training_seconds_per_fold(timings, "cascade_multiclass", range(2)) == pytest.approx(301.0)
+    del timings["train_cascade_multiclass_stage2_fold1"]
+    assert real_data.training_seconds_per_fold(timings, "cascade_multiclass", range(2)) is None
 
 
 def test_subset_export_takes_case_folders_at_any_depth(tmp_path):
@@ -138,17 +146,19 @@ class SimulatedRunner(real_data.Runner):
     def __init__(self, work: Path, device: str):
         super().__init__(work, device)
         self.commands: list[list[str]] = []
+        self.envs: list[dict] = []
 
-    def run(self, command, ok_codes=(0,)):
+    def run(self, command, ok_codes=(0,), env=None):
         command = [str(c) for c in command]
         self.commands.append(command)
+        self.envs.append(env or {})
         option = {k: v for k, v in zip(command, command[1:], strict=False)}
         if command[0] == "spine-convert":
             self.convert(Path(option["--out"]), int(option["--id"]), option["--name"])
         elif command[:2] == ["spine-nnunet", "plan"]:
             self.preprocessed(command[3]).joinpath("nnUNetPlans_spine.json").write_text("{}")
-        elif command[0] == "nnUNetv2_preprocess" and "3d_fullres" in command:
-            self.preprocessed(command[2]).joinpath(f"{option['-plans_name']}_3d_fullres").mkdir()
+        elif command[0] == "nnUNetv2_preprocess" and option["-plans_name"] != "nnUNetPlans_spine":
+            self.preprocessed(command[2]).joinpath(f"{option['-plans_name']}_{option['-c']}").mkdir()
         elif command[0] == "nnUNetv2_train":
             dataset = next((self.work / "raw").glob(f"Dataset{int(command[1]):03d}_*")).name
             trainer = f"{option['-tr']}__{option['-p']}__{command[2]}"
@@ -229,13 +239,16 @@ def test_all_models_add_the_binary_cascade_and_nnunet_default_on_one_fold(tmp_pa
     bench = simulated_benchmark(tmp_path, "--fold", "1")
     commands = run_steps(bench)
     assert any("--binary" in c for c in commands if c.startswith("spine-convert"))
-    assert any("nnUNetv2_train 601 3d_fullres 1 -p nnUNetPlans_cpu4mm -tr nnUNetTrainer_5epochs" in c
-               for c in commands)
+    default = [i for i, c in enumerate(commands)
+               if c.startswith("nnUNetv2_train 601 2d 1 -p nnUNetPlans -tr nnUNetTrainerTimeBudget")]
+    assert len(default) == 1  # after the cascade's trainings, with their wall time per fold as its budget
+    assert set(bench.runner.envs[default[0]]) == {"SPINE_TIME_BUDGET_S"}
+    assert all(not c.startswith("nnUNetv2_train") for c in commands[default[0] + 1:])
     assert any("--variant BinaryCpu" in c for c in commands if c.startswith("spine-predict"))
     assert any(c.startswith("nnUNetv2_predict") and "-f 1 --disable_tta" in c for c in commands)
     reports = sorted(p.name for p in bench.reports.iterdir())
     assert reports == ["cascade_binary_cv", "cascade_binary_fold1", "cascade_multiclass_cv",
-                       "cascade_multiclass_fold1", "nnunet_3d_fullres_fold1"]
+                       "cascade_multiclass_fold1", "nnunet_2d_fold1"]
     fold_evaluations = [c for c in commands if c.startswith("spine-evaluate") and "--fold 1" in c]
     assert len(fold_evaluations) == 3
 

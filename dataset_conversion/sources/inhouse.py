@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..relabel import RelabelError, parse_label_table
 from .volume import dicom_series_ids, is_volume_file, strip_volume_suffix
 
 DEFAULT_IMAGE_PATTERNS = ("image*", "img*")
@@ -84,16 +85,10 @@ def _read_levels(path: Path, entry: CaseEntry) -> None:
         return
     table = data.get("labels")
     if table is not None:
-        if not isinstance(table, dict):
-            entry.problems.append(f"{path}: 'labels' must map mask values to level names")
-        else:
-            labels = {}
-            for key, value in table.items():
-                try:
-                    labels[int(key)] = str(value)
-                except ValueError:
-                    entry.problems.append(f"{path}: label key {key!r} is not an integer mask value")
-            entry.labels, entry.labels_source = labels, str(path)
+        try:  # the converter's one label-table reader: the same rules as an export-wide --labels map
+            entry.labels, entry.labels_source = parse_label_table(table, str(path)), str(path)
+        except RelabelError as exc:
+            entry.problems.append(str(exc))
     if "case_id" in data:
         entry.case_id = str(data["case_id"])
     if data.get("subject_id") is not None:
@@ -113,6 +108,12 @@ def missing_message(folder: Path, kind: str, patterns: Sequence[str]) -> str:
     """Why a case folder has no image or no mask."""
     return (f"{folder}: no {kind} found (looked for {', '.join(patterns)} as a NIfTI, NRRD, MHA file or a DICOM "
             "series folder)")
+
+
+def is_case_folder(folder: Path, mask_patterns: Sequence[str] = DEFAULT_MASK_PATTERNS,
+                   levels_file: str | None = DEFAULT_LEVELS_FILE) -> bool:
+    """Whether ``folder`` is one case of an export: it holds a level file or a mask candidate."""
+    return bool((levels_file and (folder / levels_file).is_file()) or _candidates(folder, mask_patterns))
 
 
 def read_case_folder(folder: Path, root: Path, image_patterns: Sequence[str] = DEFAULT_IMAGE_PATTERNS,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..runtime import interruptible
 from .partial import IGNORE_BEYOND
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -52,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible("spine-evaluate")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..levels import LabelMapError
+    from ..outputs import OutputError, check_writable_folder, refuse_outputs_over_inputs
     from .labels import default_class_map
     from .run import EvaluationOptions, evaluate_folders, read_selection
 
@@ -73,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage("--split and --fold go together")
     if (args.output / "report.json").exists() and not args.overwrite:
         return usage(f"{args.output / 'report.json'} exists: use --overwrite or another REPORT_DIR")
+    try:  # before any work: the report folder is writable and is neither the predictions nor the references
+        refuse_outputs_over_inputs([args.output], [args.pred, args.ref])
+        check_writable_folder(args.output, "report folder")
+    except OutputError as exc:
+        return usage(str(exc))
     try:
         pred_map = default_class_map(args.pred, args.pred_labels, args.labels)
         ref_map = default_class_map(args.ref, args.ref_labels, args.labels)
@@ -117,11 +125,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  selected case has no reference file: {case_id}", file=sys.stderr)
     for note in problems["label_map_notes"]:
         print(f"  note: {note}", file=sys.stderr)
-    if report["cases_evaluated"] == 0:
-        print("spine-evaluate: no case was evaluated: no selected reference case has a prediction. Cases are matched "
-              "by file name without extension" + _id_example(problems), file=sys.stderr)
+    print_outcome(report, problems, args.missing)
     bad = problems["missing_predictions"] or problems["failed_cases"] or problems["selected_without_reference"]
     return EXIT_SOME_FAILED if bad or report["cases_evaluated"] == 0 else EXIT_OK
+
+
+def print_outcome(report: dict, problems: dict, missing: str) -> None:
+    """One closing line when nothing useful was measured: why (no name matched, or every case failed)."""
+    failed, absent = problems["failed_cases"], problems["missing_predictions"]
+    # cases with a prediction that were evaluated (--missing empty pools the absent ones as empty predictions)
+    matched = report["cases_evaluated"] - (len(absent) if missing == "empty" else 0)
+    if failed and matched <= 0 and not absent:
+        print(f"spine-evaluate: every case failed ({len(failed)}; see the 'failed' lines above): nothing was "
+              "measured", file=sys.stderr)
+    elif absent and matched <= 0 and not failed:
+        scored = " and every reference was scored as an empty prediction (--missing empty)" if missing == "empty" \
+            else ""
+        print(f"spine-evaluate: no prediction file matches any reference by name{scored}. Cases are matched by file "
+              "name without extension" + _id_example(problems), file=sys.stderr)
+    elif report["cases_evaluated"] == 0:
+        print("spine-evaluate: no case was evaluated: no selected reference case has a prediction. Cases are matched "
+              "by file name without extension" + _id_example(problems), file=sys.stderr)
 
 
 def _identity_line(identity: dict) -> str:
@@ -136,7 +160,7 @@ def _identity_line(identity: dict) -> str:
 def _id_example(problems: dict) -> str:
     """`` (e.g. prediction 'a' vs reference 'b')`` from the unmatched ids, to show how the names differ."""
     predicted = problems["extra_predictions"][:1]
-    referenced = problems["not_selected"][:1]  # ids that do exist among the references
+    referenced = (problems["missing_predictions"] or problems["not_selected"])[:1]  # ids among the references
     return f" (e.g. prediction '{predicted[0]}' vs reference '{referenced[0]}')" if predicted and referenced else ""
 
 

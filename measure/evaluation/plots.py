@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..outputs import atomic_write
 from .measurements import QUANTITIES
 
 
@@ -43,7 +44,6 @@ def bland_altman_png(pairs: pd.DataFrame, statistics: dict[str, dict], path: Pat
         axis.set_ylim(-limit, limit)
         axis.legend(loc="upper right", fontsize=8)
     figure.suptitle(title or "Bland-Altman: measurements from predicted vs reference masks")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=100))
     plt.close(figure)
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..outputs import atomic_write_text
 from ..table import tool_version
 from .overlap import Counts
 
@@ -204,4 +205,4 @@ def _partial_lines(partial: dict) -> list[str]:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from ..batch import MeasureOptions, measure_files, progress_bar, write_table
+from ..batch import MeasureOptions, measure_files, write_table
+from ..outputs import atomic_write_text
+from ..runtime import parallel_map
 from .cases import CLASS_COLUMNS, CaseInventory, CasePair, CaseResult, case_row, evaluate_pair, inventory
 from .labels import ClassMap, pair_classes
 from .levels_identity import IDENTITY_COLUMNS, identity_summary, unavailable_reason
@@ -53,22 +54,16 @@ def _evaluate_all(pairs: Sequence[CasePair], options: EvaluationOptions) -> list
         else:
             todo.append(n)
     args = (options.pred_map, options.ref_map, pairing, options.surface, options.ignore_beyond)
-    with progress_bar(len(todo), options.progress) as bar:
-        if options.jobs <= 1 or len(todo) <= 1:
-            for n in todo:
-                results[n] = evaluate_pair(pairs[n], *args)
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=options.jobs) as pool:
-                futures = {n: pool.submit(evaluate_pair, pairs[n], *args) for n in todo}
-                for n, future in futures.items():
-                    try:
-                        results[n] = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a crashed worker loses one case, not the evaluation
-                        results[n] = CaseResult(case_row(pairs[n].case_id, "error", f"worker failed ({exc})", None,
-                                                         None, files=(str(pairs[n].predicted or ""),
-                                                                      str(pairs[n].reference))))
-                    bar.update(1)
+
+    def crashed(task: tuple, exc: BaseException) -> CaseResult:
+        pair = task[0]
+        return CaseResult(case_row(pair.case_id, "error", f"worker failed ({exc})", None, None,
+                                   files=(str(pair.predicted or ""), str(pair.reference))))
+
+    evaluated = parallel_map(evaluate_pair, [(pairs[n], *args) for n in todo], options.jobs, options.progress,
+                             on_crash=crashed)
+    for n, result in zip(todo, evaluated, strict=True):
+        results[n] = result
     return [r for r in results if r is not None]
 
 
@@ -93,7 +88,7 @@ def _measurement_agreement(pairs: Sequence[CasePair], cases: pd.DataFrame, optio
         tables[side] = write_table(frame, out / f"measurements_{side}.csv", measure_options, map(str, paths),
                                    overwrite=True)
     matched = match_vertebrae(tables["pred"], tables["ref"])
-    matched.to_csv(out / "measurement_pairs.csv", index=False, float_format="%.4f")
+    atomic_write_text(out / "measurement_pairs.csv", matched.to_csv(index=False, float_format="%.4f"))
     statistics = agreement_statistics(matched)
     bland_altman_png(matched, statistics, out / "bland_altman.png")
     return {"available": True, "quantities": statistics, "genant": genant_statistics(matched),
@@ -109,7 +104,7 @@ def _level_identity(results: Sequence[CaseResult], cases: pd.DataFrame, options:
     table = pd.DataFrame([row for r in results for row in r.levels], columns=list(IDENTITY_COLUMNS))
     table = table.astype({"voxels_reference": "int64", "overlap_voxels": "int64", "shift_levels": "Int64"})
     if reason is None:
-        table.to_csv(out / "level_identity.csv", index=False)
+        atomic_write_text(out / "level_identity.csv", table.to_csv(index=False))
     pooled = set(cases.loc[cases["status"].isin(POOLED), "case_id"])
     return identity_summary(table[table["case_id"].isin(pooled)], reason)
 
@@ -123,8 +118,9 @@ def evaluate_folders(prediction: Path, reference: Path, out: Path, options: Eval
     cases = pd.DataFrame([r.case for r in results], columns=list(case_row("", "", "", None, None)))
     classes = pd.DataFrame([row for r in results for row in r.classes], columns=list(CLASS_COLUMNS))
     out.mkdir(parents=True, exist_ok=True)
-    cases.astype({c: "Int64" for c in COUNT_COLUMNS}).to_csv(out / "cases.csv", index=False, float_format="%.6f")
-    classes.to_csv(out / "classes_per_case.csv", index=False, float_format="%.6f")
+    atomic_write_text(out / "cases.csv", cases.astype({c: "Int64" for c in COUNT_COLUMNS}).to_csv(index=False,
+                                                                                       float_format="%.6f"))
+    atomic_write_text(out / "classes_per_case.csv", classes.to_csv(index=False, float_format="%.6f"))
     report = overlap_summary(cases, classes, pairing.multiclass)
     report["missing_policy"] = options.missing
     report["level_identity"] = _level_identity(results, cases, options, out)
@@ -150,7 +146,7 @@ def evaluate_folders(prediction: Path, reference: Path, out: Path, options: Eval
     if report["level_identity"]["available"]:
         report["files"].append("level_identity.csv")
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(markdown(report))
+    atomic_write_text(out / "report.md", markdown(report))
     return report
 
 

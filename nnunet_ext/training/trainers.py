@@ -47,6 +47,10 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """Trainer class whose ``predicted_next_stage`` feeds this stage (None: this class, as nnU-Net does)."""
     expected_num_classes: int | None = None
     """Refuse datasets with another number of output classes (the binary variants expect 2)."""
+    validate_after_training: bool = True
+    """False: ``nnUNetv2_train`` ends when training ends, without nnU-Net's final validation (a stage whose validation
+    output nothing downstream reads, when ``spine-predict`` + ``spine-evaluate`` are run anyway); ``nnUNetv2_train
+    ... --val`` still makes it afterwards. Stage 1 must validate: its ``predicted_next_stage`` output trains stage 2."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -65,6 +69,17 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
             self.folder_with_segs_from_previous_stage = previous_stage_folder(
                 nnUNet_results, self.plans_manager.dataset_name, self.previous_stage_trainer,
                 self.plans_manager.plans_name, self.configuration_manager.previous_stage_name, configuration)
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        self._trained_in_this_process = True
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        if not self.validate_after_training and getattr(self, "_trained_in_this_process", False):
+            self.print_to_log_file(f"{type(self).__name__}: final validation skipped (validate_after_training is "
+                                   "False); nnUNetv2_train with --val makes it")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def configure_optimizers(self):
         if self.optimizer_kind == "sgd":

@@ -77,6 +77,7 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 30, 50, 5
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
+    validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
     previous_stage_trainer = "nnUNetTrainerSpineCoarseCpu"
 
 

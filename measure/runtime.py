@@ -1,0 +1,138 @@
+"""What every batch command shares: the progress bar and one parallel map over cases.
+
+:func:`parallel_map` runs ``function(*task)`` for every task, serially or in worker processes, with a progress bar,
+turning a crashed worker into one failed case (never a lost batch). Interrupts stop it promptly and leave nothing
+running: workers ignore Ctrl-C (the parent handles it), an interrupted parent cancels what has not started and kills
+the workers before it re-raises, and on Linux a worker dies with its parent even when the parent is killed outright
+(``SIGKILL``), so no worker is ever left orphaned.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Callable, Sequence, TypeVar
+
+Result = TypeVar("Result")
+EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def progress_bar(total: int, enabled: bool):
+    """The progress bar of every batch command (tqdm on stderr, counting cases)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="case", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to send this process SIGTERM when its parent dies (Linux; elsewhere nothing). The parent is
+    whatever started the worker (the command, or a fork server): checked before and after the request, so that a
+    parent that died in between still ends the worker."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_start() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent handles it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited through fork): just end
+    _die_with_parent()
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the tasks not started and kill the workers now (not after their current case)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's workers (CPython)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def parallel_map(function: Callable[..., Result], tasks: Sequence[tuple], jobs: int = 1, progress: bool = False,
+                 on_crash: Callable[[tuple, BaseException], Result] | None = None,
+                 on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+    """``function(*task)`` for every task, results in task order.
+
+    ``jobs`` > 1 (and more than one task): in that many worker processes. A worker that raises or dies gives
+    ``on_crash(task, exception)`` as that task's result (re-raised when None). ``on_result(index, result)`` is called
+    as each result arrives (completion order); an exception it raises stops the map like an interrupt does.
+    """
+    results: list = [None] * len(tasks)
+
+    def accept(index: int, result: Result) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(index, result)
+
+    with progress_bar(len(tasks), progress) as bar:
+        if jobs <= 1 or len(tasks) <= 1:
+            for index, task in enumerate(tasks):
+                accept(index, function(*task))
+                bar.update(1)
+            return results
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_start)
+        try:
+            pending: dict[Future, int] = {pool.submit(function, *task): n for n, task in enumerate(tasks)}
+            while pending:
+                # a short timeout keeps the main thread responsive to Ctrl-C while it waits
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker loses one case, not the batch
+                        if on_crash is None:
+                            raise
+                        result = on_crash(tasks[index], exc)
+                    accept(index, result)
+                    bar.update(1)
+        except BaseException:
+            _stop(pool)
+            raise
+        pool.shutdown(wait=True)
+    return results
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def interruptible(command: str) -> Callable:
+    """Decorator of a command's ``main(argv) -> int``: Ctrl-C or SIGTERM stops it (workers included, see
+    :func:`parallel_map`), removes temporary files on the way out, prints one line and returns exit status 130
+    instead of a traceback. Outputs are written atomically, so each file is either complete or not there."""
+
+    def decorate(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(argv: Sequence[str] | None = None) -> int:
+            installed = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if installed else None
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                print(f"{command}: interrupted; every worker stopped; files already complete are kept, none is "
+                      "half-written", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            finally:
+                if installed:  # signal.signal returns None for a handler not set from Python: the default then
+                    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+        return run
+
+    return decorate

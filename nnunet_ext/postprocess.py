@@ -1,0 +1,106 @@
+"""Anatomical post-processing of a predicted multiclass mask: levels must follow each other from cranial to caudal.
+
+A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
+as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are removed, most
+contradicted first, until every remaining part agrees with the order of the others' main parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from measure.levels import is_known_level, level_rank
+
+ORDER_TOLERANCE_MM = 10.0
+"""A part contradicts another level only when it is more than this beyond that level's main part (centroids along
+superior-inferior; adjacent bodies are about 30-40 mm apart)."""
+
+
+@dataclass
+class _Part:
+    value: int
+    index: int  # component number in ndimage.label's output for this value
+    voxels: int
+    superior_mm: float  # centroid along the patient's superior axis
+
+
+def _superior_mm(centroid_kji: Sequence[float], spacing_xyz: Sequence[float], direction: Sequence[float]) -> float:
+    """Superior coordinate (LPS z, mm, relative to the origin) of an array index (k, j, i)."""
+    offset = np.asarray(direction, float).reshape(3, 3) @ (np.asarray(spacing_xyz, float) * centroid_kji[::-1])
+    return float(offset[2])
+
+
+def _parts(labels_kji: np.ndarray, values: Sequence[int], spacing_xyz, direction) -> tuple[list[_Part], dict]:
+    parts, components = [], {}
+    for value in values:
+        component, count = ndimage.label(labels_kji == value)
+        components[value] = component
+        indices = list(range(1, count + 1))
+        sizes = ndimage.sum_labels(np.ones_like(component, dtype=np.int32), component, indices)
+        centres = ndimage.center_of_mass(np.ones_like(component, dtype=np.int8), component, indices)
+        parts += [_Part(value, n, int(size), _superior_mm(centre, spacing_xyz, direction))
+                  for n, size, centre in zip(indices, sizes, centres, strict=True)]
+    return parts, components
+
+
+def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+                              direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                              tolerance_mm: float = ORDER_TOLERANCE_MM) -> tuple[np.ndarray, list[str]]:
+    """``labels_kji`` (array order, values -> level names by ``level_of_value``; spacing in mm and direction cosines
+    in ITK order) without the parts whose level contradicts the cranio-caudal order; and one note per removed part.
+    Values without a known level name are left alone."""
+    values = [int(v) for v in np.unique(labels_kji) if v and is_known_level(level_of_value.get(int(v), ""))]
+    if len(values) < 2:
+        return labels_kji, []
+    parts, components = _parts(labels_kji, values, spacing_xyz, direction)
+    rank = {v: level_rank(level_of_value[v]) for v in values}
+
+    def main_parts() -> dict[int, _Part]:
+        largest: dict[int, _Part] = {}
+        for part in parts:
+            if part.value not in largest or part.voxels > largest[part.value].voxels:
+                largest[part.value] = part
+        return largest
+
+    def contradictions(part: _Part, mains: dict[int, _Part]) -> int:
+        count = 0
+        for value, main in mains.items():
+            if value == part.value:
+                continue
+            below = main.superior_mm < part.superior_mm - tolerance_mm  # the other level's body lies caudal
+            above = main.superior_mm > part.superior_mm + tolerance_mm
+            count += (rank[value] < rank[part.value] and below) or (rank[value] > rank[part.value] and above)
+        return count
+
+    removed: list[_Part] = []
+    while True:
+        mains = main_parts()
+        main_ids = {id(part) for part in mains.values()}
+        scores = [contradictions(part, mains) for part in parts]
+        if max(scores, default=0) == 0:
+            break
+        worst_main = max((s for s, part in zip(scores, parts, strict=True) if id(part) in main_ids), default=0)
+        # parts that are not their level's main part do not change the main parts: every one at least as
+        # contradicted as the worst main part would go before it (smaller first), so they go together
+        batch = [n for n, (s, part) in enumerate(zip(scores, parts, strict=True))
+                 if s > 0 and s >= worst_main and id(part) not in main_ids]
+        if not batch:
+            batch = [max(range(len(parts)), key=lambda n: (scores[n], -parts[n].voxels))]
+        for n in sorted(batch, reverse=True):
+            removed.append(parts.pop(n))
+    if not removed:
+        return labels_kji, []
+    cleaned = labels_kji.copy()
+    for value in {part.value for part in removed}:
+        indices = [part.index for part in removed if part.value == value]
+        cleaned[np.isin(components[value], indices)] = 0
+    notes = []
+    for value in sorted({part.value for part in removed}, key=rank.get):
+        gone = [part for part in removed if part.value == value]
+        notes.append(f"{level_of_value[value]}: {len(gone)} part(s) of {sum(p.voxels for p in gone)} voxels removed "
+                     "(out of cranio-caudal order with the other levels)")
+    return cleaned, notes
