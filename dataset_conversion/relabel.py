@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from measure.levels import is_known_level, level_rank, project_label_map
+from measure.levels import is_known_level, level_rank, levels_named_twice, project_label_map
 
 UNKNOWN_LEVEL_POLICIES = ("ignore", "background", "error")
 SPECIAL_TARGETS = ("background", "ignore")
@@ -99,8 +99,8 @@ def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = T
             raise RelabelError(f"{source}: {name!r} (mask value {value}) is not a vertebral level name "
                                "(C1-C7, T1-T13, L1-L6, S1-S5, Co) nor 'background' or 'ignore'")
         values[value] = name
-    named = [n for n in values.values() if n not in SPECIAL_TARGETS]
-    twice = sorted({n for n in named if named.count(n) > 1}) if one_value_per_level else []
+    named = {v: n for v, n in values.items() if n not in SPECIAL_TARGETS}
+    twice = levels_named_twice(named) if one_value_per_level else []
     if twice:
         given = ", ".join(f"{n} by values {sorted(v for v, m in values.items() if m == n)}" for n in twice)
         raise RelabelError(f"{source}: level(s) named by several mask values ({given}); one level is one vertebra")

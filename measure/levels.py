@@ -154,14 +154,19 @@ def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
     return levels, ignore
 
 
+def levels_named_twice(levels: Mapping[int, str]) -> list[str]:
+    """Level names given to more than one label value (sorted)."""
+    names = list(levels.values())
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def _validated(levels: dict[int, str], source: str) -> LabelMap:
     unknown = sorted({name for name in levels.values() if not is_known_level(name)})
     if unknown:
         raise LabelMapError(f"{source}: unknown level name(s) {unknown}; known: {', '.join(level_order())}")
     if any(v <= 0 for v in levels):
         raise LabelMapError(f"{source}: label values must be positive (0 is background)")
-    names = list(levels.values())
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = levels_named_twice(levels)
     if duplicates:
         raise LabelMapError(f"{source}: level(s) {duplicates} mapped from several label values")
     return LabelMap(dict(sorted(levels.items())), source)

@@ -107,13 +107,21 @@ def _same(a: Path, b: Path) -> bool:
 def refuse_outputs_over_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
     """Raise :class:`OutputError` when an output path is an input file, or an output folder is an input folder (so that
     writing would replace what the user gave us)."""
-    inputs = [Path(p) for p in inputs]
+    given_at: dict[Path, Path] = {}
+    for given in map(Path, inputs):  # each path resolved once: a cohort's outputs are checked in linear time
+        try:
+            given_at.setdefault(given.resolve(), given)
+        except OSError:
+            continue
     for output in map(Path, outputs):
-        for given in inputs:
-            if _same(output, given):
-                kind = "folder" if given.is_dir() else "file"
-                raise OutputError(f"{output}: the output is the input {kind} {given}; choose another output location "
-                                  "(inputs are never overwritten)")
+        try:
+            given = given_at.get(output.resolve())
+        except OSError:
+            continue
+        if given is not None:
+            kind = "folder" if given.is_dir() else "file"
+            raise OutputError(f"{output}: the output is the input {kind} {given}; choose another output location "
+                              "(inputs are never overwritten)")
 
 
 def check_unique_case_ids(cases: Sequence[tuple[str, Path]]) -> None:

@@ -40,8 +40,8 @@ def _parts(labels_kji: np.ndarray, values: Sequence[int], spacing_xyz, direction
         component, count = ndimage.label(labels_kji == value)
         components[value] = component
         indices = list(range(1, count + 1))
-        sizes = ndimage.sum_labels(np.ones_like(component, dtype=np.int32), component, indices)
-        centres = ndimage.center_of_mass(np.ones_like(component, dtype=np.int8), component, indices)
+        sizes = np.bincount(component.ravel(), minlength=count + 1)[1:]
+        centres = ndimage.center_of_mass(component > 0, component, indices)
         parts += [_Part(value, n, int(size), _superior_mm(centre, spacing_xyz, direction))
                   for n, size, centre in zip(indices, sizes, centres, strict=True)]
     return parts, components

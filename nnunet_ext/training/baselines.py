@@ -24,6 +24,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from measure.outputs import atomic_write_text
 from nnunet_ext.compat import stretch_poly_schedule
+from nnunet_ext.training.trainers import _NNUNET_DEFAULT_DEVICE
 
 BUDGET_VARIABLE = "SPINE_TIME_BUDGET_S"
 SCHEDULE_FILE = "time_budget.json"
@@ -46,7 +47,7 @@ class nnUNetTrainerTimeBudget(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming c
     """Training iterations timed to fit the schedule (the first one, which warms the loaders up, is not counted)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):  # noqa: B008 - nnU-Net's signature
+                 device: torch.device = _NNUNET_DEFAULT_DEVICE):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = self.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
