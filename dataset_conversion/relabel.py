@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from measure.levels import is_known_level, level_rank, levels_named_twice, project_label_map
+from measure.levels import bundled_label_maps, is_known_level, level_rank, levels_named_twice, project_label_map
 
 UNKNOWN_LEVEL_POLICIES = ("ignore", "background", "error")
 SPECIAL_TARGETS = ("background", "ignore")
@@ -63,9 +62,8 @@ def _scheme_levels() -> frozenset[str]:
 
 
 def builtin_label_maps() -> dict[str, Path]:
-    """Ready label maps shipped in ``dataset_conversion/label_maps`` (name -> file)."""
-    folder = resources.files("dataset_conversion").joinpath("label_maps")
-    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".json")}
+    """Ready label maps shipped with the package (name -> file; the measurement reads the same ones)."""
+    return bundled_label_maps()
 
 
 def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = True) -> dict[int, str]:
@@ -109,7 +107,7 @@ def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = T
 
 def load_export_label_map(spec: str | Path) -> tuple[dict[int, str], str]:
     """Read an export-wide label map: a JSON file or the name of a built-in map (e.g. ``verse``)."""
-    builtin = builtin_label_maps()
+    builtin = builtin_label_maps() if not Path(spec).is_file() else {}  # a file first, as spine-measure --labels
     path = builtin.get(str(spec), Path(spec))
     if not path.is_file():
         raise RelabelError(f"{spec}: label map not found (a JSON file, or one of: {', '.join(sorted(builtin))})")

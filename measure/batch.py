@@ -6,7 +6,7 @@ import fnmatch
 import json
 import os
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from .io import MASK_SUFFIXES, MaskReadError, read_image_like, read_mask, strip_suffix
-from .levels import LabelMap, LabelMapError, load_label_map, project_label_map
+from .levels import LabelMap, LabelMapError, load_label_map, merged_level_values, project_label_map
 from .outputs import atomic_write_text, folder_lock
 from .qc import render_qc, write_qc
 from .runtime import parallel_map
@@ -129,6 +129,9 @@ def measure_file(path: str | Path, case_id: str, options: MeasureOptions) -> lis
         if options.labels_per_case:
             label_map = load_label_map(path.parent / options.labels_per_case)
         volume = read_mask(path, options.params.max_obliquity_deg, options.params.resample_oblique)
+        merged, label_map = merged_level_values(volume.array, label_map)
+        if merged is not volume.array:  # a bundled map's endplates/parts merged into their vertebra
+            volume = replace(volume, array=merged)
         measurements = measure_spine(volume, label_map, options.params, options.ignore_unmapped)
         if not measurements:
             return [error_row(case_id, str(path), f"{path}: mask is empty (no vertebra label)")]

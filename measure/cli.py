@@ -25,8 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder(s) of masks")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="CSV to write (a JSON sidecar with "
                         "the method parameters is written beside it)")
-    parser.add_argument("--labels", metavar="FILE", help="label map: nnU-Net dataset.json or JSON {value: level}; "
-                        "default: project scheme 1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, 9 S2")
+    parser.add_argument("--labels", metavar="FILE|NAME", help="label map: nnU-Net dataset.json or JSON {value: level}, "
+                        "or a bundled map by name ('verse': VerSe/SPINEPS numbering, endplates merged into their "
+                        "vertebra, discs as background); default: project scheme 1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, "
+                        "9 S2")
     parser.add_argument("--labels-per-case", metavar="NAME", help="read each case's label map from a JSON of this "
                         "name beside its mask (e.g. levels.json of an in-house export)")
     parser.add_argument("--ignore-unmapped", action="store_true", help="skip label values missing from the label map "

@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
 
 class LabelMapError(ValueError):
     """A label map file cannot be used (unreadable, unknown level names, duplicate values)."""
@@ -81,10 +83,15 @@ def caudal_neighbour(level: str, present: set[str]) -> CaudalNeighbour:
 
 @dataclass(frozen=True)
 class LabelMap:
-    """Mapping from mask label values to level names, with where it came from."""
+    """Mapping from mask label values to level names, with where it came from.
+
+    A bundled export-wide map may name one level by several values (VerSe: 20 the body of L1, 220 its endplate) and
+    name values that are background (VerSe: 100+X the disc below X); :func:`merged_level_values` makes one value per
+    level of a mask before it is measured."""
 
     levels: Mapping[int, str]
     source: str
+    background_values: frozenset[int] = frozenset()
 
     def level(self, value: int) -> str | None:
         return self.levels.get(int(value))
@@ -104,20 +111,62 @@ def project_label_map() -> LabelMap:
     return _validated(dict(_project_labels()), "project scheme (T11=1 ... S2=9)")
 
 
-def load_label_map(path: str | Path) -> LabelMap:
-    """Read a label map from JSON.
+def bundled_label_maps() -> dict[str, Path]:
+    """Label maps shipped with the package (``measure/data/label_maps``), by name (e.g. ``verse``)."""
+    folder = resources.files("measure").joinpath("data/label_maps")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".json")}
+
+
+def load_label_map(spec: str | Path) -> LabelMap:
+    """Read a label map from a JSON file, or a bundled one by name (:func:`bundled_label_maps`, e.g. ``verse``).
 
     Accepted forms: an nnU-Net ``dataset.json`` (``"labels": {"L1": 3, ...}``; ``background`` and ``ignore`` are
     skipped; region-based labels are refused), a ``{"1": "T11", ...}`` mapping, or the export form
-    ``{"labels": {"1": "T11", ...}}`` (the ``levels.json`` of an in-house export).
+    ``{"labels": {"1": "T11", ...}}`` (the ``levels.json`` of an in-house export). A file must name each level by
+    one value (two values of one level would be two bodies measured as one); a bundled map may merge values into
+    one level (VerSe's endplates), as its description says. Values named ``background`` (discs) are background.
     """
-    levels, _ = read_label_table(path)
-    return _validated(levels, str(path))
+    if Path(spec).is_file():  # a file first, as the converter's --label-map does
+        levels, _, background = _label_entries(spec)
+        return _validated(levels, str(spec), background_values=background)
+    bundled = bundled_label_maps()
+    if str(spec) not in bundled:
+        names = ", ".join(sorted(bundled))
+        problem = "a folder, not a file" if Path(spec).is_dir() else "no such file"
+        raise LabelMapError(f"{spec}: cannot read label map: {problem} (a JSON file, or a bundled map: {names})")
+    path = bundled[str(spec)]
+    levels, _, background = _label_entries(path)
+    return _validated(levels, f"{spec} (bundled map {path.name})", merges_allowed=True, background_values=background)
+
+
+def merged_level_values(array: np.ndarray, label_map: LabelMap) -> tuple[np.ndarray, LabelMap]:
+    """One value per level: the values a map merges into one level become its smallest value, its background values
+    become 0, other values stay. Returns ``array`` itself and ``label_map`` when there is nothing to change."""
+    by_level: dict[str, list[int]] = {}
+    for value, level in label_map.levels.items():
+        by_level.setdefault(level, []).append(value)
+    target = {value: min(values) for values in by_level.values() for value in values if value != min(values)}
+    target.update(dict.fromkeys(label_map.background_values, 0))
+    levels = {min(values): level for level, values in by_level.items()}
+    merged_map = LabelMap(dict(sorted(levels.items())), label_map.source)
+    if not target or array.size == 0:
+        return array, (label_map if not target else merged_map)
+    values, inverse = np.unique(array, return_inverse=True)  # sorts once; no lookup table as long as the top value
+    if not np.isin(values, list(target)).any():
+        return array, merged_map
+    mapped = np.array([target.get(int(v), int(v)) for v in values], dtype=array.dtype)
+    return mapped[inverse].reshape(array.shape), merged_map
 
 
 def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
     """Label value -> class name from a label-map JSON (any form :func:`load_label_map` takes), and the ignore
     value (nnU-Net's ``"ignore"`` label) or None. Names are not checked against the level names."""
+    levels, ignore, _ = _label_entries(path)
+    return levels, ignore
+
+
+def _label_entries(path: str | Path) -> tuple[dict[int, str], int | None, frozenset[int]]:
+    """:func:`read_label_table` plus the non-zero values named ``background``."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -130,6 +179,7 @@ def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
         raise LabelMapError(f"{path}: no labels found")
     levels: dict[int, str] = {}
     ignore: int | None = None
+    background: set[int] = set()
     for key, value in table.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):  # nnU-Net form: name -> value
             name, number = key, value
@@ -144,6 +194,8 @@ def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
         except (TypeError, ValueError) as exc:
             raise LabelMapError(f"{path}: label value {number!r} of {name!r} is not an integer") from exc
         if name.lower() == "background":
+            if value_int:
+                background.add(value_int)
             continue
         if name.lower() == "ignore":
             ignore = value_int
@@ -151,7 +203,7 @@ def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
         if value_int in levels:
             raise LabelMapError(f"{path}: label value {value_int} is given twice ({levels[value_int]}, {name})")
         levels[value_int] = name
-    return levels, ignore
+    return levels, ignore, frozenset(background)
 
 
 def levels_named_twice(levels: Mapping[int, str]) -> list[str]:
@@ -160,13 +212,14 @@ def levels_named_twice(levels: Mapping[int, str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
-def _validated(levels: dict[int, str], source: str) -> LabelMap:
+def _validated(levels: dict[int, str], source: str, merges_allowed: bool = False,
+               background_values: frozenset[int] = frozenset()) -> LabelMap:
     unknown = sorted({name for name in levels.values() if not is_known_level(name)})
     if unknown:
         raise LabelMapError(f"{source}: unknown level name(s) {unknown}; known: {', '.join(level_order())}")
     if any(v <= 0 for v in levels):
         raise LabelMapError(f"{source}: label values must be positive (0 is background)")
-    duplicates = levels_named_twice(levels)
+    duplicates = [] if merges_allowed else levels_named_twice(levels)
     if duplicates:
         raise LabelMapError(f"{source}: level(s) {duplicates} mapped from several label values")
-    return LabelMap(dict(sorted(levels.items())), source)
+    return LabelMap(dict(sorted(levels.items())), source, background_values)

@@ -53,6 +53,16 @@ def deep_supervision_loss(loss, weights):
     return DeepSupervisionWrapper(loss, weights)
 
 
+def unwrap_deep_supervision(loss):
+    """``(inner loss, weights)`` of a loss nnU-Net wrapped in its ``DeepSupervisionWrapper`` (``weight_factors``,
+    ``loss``), or ``(loss, None)`` for an unwrapped one."""
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    if isinstance(loss, DeepSupervisionWrapper):
+        return loss.loss, list(loss.weight_factors)
+    return loss, None
+
+
 def augmentation_patch_size(patch_size, rotation, scaling) -> list[int]:
     """The larger patch nnU-Net samples before rotating/scaling so that the final patch has no empty corners."""
     from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size

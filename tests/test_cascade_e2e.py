@@ -180,3 +180,73 @@ def test_binary_trainer_refuses_a_multiclass_dataset(pipeline):
     dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
     with pytest.raises(RuntimeError, match="expects 2 output classes, the dataset has 10"):
         nnUNetTrainerSpineCoarseBinary(plans, "3d_lowres", 0, dataset_json, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("ignore, binary, expected", [(True, False, True), (False, False, False), (True, True, False)])
+def test_partial_label_term_only_for_levels_with_an_ignore_label(pipeline, tmp_path, monkeypatch, ignore, binary,
+                                                                 expected):
+    """The stage trainers add the unannotated-levels term (nnunet_ext.training.partial_loss) to nnU-Net's loss for a
+    level-labelled dataset with an ignore label; never for a binary one (its class may well be unannotated there).
+    The deep-supervision weights stay nnU-Net's, plus the GCN head's auxiliary weight for stage 1."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
+    from nnunet_ext.training.trainers import nnUNetTrainerSpineCoarse, nnUNetTrainerSpineFine
+
+    for variable in ("nnUNet_results", "nnUNet_preprocessed"):  # trainers make their folders under these
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
+    dataset_json["labels"].pop("ignore", None)  # spine-convert's --ignore-beyond auto gave the phantoms one
+    if binary:
+        dataset_json["labels"] = {"background": 0, "vertebra": 1}
+    if ignore:
+        dataset_json["labels"]["ignore"] = max(dataset_json["labels"].values()) + 1
+    stages = ((nnUNetTrainerSpineCoarse, "3d_lowres"), (nnUNetTrainerSpineFine, "2d_cascade"))
+    for trainer_class, configuration in stages:
+        plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+        plans["continue_training"] = False
+        trainer = trainer_class(plans, configuration, 0, dataset_json, torch.device("cpu"))
+        loss = trainer._build_loss()
+        assert isinstance(loss.loss, UnannotatedLevelsLoss) is expected
+        assert type(getattr(loss.loss, "base", loss.loss)).__name__ == "DC_and_CE_loss"
+        if trainer._has_auxiliary_output:  # the GCN head's output keeps its weight after the rewrapping
+            assert loss.weight_factors[-1] == trainer.aux_loss_weight
+        else:
+            assert list(loss.weight_factors) == list(nnUNetTrainer._build_loss(trainer).weight_factors)
+
+
+def test_spine_predict_torture(pipeline):
+    """Unreadable and malformed images in one folder beside the good ones: each gets an error line naming the file
+    and the reason, the exit status is 1, and the good cases' masks are byte-identical to the clean run's."""
+    import shutil
+
+    from tests.test_bad_inputs import FILE_ERRORS, make
+    from tests.test_torture import _pixdim_zero
+
+    mixed, scratch = pipeline.path("torture_images"), pipeline.path("torture_scratch")
+    mixed.mkdir()
+    good = sorted(pipeline.path("unseen_images").glob("*.nii.gz"))
+    for image in good:
+        shutil.copy(image.resolve(), mixed / image.name)
+    phantom, reasons = make(), {}
+    for build, fragments in FILE_ERRORS:
+        folder = scratch / build.__name__
+        folder.mkdir(parents=True)
+        path = build(folder, phantom)
+        if path.exists() and build.__name__ not in ("_probabilities", "_empty", "_strongly_tilted"):  # valid images
+            shutil.move(str(path), mixed / path.name)
+            reasons[path.name.split(".")[0]] = (mixed / path.name, fragments[0])
+    pixdim = _pixdim_zero(mixed, mixed / good[0].name)
+    reasons["pixdim_zero"] = (pixdim, "not positive")
+    out = pipeline.path("torture_predictions")
+    done = pipeline.run("spine-predict", "-i", str(mixed), "-o", str(out), "-d", DATASET, "--variant", "Smoke",
+                        "--disable-tta", check=False)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if ": error: " in line}
+    for case, (path, fragment) in reasons.items():
+        assert case in lines, (case, done.stdout[-3000:])
+        assert str(path) in lines[case] and fragment in lines[case], lines[case]
+        assert not (out / f"{case}.nii.gz").exists()
+    for image in good:  # the clean run: the pipeline fixture's spine-predict of the same images, same options
+        assert (out / image.name).read_bytes() == pipeline.path("predictions", image.name).read_bytes(), image.name

@@ -81,3 +81,27 @@ def test_stretch_poly_schedule():
     compat.stretch_poly_schedule(scheduler, 10)
     scheduler.step(5)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5 ** 0.9)
+
+
+def test_loss_hooks_we_rely_on():
+    """_build_loss returns DC_and_CE_loss (ignore label passed on) wrapped in DeepSupervisionWrapper, whose ``loss``
+    and ``weight_factors`` compat.unwrap_deep_supervision reads."""
+    pytest.importorskip("nnunetv2")
+    import torch
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    source = inspect.getsource(nnUNetTrainer._build_loss)
+    assert "ignore_label=self.label_manager.ignore_label" in source and "DeepSupervisionWrapper(loss" in source
+    base = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False}, {}, ignore_label=3)
+    inner, weights = compat.unwrap_deep_supervision(DeepSupervisionWrapper(base, [0.75, 0.25]))
+    assert inner is base and weights == [0.75, 0.25]
+    assert compat.unwrap_deep_supervision(base) == (base, None)
+    logits = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.full((1, 1, 4, 4), 3.0)  # ignored voxels: nnU-Net's loss must not see them
+    target[..., 0] = 1.0
+    changed = logits.clone()
+    changed[..., 1:] = torch.randn(1, 3, 4, 3, generator=torch.Generator().manual_seed(1)) * 10
+    assert torch.isfinite(base(logits, target)) and base(changed, target).item() == pytest.approx(
+        base(logits, target).item(), abs=1e-6)

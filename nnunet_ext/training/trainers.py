@@ -19,7 +19,15 @@ import torch
 from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ext.compat import augmentation_patch_size, deep_supervision_loss, poly_lr_scheduler, previous_stage_folder
+from measure.levels import is_known_level
+from nnunet_ext.compat import (
+    augmentation_patch_size,
+    deep_supervision_loss,
+    poly_lr_scheduler,
+    previous_stage_folder,
+    unwrap_deep_supervision,
+)
+from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
 
@@ -30,6 +38,8 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     rotation_max_deg: float = 5.0
     scaling_range: tuple[float, float] = (0.95, 1.05)
     aux_loss_weight: float = 0.3
+    unannotated_level_weight: float = 1.0
+    """Weight of the partial-label term on the unannotated region (:mod:`.partial_loss`; 0 turns it off)."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
@@ -131,14 +141,28 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         return scales
 
     def _build_loss(self):
-        loss = super()._build_loss()
-        if not (self.enable_deep_supervision and self._has_auxiliary_output):
-            return loss
-        outputs = len(self._get_deep_supervision_scales()) - 1  # decoder outputs, the auxiliary one last
-        weights = np.array([1 / (2 ** i) for i in range(outputs)])
-        weights[-1] = 1e-6 if self.is_ddp else 0.0  # as nnU-Net: the lowest resolution is not supervised
-        weights = weights / weights.sum()
-        return deep_supervision_loss(loss.loss, [*weights.tolist(), self.aux_loss_weight])
+        """nnU-Net's loss, plus (level-labelled data with an ignore label) what the unannotated region is known not to
+        be (:mod:`.partial_loss`), plus the auxiliary head's output in the deep-supervision weights."""
+        inner, weights = unwrap_deep_supervision(super()._build_loss())
+        if self._levels_with_ignore_label and self.unannotated_level_weight:
+            inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight)
+        if weights is None:
+            return inner
+        if self._has_auxiliary_output:
+            outputs = len(self._get_deep_supervision_scales()) - 1  # decoder outputs, the auxiliary one last
+            decoder = np.array([1 / (2 ** i) for i in range(outputs)])
+            decoder[-1] = 1e-6 if self.is_ddp else 0.0  # as nnU-Net: the lowest resolution is not supervised
+            weights = [*(decoder / decoder.sum()).tolist(), self.aux_loss_weight]
+        return deep_supervision_loss(inner, weights)
+
+    @property
+    def _levels_with_ignore_label(self) -> bool:
+        """The dataset has an ignore label and its classes are vertebral levels (names of the level scheme, no
+        regions): each level a case annotates is annotated completely."""
+        labels = self.dataset_json["labels"]
+        names = [name for name, value in labels.items() if name.lower() not in ("background", "ignore")]
+        return ("ignore" in labels and bool(names) and all(isinstance(labels[n], int) for n in names)
+                and all(is_known_level(n) for n in names))
 
 
 class nnUNetTrainerSpineCoarse(nnUNetTrainerSpine):  # noqa: N801
