@@ -16,10 +16,19 @@ from typing import Mapping
 
 import numpy as np
 
-from measure.levels import bundled_label_maps, is_known_level, level_rank, levels_named_twice, project_label_map
+from measure.levels import (
+    SPECIAL_NAMES,
+    LabelMapError,
+    bundled_label_maps,
+    is_known_level,
+    level_rank,
+    levels_named_twice,
+    parse_label_entries,
+    project_label_map,
+)
 
 UNKNOWN_LEVEL_POLICIES = ("ignore", "background", "error")
-SPECIAL_TARGETS = ("background", "ignore")
+SPECIAL_TARGETS = SPECIAL_NAMES
 BINARY_CLASS_NAME = "vertebra"
 
 
@@ -67,36 +76,20 @@ def builtin_label_maps() -> dict[str, Path]:
 
 
 def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = True) -> dict[int, str]:
-    """Mask value -> level name (or ``background``/``ignore``) from ``{"1": "T11"}`` or nnU-Net's ``{"T11": 1}``.
+    """Mask value -> level name (or ``background``/``ignore``) from ``{"1": "T11"}`` or nnU-Net's ``{"T11": 1}``:
+    :func:`measure.levels.parse_label_entries` (the one reader of label tables) plus the converter's rules: every
+    name a vertebral level or background/ignore.
 
     ``one_value_per_level``: refuse a level named by several values (an instance mask's ``levels.json``: two bodies
     would become one class); export-wide maps may merge values into one level (VerSe's endplates 200+X into X)."""
-    if not isinstance(table, Mapping) or not table:
-        raise RelabelError(f"{source}: no labels found (expected {{\"1\": \"T11\", ...}})")
-    values: dict[int, str] = {}
-    for key, item in table.items():
-        if isinstance(item, bool) or isinstance(item, (list, tuple, dict)):
-            raise RelabelError(f"{source}: cannot interpret label entry {key!r}: {item!r}")
-        if isinstance(item, (int, float)):  # nnU-Net dataset.json form: name -> value
-            name, number = str(key), item
-        else:
-            name, number = str(item), key
-        try:
-            value = int(number)
-        except (TypeError, ValueError) as exc:
-            raise RelabelError(f"{source}: label value {number!r} of {name!r} is not an integer") from exc
-        if value == 0 and name.lower() == "background":
-            continue
-        if value <= 0:
-            raise RelabelError(f"{source}: mask value {value} ({name}) must be positive (0 is background)")
-        if value in values:
-            raise RelabelError(f"{source}: mask value {value} is named twice ({values[value]}, {name})")
-        if name.lower() in SPECIAL_TARGETS:
-            name = name.lower()
-        elif not is_known_level(name):
+    try:
+        values = parse_label_entries(table, source)
+    except LabelMapError as exc:
+        raise RelabelError(str(exc)) from exc
+    for value, name in values.items():
+        if name not in SPECIAL_TARGETS and not is_known_level(name):
             raise RelabelError(f"{source}: {name!r} (mask value {value}) is not a vertebral level name "
                                "(C1-C7, T1-T13, L1-L6, S1-S5, Co) nor 'background' or 'ignore'")
-        values[value] = name
     named = {v: n for v, n in values.items() if n not in SPECIAL_TARGETS}
     twice = levels_named_twice(named) if one_value_per_level else []
     if twice:

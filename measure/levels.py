@@ -165,6 +165,9 @@ def read_label_table(path: str | Path) -> tuple[dict[int, str], int | None]:
     return levels, ignore
 
 
+SPECIAL_NAMES = ("background", "ignore")  # label-table names that are not classes
+
+
 def _label_entries(path: str | Path) -> tuple[dict[int, str], int | None, frozenset[int]]:
     """:func:`read_label_table` plus the non-zero values named ``background``."""
     path = Path(path)
@@ -174,36 +177,46 @@ def _label_entries(path: str | Path) -> tuple[dict[int, str], int | None, frozen
         raise LabelMapError(f"{path}: cannot read label map: {exc}") from exc
     if not isinstance(data, dict):
         raise LabelMapError(f"{path}: a label map must be a JSON object")
-    table = data.get("labels", data)
-    if not isinstance(table, dict) or not table:
-        raise LabelMapError(f"{path}: no labels found")
-    levels: dict[int, str] = {}
-    ignore: int | None = None
-    background: set[int] = set()
-    for key, value in table.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):  # nnU-Net form: name -> value
-            name, number = key, value
-        elif isinstance(value, str):  # value -> name
-            name, number = value, key
-        elif isinstance(value, (list, tuple)):
-            raise LabelMapError(f"{path}: region-based label {key!r} ({value}) cannot name a single vertebra")
-        else:
-            raise LabelMapError(f"{path}: cannot interpret label entry {key!r}: {value!r}")
+    entries = parse_label_entries(data.get("labels", data), str(path))
+    ignore = [value for value, name in entries.items() if name == "ignore"]
+    if len(ignore) > 1:
+        raise LabelMapError(f"{path}: several values are named 'ignore' ({sorted(ignore)}); nnU-Net has one")
+    levels = {value: name for value, name in entries.items() if name not in SPECIAL_NAMES}
+    background = frozenset(value for value, name in entries.items() if name == "background")
+    return levels, (ignore[0] if ignore else None), background
+
+
+def parse_label_entries(table: object, source: str) -> dict[int, str]:
+    """The one reader of label tables (measurement, evaluation and converter): mask value -> name from the export
+    form ``{"1": "T11"}`` or nnU-Net's ``{"T11": 1}``; names as given, except ``background`` and ``ignore`` (any case),
+    which are returned lower-case. Value 0 named background is dropped (it is background anyway).
+
+    Raises :class:`LabelMapError` naming ``source`` for: no labels, a region (list of values), an entry that is
+    neither form, a value that is not an integer, a value that is not positive, a value named twice. Names are not
+    checked against the level names (callers decide: the measurement wants levels, the evaluation any classes)."""
+    if not isinstance(table, Mapping) or not table:
+        raise LabelMapError(f"{source}: no labels found (expected {{\"1\": \"T11\", ...}})")
+    entries: dict[int, str] = {}
+    for key, item in table.items():
+        if isinstance(item, (list, tuple)):
+            raise LabelMapError(f"{source}: region-based label {key!r} ({item}) cannot name a single vertebra")
+        if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+            raise LabelMapError(f"{source}: cannot interpret label entry {key!r}: {item!r}")
+        name, number = (str(key), item) if isinstance(item, (int, float)) else (item, key)
         try:
-            value_int = int(number)
+            value = int(number)
         except (TypeError, ValueError) as exc:
-            raise LabelMapError(f"{path}: label value {number!r} of {name!r} is not an integer") from exc
-        if name.lower() == "background":
-            if value_int:
-                background.add(value_int)
+            raise LabelMapError(f"{source}: label value {number!r} of {name!r} is not an integer") from exc
+        if name.lower() in SPECIAL_NAMES:
+            name = name.lower()
+        if value == 0 and name == "background":
             continue
-        if name.lower() == "ignore":
-            ignore = value_int
-            continue
-        if value_int in levels:
-            raise LabelMapError(f"{path}: label value {value_int} is given twice ({levels[value_int]}, {name})")
-        levels[value_int] = name
-    return levels, ignore, frozenset(background)
+        if value <= 0:
+            raise LabelMapError(f"{source}: mask value {value} ({name}) must be positive (0 is background)")
+        if value in entries:
+            raise LabelMapError(f"{source}: mask value {value} is named twice ({entries[value]}, {name})")
+        entries[value] = name
+    return entries
 
 
 def levels_named_twice(levels: Mapping[int, str]) -> list[str]:

@@ -112,3 +112,30 @@ def test_a_file_names_each_level_once_and_a_missing_map_lists_the_bundled_ones(t
         load_label_map(tmp_path / "nosuch")
     path.write_text(json.dumps({"20": "L1", "120": "background"}))  # a file's disc value is background too
     assert load_label_map(path).background_values == {120}
+
+
+@pytest.mark.parametrize(("table", "fragment"), [
+    ({}, "no labels found"), ({"L1": [1, 2]}, "region-based"), ({"1": True}, "cannot interpret"),
+    ({"L1": 1, "L2": 1}, "named twice"), ({"x": "L1"}, "not an integer"), ({"-1": "L1"}, "must be positive"),
+])
+def test_one_label_table_reader_for_measurement_and_converter(tmp_path: Path, table: dict, fragment: str) -> None:
+    """spine-measure's --labels and spine-convert's levels.json / --label-map refuse the same tables with the same
+    message (measure.levels.parse_label_entries)."""
+    from dataset_conversion.relabel import RelabelError, parse_label_table
+
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"labels": table}))
+    with pytest.raises(LabelMapError, match=fragment) as measured:
+        load_label_map(path)
+    with pytest.raises(RelabelError, match=fragment) as converted:
+        parse_label_table(table, str(path))
+    assert str(measured.value) == str(converted.value)
+
+
+def test_both_forms_and_the_special_names_read_alike() -> None:
+    from measure.levels import parse_label_entries
+
+    export = parse_label_entries({"1": "L1", "2": "L2", "100": "Background", "9": "IGNORE"}, "export")
+    nnunet = parse_label_entries({"background": 0, "L1": 1, "L2": 2, "background_disc": 100, "ignore": 9}, "nnunet")
+    assert export == {1: "L1", 2: "L2", 100: "background", 9: "ignore"}
+    assert nnunet == {1: "L1", 2: "L2", 100: "background_disc", 9: "ignore"}

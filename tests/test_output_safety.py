@@ -449,3 +449,75 @@ def test_killed_parent_leaves_no_orphaned_workers(tmp_path):
     while time.time() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.1)
     assert not [pid for pid in workers if alive(pid)], "workers outlived their killed parent"
+
+
+SLOW_CONVERT = (
+    "import sys, time\n"
+    "import dataset_conversion.convert as c\n"
+    "real = c.convert_case\n"
+    "def slow(*a, **k):\n"
+    "    time.sleep(2.0)\n"
+    "    return real(*a, **k)\n"
+    "c.convert_case = slow\n"
+    "from dataset_conversion.convert_cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def start_slow_parallel_convert(tmp_path: Path) -> tuple:
+    """A real ``spine-convert --jobs 2`` process on an export of 8 phantom cases, each slowed to 2 s; returns it and
+    its workers' process ids once both workers are busy."""
+    import signal
+    import subprocess
+    import sys
+
+    from dataset_conversion.phantom import GridSpec, fov_for, make_phantom, typical_spine
+    from dataset_conversion.phantom_cli import write_case
+
+    spine = typical_spine(["L1", "L2", "L3"])
+    for n in range(8):
+        write_case(make_phantom(f"case{n}", spine, GridSpec(fov_for(spine, lateral_mm=40.0), (2.0, 2.0, 2.0), "LPS"),
+                                with_image=True, seed=n), tmp_path / "export")
+    script = tmp_path / "slow_convert.py"
+    script.write_text(SLOW_CONVERT)
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "export"), "--out", str(tmp_path / "raw"),
+                                "--id", "990", "--name", "Slow", "--jobs", "2", "--no-progress"],
+                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    deadline = time.time() + 60
+    while time.time() < deadline and len(children(process.pid)) < 2:
+        time.sleep(0.1)
+    workers = children(process.pid)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(1.0)
+    return process, workers
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_killed_spine_convert_leaves_no_orphaned_workers(tmp_path):
+    """Issue 12, item 4: after SIGKILL, spine-convert --jobs 2 left its workers running with parent 1."""
+    import signal
+
+    process, workers = start_slow_parallel_convert(tmp_path)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    deadline = time.time() + 5
+    while time.time() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "workers outlived their killed parent"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_ctrl_c_stops_spine_convert_within_3_s(tmp_path):
+    import signal
+
+    process, workers = start_slow_parallel_convert(tmp_path)
+    sent = time.time()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert time.time() - sent < 3.0, f"took {time.time() - sent:.1f} s to stop"
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    time.sleep(0.5)
+    assert not [pid for pid in workers if alive(pid)]
+    assert "nothing was written" in err and not any((tmp_path / "raw").rglob("*"))  # no half-written dataset
