@@ -23,8 +23,7 @@ import SimpleITK as sitk
 
 from measure.io import MaskReadError, label_array
 from measure.levels import is_known_level, level_rank
-from measure.runtime import parallel_map
-from measure.table import tool_version
+from measure.runtime import parallel_map, tool_version
 
 from .crop import ap_crop_box, apply_crop
 from .relabel import RelabelError, TargetScheme, relabel

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from measure.runtime import EXIT_INTERRUPTED, interruptible
+from measure.runtime import EXIT_INTERRUPTED, add_version_option, interruptible
 
 from .convert import (
     ConversionError,
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--verify", action="store_true",
                      help="run nnU-Net's dataset integrity check on the result (needs the nnunet extra)")
-    return parser
+    return add_version_option(parser)
 
 
 def _id_list(text: str | None) -> list[str] | None:

@@ -14,6 +14,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from measure.levels import parse_level_range
+from measure.runtime import add_version_option
 
 from .phantom import DEFORMITIES, GridSpec, Phantom, deform, fov_for, make_phantom, random_spine, typical_spine
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="chance of a random deformity per vertebra (random spines)")
     parser.add_argument("--no-image", action="store_true", help="masks only")
     parser.add_argument("--case-prefix", default="phantom")
-    return parser
+    return add_version_option(parser)
 
 
 def _parse_deformity(text: str) -> tuple[str, str, float]:

@@ -17,9 +17,9 @@ from .io import MASK_SUFFIXES, MaskReadError, read_image_like, read_mask, strip_
 from .levels import LabelMap, LabelMapError, load_label_map, merged_level_values, project_label_map
 from .outputs import atomic_write_text, folder_lock
 from .qc import render_qc, write_qc
-from .runtime import parallel_map
+from .runtime import parallel_map, tool_version
 from .spine import measure_spine
-from .table import COLUMNS, error_row, rows_for_case, to_frame, tool_version
+from .table import COLUMNS, error_row, rows_for_case, to_frame
 from .vertebra import MethodParameters
 
 
@@ -187,6 +187,27 @@ def method_record(options: MeasureOptions) -> dict:
 
 class OutputExistsError(FileExistsError):
     pass
+
+
+def measure_to_table(paths: Sequence[Path], ids: Sequence[str], csv_path: str | Path, options: MeasureOptions,
+                     jobs: int = 1, progress: bool = True, append: bool = False,
+                     overwrite: bool = False) -> pd.DataFrame:
+    """Measure ``paths`` (case ids ``ids``) and write the CSV with its sidecar (:func:`write_table`): what
+    ``spine-measure`` does once its arguments are checked. Returns this run's rows."""
+    frame = measure_files(paths, ids, options, jobs=jobs, progress=progress)
+    write_table(frame, csv_path, options, [str(p) for p in paths], append=append, overwrite=overwrite)
+    return frame
+
+
+def report_lines(frame: pd.DataFrame, csv_path: str | Path, qc_dir: str | None, tool: str = "spine-measure"
+                 ) -> tuple[list[str], bool]:
+    """The summary printed after a measurement (cases, rows, where they went, one line per error or failed row)
+    and whether any row failed."""
+    bad = frame[frame["status"].isin(["error", "failed"])]
+    lines = [f"{tool}: {frame['case_id'].nunique()} case(s), {len(frame)} row(s) -> {csv_path}"
+             + (f"; QC pictures in {qc_dir}" if qc_dir else "")]
+    lines += [f"  {row['status']}: {row['case_id']} {row['level'] or ''} {row['message']}" for _, row in bad.iterrows()]
+    return lines, bool(len(bad))
 
 
 def write_table(frame: pd.DataFrame, csv_path: str | Path, options: MeasureOptions, inputs: Iterable[str],

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from .runtime import interruptible
+from .runtime import add_version_option, interruptible
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -54,21 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "their earlier rows)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def check_measure_outputs(output: str, qc_dir: str | None, inputs: Sequence[Path], append: bool,
-                          overwrite: bool) -> None:
-    """Before measuring anything: the CSV may be written (not a folder, its folder writable, not over an existing one
-    without --append/--overwrite), the QC folder is writable, and neither is an input."""
-    from .outputs import OutputError, check_writable_file, check_writable_folder, refuse_outputs_over_inputs
-
-    check_writable_file(output, "output CSV")
-    if Path(output).exists() and not (append or overwrite):
-        raise OutputError(f"{output} exists: use --append to add cases or --overwrite to replace it")
-    if qc_dir:
-        check_writable_folder(qc_dir, "QC folder")
-    refuse_outputs_over_inputs([output, *([qc_dir] if qc_dir else [])], inputs)
+    return add_version_option(parser)
 
 
 @interruptible("spine-measure")
@@ -79,11 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         OutputExistsError,
         case_ids,
         find_mask_files,
-        measure_files,
-        write_table,
+        measure_to_table,
+        report_lines,
     )
     from .levels import LabelMapError, load_label_map, project_label_map
-    from .outputs import OutputError
+    from .outputs import OutputError, check_measure_outputs
     from .vertebra import MethodParameters
 
     if args.jobs < 1 or not 0 < args.inset < 0.5:
@@ -114,21 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = MeasureOptions(params=params, label_map=label_map, ignore_unmapped=args.ignore_unmapped,
                              labels_per_case=args.labels_per_case,
                              qc_dir=args.qc_dir, images=args.images)
-    frame = measure_files(paths, case_ids(paths, args.case_id), options, jobs=args.jobs,
-                          progress=not args.no_progress)
     try:
-        write_table(frame, args.output, options, [str(p) for p in paths], append=args.append,
-                    overwrite=args.overwrite)
+        frame = measure_to_table(paths, case_ids(paths, args.case_id), args.output, options, jobs=args.jobs,
+                                 progress=not args.no_progress, append=args.append, overwrite=args.overwrite)
     except (OutputExistsError, ValueError) as exc:
         print(f"spine-measure: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    bad = frame[frame["status"].isin(["error", "failed"])]
-    n_cases = frame["case_id"].nunique()
-    print(f"spine-measure: {n_cases} case(s), {len(frame)} row(s) -> {args.output}"
-          + (f"; QC pictures in {args.qc_dir}" if args.qc_dir else ""), file=sys.stderr)
-    for _, row in bad.iterrows():
-        print(f"  {row['status']}: {row['case_id']} {row['level'] or ''} {row['message']}", file=sys.stderr)
-    return EXIT_SOME_FAILED if len(bad) else EXIT_OK
+    lines, some_failed = report_lines(frame, args.output, args.qc_dir)
+    print("\n".join(lines), file=sys.stderr)
+    return EXIT_SOME_FAILED if some_failed else EXIT_OK
 
 
 if __name__ == "__main__":

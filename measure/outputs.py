@@ -124,6 +124,18 @@ def refuse_outputs_over_inputs(outputs: Iterable[str | Path], inputs: Iterable[s
                               "(inputs are never overwritten)")
 
 
+def check_measure_outputs(output: str | Path, qc_dir: str | Path | None, inputs: Sequence[str | Path],
+                          append: bool, overwrite: bool) -> None:
+    """Before measuring anything: the CSV may be written (not a folder, its folder writable, not over an existing one
+    without append/overwrite), the QC folder is writable, and neither is an input. Raises :class:`OutputError`."""
+    check_writable_file(output, "output CSV")
+    if Path(output).exists() and not (append or overwrite):
+        raise OutputError(f"{output} exists: use --append to add cases or --overwrite to replace it")
+    if qc_dir:
+        check_writable_folder(qc_dir, "QC folder")
+    refuse_outputs_over_inputs([output, *([qc_dir] if qc_dir else [])], inputs)
+
+
 def check_unique_case_ids(cases: Sequence[tuple[str, Path]]) -> None:
     """Raise :class:`OutputError` naming both inputs when two of them would be written under one case id."""
     seen: dict[str, Path] = {}

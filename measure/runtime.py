@@ -9,6 +9,7 @@ the workers before it re-raises, and on Linux a worker dies with its parent even
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import signal
@@ -21,6 +22,23 @@ Result = TypeVar("Result")
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@functools.lru_cache(maxsize=1)
+def tool_version() -> str:
+    """The installed package's version (``unknown`` when run from a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spine-mri-toolkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--version`` on a command's parser: prints ``PROG VERSION`` and exits 0."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tool_version()}")
+    return parser
 
 
 def progress_bar(total: int, enabled: bool):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .io import SagittalVolume
+from .runtime import tool_version
 from .spine import SpineMeasurement
 from .vertebra import ENDS, POSITIONS
 
@@ -53,14 +52,6 @@ COLUMNS: dict[str, str] = {
     "source_file": "the mask file measured",
     "tool_version": "spine-mri-toolkit version",
 }
-
-
-@lru_cache(maxsize=1)
-def tool_version() -> str:
-    try:
-        return version("spine-mri-toolkit")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _empty_row(case_id: str, source: str) -> dict:

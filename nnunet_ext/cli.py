@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from measure.runtime import add_version_option
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spine-nnunet", description="nnU-Net v2 plugin for vertebral bodies in "
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--source-plans", default="nnUNetPlans", help="nnU-Net's plans identifier to start from")
     plan.add_argument("--plans-name", default=None, help="identifier of the written plans (default nnUNetPlans_spine)")
     commands.add_parser("register", help="make the stock nnUNetv2_* commands find the trainers (writes a .pth file)")
-    return parser
+    return add_version_option(parser)
 
 
 def dataset_name(dataset: str, *folders: Path) -> str:

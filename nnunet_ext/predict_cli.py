@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from measure.runtime import interruptible
+from measure.runtime import add_version_option, interruptible
 
 VARIANTS = ("", "Binary", "Cpu", "BinaryCpu", "Short", "BinaryShort", "Smoke", "Demo")
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-out-of-order", action="store_true",
                         help="keep parts whose level contradicts the cranio-caudal order (by default they are removed, "
                              "e.g. a 'T12' below L5; each removal is reported)")
-    return parser
+    return add_version_option(parser)
 
 
 def _folds(values: Sequence[str] | None) -> tuple[int | str, ...] | None:
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from measure.outputs import OutputError
+    from measure.outputs import OutputError, check_measure_outputs
 
     from .cli import dataset_name
     from .inference import CascadeModel, RunOptions, predict_cascade
@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None,
                      level_order=not args.keep_out_of_order)
     try:
+        if args.measure:  # before any work, as spine-measure does
+            check_measure_outputs(args.measure, args.qc_dir, args.input, append=args.num_parts > 1, overwrite=True)
         cases = predict_cascade(args.input, args.output, model, run)
     except (FileNotFoundError, OutputError) as exc:
         print(f"spine-predict: error: {exc}", file=sys.stderr)
@@ -104,16 +106,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{case.case_id}: {case.status}: {detail}")
     status = 1 if failed else 0
     if args.measure and len(failed) < len(cases):
-        from measure.cli import main as measure_main
-
-        command = [args.output, "-o", args.measure, "--labels", str(Path(args.output) / "dataset.json"),
-                   "--pattern", "*.nii.gz", "--no-progress",
-                   "--append" if args.num_parts > 1 else "--overwrite"]  # --num-parts runs share the CSV
-        image_folder = next((Path(i) for i in args.input if Path(i).is_dir()), None)
-        if args.qc_dir:
-            command += ["--qc-dir", args.qc_dir] + (["--images", str(image_folder)] if image_folder else [])
-        status = max(status, measure_main(command))
+        status = max(status, _measure_predictions(args))
     return status
+
+
+def _measure_predictions(args: argparse.Namespace) -> int:
+    """Measure every mask in the output folder into ``--measure`` (appending for --num-parts runs that share the
+    CSV) with the model's label map, through the measurement library; returns spine-measure's exit status."""
+    from measure.batch import (
+        MeasureOptions,
+        OutputExistsError,
+        case_ids,
+        find_mask_files,
+        measure_to_table,
+        report_lines,
+    )
+    from measure.levels import LabelMapError, load_label_map
+
+    output = Path(args.output)
+    paths = find_mask_files([output], "*.nii.gz")
+    image_folder = next((Path(i) for i in args.input if Path(i).is_dir()), None)
+    append = args.num_parts > 1  # --num-parts runs share the CSV
+    try:
+        options = MeasureOptions(label_map=load_label_map(output / "dataset.json"), qc_dir=args.qc_dir,
+                                 images=str(image_folder) if args.qc_dir and image_folder else None)
+        frame = measure_to_table(paths, case_ids(paths), args.measure, options, progress=False, append=append,
+                                 overwrite=not append)
+    except (LabelMapError, OutputExistsError, ValueError) as exc:
+        print(f"spine-measure: {exc}", file=sys.stderr)
+        return 2
+    lines, some_failed = report_lines(frame, args.measure, args.qc_dir)
+    print("\n".join(lines), file=sys.stderr)
+    return 1 if some_failed else 0
 
 
 if __name__ == "__main__":

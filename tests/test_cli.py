@@ -122,3 +122,19 @@ def test_case_ids() -> None:
     assert case_ids(paths) == ["a", "b", "c", "t2_seg"]
     assert case_ids(paths, "name") == ["mask", "case_7", "case_7", "t2_seg"]
     assert case_ids(paths, "parent") == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("module, prog", [
+    ("measure.cli", "spine-measure"), ("measure.evaluation.cli", "spine-evaluate"),
+    ("dataset_conversion.convert_cli", "spine-convert"), ("dataset_conversion.phantom_cli", "spine-phantom"),
+    ("nnunet_ext.cli", "spine-nnunet"), ("nnunet_ext.predict_cli", "spine-predict"),
+])
+def test_every_command_has_version(module: str, prog: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from measure.runtime import tool_version
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(module).main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{prog} {tool_version()}"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..runtime import interruptible
+from ..runtime import add_version_option, interruptible
 from .partial import IGNORE_BEYOND
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-j", "--jobs", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in REPORT_DIR")
     parser.add_argument("--no-progress", action="store_true")
-    return parser
+    return add_version_option(parser)
 
 
 @interruptible("spine-evaluate")

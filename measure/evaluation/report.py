@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..outputs import atomic_write_text
-from ..table import tool_version
+from ..runtime import tool_version
 from .overlap import Counts
 
 POOLED = ("ok", "missing_prediction")  # statuses whose counts enter the micro averages
