@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
-import pandas as pd
-import SimpleITK as sitk
 
 from measure.levels import parse_level_range
 from measure.runtime import add_version_option
 
-from .phantom import DEFORMITIES, GridSpec, Phantom, deform, fov_for, make_phantom, random_spine, typical_spine
+from .phantom import DEFORMITIES, GridSpec
+from .phantom_cohort import CohortSpec, write_case, write_cohort
 
-
-def write_case(phantom: Phantom, out_dir: str | Path, compress: bool = True) -> Path:
-    """Write ``OUT/<case>/image.nii.gz``, ``mask.nii.gz`` and ``levels.json`` (the in-house export layout)."""
-    folder = Path(out_dir) / phantom.case_id
-    folder.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(phantom.mask_image(), str(folder / "mask.nii.gz"), compress)
-    if phantom.image is not None:
-        sitk.WriteImage(phantom.intensity_image(), str(folder / "image.nii.gz"), compress)
-    levels = {str(value): level for level, value in sorted(phantom.label_values.items(), key=lambda kv: kv[1])
-              if level in set(phantom.truth["level"])}
-    meta = {"case_id": phantom.case_id, "labels": levels, "level_source": "synthetic phantom (spine-phantom)",
-            "grid": {"spacing_mm": phantom.grid.spacing(), "orientation": phantom.grid.orientation,
-                     "oblique_deg": phantom.grid.oblique_deg, "tilt_deg": phantom.grid.tilt_deg}}
-    (folder / "levels.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return folder
+__all__ = ["build_parser", "main", "write_case"]  # write_case: also importable from here, as before
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,30 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"spine-phantom: {exc}", file=sys.stderr)
         return 2
-    rng = np.random.default_rng(args.seed)
-    truths = []
+    spec = CohortSpec(cases=args.cases, seed=args.seed, levels=tuple(levels), spacing=tuple(args.spacing),
+                      orientation=args.orientation, oblique_deg=args.oblique, lateral_fov_mm=args.lateral_fov,
+                      typical=args.typical, deformities=tuple(deformities), slips=tuple(slips),
+                      deformity_probability=args.deformity_probability, with_image=not args.no_image,
+                      case_prefix=args.case_prefix)
     out = Path(args.output)
-    for n in range(args.cases):
-        case_id = f"{args.case_prefix}_{n:03d}"
-        spine = typical_spine(levels) if args.typical else random_spine(rng, levels, args.deformity_probability)
-        if deformities or slips:
-            vertebrae = list(spine.vertebrae)
-            for i, v in enumerate(vertebrae):
-                for level, kind, amount in deformities:
-                    if v.level == level:
-                        v = deform(v, kind, amount)
-                for level, amount in slips:
-                    if v.level == level:
-                        v = replace(v, slip_mm=amount)
-                vertebrae[i] = v
-            spine = type(spine)(tuple(vertebrae), spine.disc_heights_mm, spine.centre_mm)
-        grid = GridSpec(fov_for(spine, lateral_mm=args.lateral_fov), tuple(args.spacing), args.orientation,
-                        args.oblique)
-        phantom = make_phantom(case_id, spine, grid, with_image=not args.no_image, seed=args.seed * 1000 + n)
-        write_case(phantom, out)
-        truths.append(phantom.truth)
-    truth = pd.concat(truths, ignore_index=True)
-    truth.to_csv(out / "truth.csv", index=False, float_format="%.4f")
+    write_cohort(out, spec)
     print(f"spine-phantom: {args.cases} case(s) in {out} (truth: {out / 'truth.csv'})", file=sys.stderr)
     return 0
 

@@ -122,18 +122,24 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
 
 
 def _measure_only(out: Path, cases: int, seed: int) -> int:
-    from dataset_conversion.phantom_cli import main as phantom_main
-    from measure.cli import main as measure_main
+    from dataset_conversion.phantom_cohort import CohortSpec, write_cohort
+    from measure.batch import MeasureOptions, case_ids, find_mask_files, measure_to_table, report_lines
+    from measure.levels import parse_level_range
+    from measure.outputs import check_measure_outputs
 
     phantoms, csv, qc = out / "phantoms", out / "measurements.csv", out / "qc"
     print(f"[1/2] {cases} synthetic sagittal lumbar spines (T11-S2, one L2 wedge fracture) -> {phantoms}")
-    rc = phantom_main([str(phantoms), "--cases", str(cases), "--seed", str(seed), "--levels", "T11-S2",
-                       "--deformity", "L2:wedge:0.3", "--deformity-probability", "0.1"])
-    if rc:
-        return rc
+    write_cohort(phantoms, CohortSpec(cases=cases, seed=seed, levels=tuple(parse_level_range("T11-S2")),
+                                      deformities=(("L2", "wedge", 0.3),), deformity_probability=0.1))
+    print(f"spine-phantom: {cases} case(s) in {phantoms} (truth: {phantoms / 'truth.csv'})", file=sys.stderr)
     print(f"[2/2] spine-measure -> {csv} and QC pictures in {qc}")
-    rc = measure_main([str(phantoms), "--recursive", "--pattern", "mask.nii.gz", "-o", str(csv), "--qc-dir",
-                       str(qc), "--overwrite", "--no-progress"])
+    masks = find_mask_files([phantoms], "mask.nii.gz", recursive=True)
+    check_measure_outputs(csv, qc, masks, append=False, overwrite=True)
+    frame = measure_to_table(masks, case_ids(masks), csv, MeasureOptions(qc_dir=str(qc)), progress=False,
+                             overwrite=True)
+    lines, some_failed = report_lines(frame, csv, str(qc))
+    print("\n".join(lines), file=sys.stderr)
+    rc = 1 if some_failed else 0
     measured = pd.read_csv(csv)
     truth = pd.read_csv(phantoms / "truth.csv")
     errors = compare_with_truth(measured, truth)
