@@ -63,6 +63,19 @@ def unwrap_deep_supervision(loss):
     return loss, None
 
 
+def set_spatial_scaling(transforms, scaling: tuple[float, float]) -> int:
+    """Narrow the scaling range of the ``SpatialTransform`` (batchgeneratorsv2, attribute ``scaling``) in the composed
+    training transforms ``nnUNetTrainer.get_training_transforms`` returns; returns how many were changed (1)."""
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    changed = 0
+    for transform in getattr(transforms, "transforms", []):
+        if isinstance(transform, SpatialTransform):
+            transform.scaling = scaling
+            changed += 1
+    return changed
+
+
 def augmentation_patch_size(patch_size, rotation, scaling) -> list[int]:
     """The larger patch nnU-Net samples before rotating/scaling so that the final patch has no empty corners."""
     from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size

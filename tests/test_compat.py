@@ -105,3 +105,22 @@ def test_loss_hooks_we_rely_on():
     changed[..., 1:] = torch.randn(1, 3, 4, 3, generator=torch.Generator().manual_seed(1)) * 10
     assert torch.isfinite(base(logits, target)) and base(changed, target).item() == pytest.approx(
         base(logits, target).item(), abs=1e-6)
+
+
+def test_training_transforms_hold_one_spatial_transform_with_scaling():
+    """nnUNetTrainer.get_training_transforms composes one batchgeneratorsv2 SpatialTransform whose ``scaling``
+    compat.set_spatial_scaling narrows (the paper's 0.95-1.05); the cascade trainers' transforms carry that range."""
+    pytest.importorskip("nnunetv2")
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext.training.trainers import nnUNetTrainerSpine
+
+    arguments = ((64, 64), (-0.1, 0.1), None, (), False)
+    transforms = nnUNetTrainer.get_training_transforms(*arguments)
+    assert compat.set_spatial_scaling(transforms, (0.9, 1.1)) == 1
+    spatial = [t for t in transforms.transforms if isinstance(t, SpatialTransform)]
+    assert spatial[0].scaling == (0.9, 1.1)
+    ours = nnUNetTrainerSpine.get_training_transforms(*arguments)
+    assert [t.scaling for t in ours.transforms if isinstance(t, SpatialTransform)] == [
+        nnUNetTrainerSpine.scaling_range]

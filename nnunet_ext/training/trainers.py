@@ -25,6 +25,7 @@ from nnunet_ext.compat import (
     deep_supervision_loss,
     poly_lr_scheduler,
     previous_stage_folder,
+    set_spatial_scaling,
     unwrap_deep_supervision,
 )
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
@@ -129,9 +130,7 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     def get_training_transforms(cls, *args, **kwargs):
         """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`."""
         transforms = super().get_training_transforms(*args, **kwargs)
-        for transform in getattr(transforms, "transforms", []):
-            if type(transform).__name__ == "SpatialTransform":
-                transform.scaling = cls.scaling_range
+        set_spatial_scaling(transforms, cls.scaling_range)
         return transforms
 
     def _get_deep_supervision_scales(self):
