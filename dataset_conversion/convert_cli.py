@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from measure.levels import bundled_label_maps
 from measure.runtime import EXIT_INTERRUPTED, add_version_option, interruptible
 
 from .convert import (
@@ -19,7 +20,7 @@ from .convert import (
     SplitOptions,
     convert_export,
 )
-from .relabel import UNKNOWN_LEVEL_POLICIES, RelabelError, builtin_label_maps, load_export_label_map
+from .relabel import UNKNOWN_LEVEL_POLICIES, RelabelError, load_export_label_map
 from .sources.inhouse import DEFAULT_IMAGE_PATTERNS, DEFAULT_LEVELS_FILE, DEFAULT_MASK_PATTERNS
 from .unannotated import SIDES
 from .writer import DatasetExistsError
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", required=True, help="dataset name (letters, digits, _ and -)")
     labels = parser.add_argument_group("labels")
     labels.add_argument("--label-map", help="JSON mask value -> level name for the whole export, used for cases "
-                        f"without their own level file; or a built-in map: {', '.join(sorted(builtin_label_maps()))}")
+                        f"without their own level file; or a built-in map: {', '.join(sorted(bundled_label_maps()))}")
     labels.add_argument("--levels-file", default=DEFAULT_LEVELS_FILE,
                         help="per-case level file name (default levels.json; 'none' to use --label-map for all)")
     labels.add_argument("--unknown-levels", choices=UNKNOWN_LEVEL_POLICIES, default="ignore",

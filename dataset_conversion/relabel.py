@@ -9,7 +9,6 @@ loss skips those voxels), to background, or make the case fail. Export label map
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -19,8 +18,9 @@ import numpy as np
 from measure.levels import (
     SPECIAL_NAMES,
     LabelMapError,
-    bundled_label_maps,
     is_known_level,
+    label_map_path,
+    label_table_from_file,
     level_rank,
     levels_named_twice,
     parse_label_entries,
@@ -70,11 +70,6 @@ def _scheme_levels() -> frozenset[str]:
     return frozenset(project_label_map().levels.values())
 
 
-def builtin_label_maps() -> dict[str, Path]:
-    """Ready label maps shipped with the package (name -> file; the measurement reads the same ones)."""
-    return bundled_label_maps()
-
-
 def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = True) -> dict[int, str]:
     """Mask value -> level name (or ``background``/``ignore``) from ``{"1": "T11"}`` or nnU-Net's ``{"T11": 1}``:
     :func:`measure.levels.parse_label_entries` (the one reader of label tables) plus the converter's rules: every
@@ -99,16 +94,13 @@ def parse_label_table(table: Mapping, source: str, one_value_per_level: bool = T
 
 
 def load_export_label_map(spec: str | Path) -> tuple[dict[int, str], str]:
-    """Read an export-wide label map: a JSON file or the name of a built-in map (e.g. ``verse``)."""
-    builtin = builtin_label_maps() if not Path(spec).is_file() else {}  # a file first, as spine-measure --labels
-    path = builtin.get(str(spec), Path(spec))
-    if not path.is_file():
-        raise RelabelError(f"{spec}: label map not found (a JSON file, or one of: {', '.join(sorted(builtin))})")
+    """Read an export-wide label map: a JSON file or the name of a bundled map (e.g. ``verse``), found as
+    ``spine-measure --labels`` finds it (:func:`measure.levels.label_map_path`)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RelabelError(f"{path}: cannot read label map: {exc}") from exc
-    table = data.get("labels", data) if isinstance(data, dict) else None
+        path, _ = label_map_path(spec)
+        table = label_table_from_file(path)
+    except LabelMapError as exc:
+        raise RelabelError(str(exc)) from exc
     return parse_label_table(table, str(path), one_value_per_level=False), str(path)
 
 

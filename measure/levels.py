@@ -126,17 +126,37 @@ def load_label_map(spec: str | Path) -> LabelMap:
     one value (two values of one level would be two bodies measured as one); a bundled map may merge values into
     one level (VerSe's endplates), as its description says. Values named ``background`` (discs) are background.
     """
-    if Path(spec).is_file():  # a file first, as the converter's --label-map does
-        levels, _, background = _label_entries(spec)
-        return _validated(levels, str(spec), background_values=background)
+    path, bundled = label_map_path(spec)
+    levels, _, background = _label_entries(path)
+    source = f"{spec} (bundled map {path.name})" if bundled else str(spec)
+    return _validated(levels, source, merges_allowed=bundled, background_values=background)
+
+
+def label_map_path(spec: str | Path) -> tuple[Path, bool]:
+    """Where a label map given on a command line is: the file ``spec`` if there is one, else the bundled map of that
+    name (:func:`bundled_label_maps`); and whether it is bundled. Raises :class:`LabelMapError` listing the bundled
+    names when it is neither."""
+    if Path(spec).is_file():
+        return Path(spec), False
     bundled = bundled_label_maps()
     if str(spec) not in bundled:
         names = ", ".join(sorted(bundled))
         problem = "a folder, not a file" if Path(spec).is_dir() else "no such file"
         raise LabelMapError(f"{spec}: cannot read label map: {problem} (a JSON file, or a bundled map: {names})")
-    path = bundled[str(spec)]
-    levels, _, background = _label_entries(path)
-    return _validated(levels, f"{spec} (bundled map {path.name})", merges_allowed=True, background_values=background)
+    return bundled[str(spec)], True
+
+
+def label_table_from_file(path: str | Path) -> object:
+    """The label table of a label-map JSON file: its ``labels`` entry, or the whole object (the ``{"1": "T11"}``
+    form). Raises :class:`LabelMapError` for an unreadable file or one that is not a JSON object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabelMapError(f"{path}: cannot read label map: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LabelMapError(f"{path}: a label map must be a JSON object")
+    return data.get("labels", data)
 
 
 def merged_level_values(array: np.ndarray, label_map: LabelMap) -> tuple[np.ndarray, LabelMap]:
@@ -170,14 +190,7 @@ SPECIAL_NAMES = ("background", "ignore")  # label-table names that are not class
 
 def _label_entries(path: str | Path) -> tuple[dict[int, str], int | None, frozenset[int]]:
     """:func:`read_label_table` plus the non-zero values named ``background``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabelMapError(f"{path}: cannot read label map: {exc}") from exc
-    if not isinstance(data, dict):
-        raise LabelMapError(f"{path}: a label map must be a JSON object")
-    entries = parse_label_entries(data.get("labels", data), str(path))
+    entries = parse_label_entries(label_table_from_file(path), str(path))
     ignore = [value for value, name in entries.items() if name == "ignore"]
     if len(ignore) > 1:
         raise LabelMapError(f"{path}: several values are named 'ignore' ({sorted(ignore)}); nnU-Net has one")
