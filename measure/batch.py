@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import sys
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -199,15 +200,19 @@ def measure_to_table(paths: Sequence[Path], ids: Sequence[str], csv_path: str | 
     return frame
 
 
-def report_lines(frame: pd.DataFrame, csv_path: str | Path, qc_dir: str | None, tool: str = "spine-measure"
-                 ) -> tuple[list[str], bool]:
-    """The summary printed after a measurement (cases, rows, where they went, one line per error or failed row)
-    and whether any row failed."""
+def measure_and_report(paths: Sequence[Path], ids: Sequence[str], csv_path: str | Path, options: MeasureOptions,
+                       jobs: int = 1, progress: bool = True, append: bool = False, overwrite: bool = False) -> bool:
+    """:func:`measure_to_table`, then its summary on stderr (cases, rows, where they went, one line per error or
+    failed row). Returns whether any row failed; :class:`OutputExistsError` and ``ValueError`` (a CSV that cannot be
+    appended to) pass to the caller."""
+    frame = measure_to_table(paths, ids, csv_path, options, jobs=jobs, progress=progress, append=append,
+                             overwrite=overwrite)
     bad = frame[frame["status"].isin(["error", "failed"])]
-    lines = [f"{tool}: {frame['case_id'].nunique()} case(s), {len(frame)} row(s) -> {csv_path}"
-             + (f"; QC pictures in {qc_dir}" if qc_dir else "")]
-    lines += [f"  {row['status']}: {row['case_id']} {row['level'] or ''} {row['message']}" for _, row in bad.iterrows()]
-    return lines, bool(len(bad))
+    print(f"spine-measure: {frame['case_id'].nunique()} case(s), {len(frame)} row(s) -> {csv_path}"
+          + (f"; QC pictures in {options.qc_dir}" if options.qc_dir else ""), file=sys.stderr)
+    for _, row in bad.iterrows():
+        print(f"  {row['status']}: {row['case_id']} {row['level'] or ''} {row['message']}", file=sys.stderr)
+    return bool(len(bad))
 
 
 def write_table(frame: pd.DataFrame, csv_path: str | Path, options: MeasureOptions, inputs: Iterable[str],

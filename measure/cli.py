@@ -64,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OutputExistsError,
         case_ids,
         find_mask_files,
-        measure_to_table,
-        report_lines,
+        measure_and_report,
     )
     from .levels import LabelMapError, load_label_map, project_label_map
     from .outputs import OutputError, check_measure_outputs
@@ -100,13 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              labels_per_case=args.labels_per_case,
                              qc_dir=args.qc_dir, images=args.images)
     try:
-        frame = measure_to_table(paths, case_ids(paths, args.case_id), args.output, options, jobs=args.jobs,
-                                 progress=not args.no_progress, append=args.append, overwrite=args.overwrite)
+        some_failed = measure_and_report(paths, case_ids(paths, args.case_id), args.output, options, jobs=args.jobs,
+                                         progress=not args.no_progress, append=args.append, overwrite=args.overwrite)
     except (OutputExistsError, ValueError) as exc:
         print(f"spine-measure: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    lines, some_failed = report_lines(frame, args.output, args.qc_dir)
-    print("\n".join(lines), file=sys.stderr)
     return EXIT_SOME_FAILED if some_failed else EXIT_OK
 
 

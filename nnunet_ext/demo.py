@@ -123,7 +123,7 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
 
 def _measure_only(out: Path, cases: int, seed: int) -> int:
     from dataset_conversion.phantom_cohort import CohortSpec, write_cohort
-    from measure.batch import MeasureOptions, case_ids, find_mask_files, measure_to_table, report_lines
+    from measure.batch import MeasureOptions, case_ids, find_mask_files, measure_and_report
     from measure.levels import parse_level_range
     from measure.outputs import check_measure_outputs
 
@@ -135,10 +135,8 @@ def _measure_only(out: Path, cases: int, seed: int) -> int:
     print(f"[2/2] spine-measure -> {csv} and QC pictures in {qc}")
     masks = find_mask_files([phantoms], "mask.nii.gz", recursive=True)
     check_measure_outputs(csv, qc, masks, append=False, overwrite=True)
-    frame = measure_to_table(masks, case_ids(masks), csv, MeasureOptions(qc_dir=str(qc)), progress=False,
-                             overwrite=True)
-    lines, some_failed = report_lines(frame, csv, str(qc))
-    print("\n".join(lines), file=sys.stderr)
+    some_failed = measure_and_report(masks, case_ids(masks), csv, MeasureOptions(qc_dir=str(qc)), progress=False,
+                                     overwrite=True)
     rc = 1 if some_failed else 0
     measured = pd.read_csv(csv)
     truth = pd.read_csv(phantoms / "truth.csv")

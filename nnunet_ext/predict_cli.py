@@ -113,14 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _measure_predictions(args: argparse.Namespace) -> int:
     """Measure every mask in the output folder into ``--measure`` (appending for --num-parts runs that share the
     CSV) with the model's label map, through the measurement library; returns spine-measure's exit status."""
-    from measure.batch import (
-        MeasureOptions,
-        OutputExistsError,
-        case_ids,
-        find_mask_files,
-        measure_to_table,
-        report_lines,
-    )
+    from measure.batch import MeasureOptions, OutputExistsError, case_ids, find_mask_files, measure_and_report
     from measure.levels import LabelMapError, load_label_map
 
     output = Path(args.output)
@@ -130,13 +123,11 @@ def _measure_predictions(args: argparse.Namespace) -> int:
     try:
         options = MeasureOptions(label_map=load_label_map(output / "dataset.json"), qc_dir=args.qc_dir,
                                  images=str(image_folder) if args.qc_dir and image_folder else None)
-        frame = measure_to_table(paths, case_ids(paths), args.measure, options, progress=False, append=append,
-                                 overwrite=not append)
+        some_failed = measure_and_report(paths, case_ids(paths), args.measure, options, progress=False,
+                                         append=append, overwrite=not append)
     except (LabelMapError, OutputExistsError, ValueError) as exc:
         print(f"spine-measure: {exc}", file=sys.stderr)
         return 2
-    lines, some_failed = report_lines(frame, args.measure, args.qc_dir)
-    print("\n".join(lines), file=sys.stderr)
     return 1 if some_failed else 0
 
 
