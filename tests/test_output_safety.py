@@ -361,17 +361,19 @@ def test_two_concurrent_appends_lose_nothing(tmp_path):
 
 # --- interrupts -------------------------------------------------------------------------------------------------------
 
-SLOW_MEASURE = (
-    "import sys, time\n"
-    "import measure.batch as b\n"
-    "real = b.measure_file\n"
-    "def slow(*a, **k):\n"
-    "    time.sleep(2.0)\n"
-    "    return real(*a, **k)\n"
-    "b.measure_file = slow\n"
-    "from measure.cli import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+def slow_script(module: str, function: str, cli_module: str) -> str:
+    """A script that runs ``cli_module.main`` with ``module.function`` (the per-case work) slowed to 2 s a case."""
+    return (
+        "import sys, time\n"
+        f"import {module} as target\n"
+        f"real = target.{function}\n"
+        "def slow(*a, **k):\n"
+        "    time.sleep(2.0)\n"
+        "    return real(*a, **k)\n"
+        f"target.{function} = slow\n"
+        f"from {cli_module} import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
 
 
 def children(pid: int) -> list[int]:
@@ -396,22 +398,19 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_slow_parallel_measure(tmp_path: Path) -> tuple:
-    """A real ``spine-measure --jobs 2`` process on 12 masks, each case slowed to 2 s; returns it and its workers'
-    process ids once both workers are busy."""
+def start_slow_parallel(tmp_path: Path, script_text: str, arguments: list[str]) -> tuple:
+    """A real command process (``script_text`` with ``arguments``, ``--jobs 2``) whose cases take 2 s each; returns it
+    and its workers' process ids once both workers are busy."""
+    import signal
     import subprocess
     import sys
 
-    for n in range(12):
-        phantom_mask(tmp_path / f"m{n}.nii.gz")
     script = tmp_path / "slow.py"
-    script.write_text(SLOW_MEASURE)
-    import signal
-
+    script.write_text(script_text)
     # as from a user's shell: Ctrl-C at its default (a test run may have left the pytest process ignoring it)
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path), "-o", str(tmp_path / "out.csv"),
-                                "--jobs", "2", "--no-progress"], cwd=Path(__file__).resolve().parents[1],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+    process = subprocess.Popen([sys.executable, str(script), *arguments, "--jobs", "2", "--no-progress"],
+                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     deadline = time.time() + 60
     while time.time() < deadline and len(children(process.pid)) < 2:
@@ -422,15 +421,41 @@ def start_slow_parallel_measure(tmp_path: Path) -> tuple:
     return process, workers
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_ctrl_c_stops_a_parallel_measurement_within_3_s_and_leaves_no_process(tmp_path):
+def interrupt(process) -> tuple[float, str]:
+    """Ctrl-C to ``process``; the seconds until it ended and its stderr."""
     import signal
 
-    process, workers = start_slow_parallel_measure(tmp_path)
     sent = time.time()
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
-    assert time.time() - sent < 3.0, f"took {time.time() - sent:.1f} s to stop"
+    return time.time() - sent, err
+
+
+def survivors_of_sigkill(process, workers: list[int]) -> list[int]:
+    """SIGKILL to ``process``; its workers still alive 5 s later."""
+    import signal
+
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    deadline = time.time() + 5
+    while time.time() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.1)
+    return [pid for pid in workers if alive(pid)]
+
+
+def start_slow_parallel_measure(tmp_path: Path) -> tuple:
+    """A real ``spine-measure --jobs 2`` process on 12 masks, each case slowed to 2 s."""
+    for n in range(12):
+        phantom_mask(tmp_path / f"m{n}.nii.gz")
+    return start_slow_parallel(tmp_path, slow_script("measure.batch", "measure_file", "measure.cli"),
+                               [str(tmp_path), "-o", str(tmp_path / "out.csv")])
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_ctrl_c_stops_a_parallel_measurement_within_3_s_and_leaves_no_process(tmp_path):
+    process, workers = start_slow_parallel_measure(tmp_path)
+    seconds, err = interrupt(process)
+    assert seconds < 3.0, f"took {seconds:.1f} s to stop"
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     time.sleep(0.5)
     assert not [pid for pid in workers if alive(pid)]
@@ -440,37 +465,12 @@ def test_ctrl_c_stops_a_parallel_measurement_within_3_s_and_leaves_no_process(tm
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
 def test_killed_parent_leaves_no_orphaned_workers(tmp_path):
-    import signal
-
     process, workers = start_slow_parallel_measure(tmp_path)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    deadline = time.time() + 5
-    while time.time() < deadline and any(alive(pid) for pid in workers):
-        time.sleep(0.1)
-    assert not [pid for pid in workers if alive(pid)], "workers outlived their killed parent"
-
-
-SLOW_CONVERT = (
-    "import sys, time\n"
-    "import dataset_conversion.convert as c\n"
-    "real = c.convert_case\n"
-    "def slow(*a, **k):\n"
-    "    time.sleep(2.0)\n"
-    "    return real(*a, **k)\n"
-    "c.convert_case = slow\n"
-    "from dataset_conversion.convert_cli import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+    assert not survivors_of_sigkill(process, workers), "workers outlived their killed parent"
 
 
 def start_slow_parallel_convert(tmp_path: Path) -> tuple:
-    """A real ``spine-convert --jobs 2`` process on an export of 8 phantom cases, each slowed to 2 s; returns it and
-    its workers' process ids once both workers are busy."""
-    import signal
-    import subprocess
-    import sys
-
+    """A real ``spine-convert --jobs 2`` process on an export of 8 phantom cases, each slowed to 2 s."""
     from dataset_conversion.phantom import GridSpec, fov_for, make_phantom, typical_spine
     from dataset_conversion.phantom_cli import write_case
 
@@ -478,45 +478,24 @@ def start_slow_parallel_convert(tmp_path: Path) -> tuple:
     for n in range(8):
         write_case(make_phantom(f"case{n}", spine, GridSpec(fov_for(spine, lateral_mm=40.0), (2.0, 2.0, 2.0), "LPS"),
                                 with_image=True, seed=n), tmp_path / "export")
-    script = tmp_path / "slow_convert.py"
-    script.write_text(SLOW_CONVERT)
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "export"), "--out", str(tmp_path / "raw"),
-                                "--id", "990", "--name", "Slow", "--jobs", "2", "--no-progress"],
-                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
-    deadline = time.time() + 60
-    while time.time() < deadline and len(children(process.pid)) < 2:
-        time.sleep(0.1)
-    workers = children(process.pid)
-    assert len(workers) >= 2, "the workers never started"
-    time.sleep(1.0)
-    return process, workers
+    return start_slow_parallel(tmp_path, slow_script("dataset_conversion.convert", "convert_case",
+                                                     "dataset_conversion.convert_cli"),
+                               [str(tmp_path / "export"), "--out", str(tmp_path / "raw"), "--id", "990", "--name",
+                                "Slow"])
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
 def test_killed_spine_convert_leaves_no_orphaned_workers(tmp_path):
     """Issue 12, item 4: after SIGKILL, spine-convert --jobs 2 left its workers running with parent 1."""
-    import signal
-
     process, workers = start_slow_parallel_convert(tmp_path)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    deadline = time.time() + 5
-    while time.time() < deadline and any(alive(pid) for pid in workers):
-        time.sleep(0.1)
-    assert not [pid for pid in workers if alive(pid)], "workers outlived their killed parent"
+    assert not survivors_of_sigkill(process, workers), "workers outlived their killed parent"
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
 def test_ctrl_c_stops_spine_convert_within_3_s(tmp_path):
-    import signal
-
     process, workers = start_slow_parallel_convert(tmp_path)
-    sent = time.time()
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
-    assert time.time() - sent < 3.0, f"took {time.time() - sent:.1f} s to stop"
+    seconds, err = interrupt(process)
+    assert seconds < 3.0, f"took {seconds:.1f} s to stop"
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     time.sleep(0.5)
     assert not [pid for pid in workers if alive(pid)]
