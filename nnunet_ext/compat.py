@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -83,26 +84,232 @@ def augmentation_patch_size(patch_size, rotation, scaling) -> list[int]:
     return list(get_patch_size(patch_size, rotation, rotation, rotation, scaling))
 
 
-def predict_folder(model_folder: str | Path, input_folder: str | Path, output_folder: str | Path,
-                   folds: Sequence[int | str] | None = None, checkpoint: str = "checkpoint_final.pth",
-                   device: str = "cpu", previous_stage_folder: str | Path | None = None, mirroring: bool = True,
-                   tile_step_size: float = 0.5, processes_preprocessing: int = 1, processes_export: int = 1,
-                   show_progress: bool = False) -> None:
-    """Predict every ``CASE_0000.nii.gz`` of ``input_folder`` with one trained nnU-Net model folder through
-    ``nnUNetPredictor`` (``previous_stage_folder``: the previous stage's segmentations for a cascade stage)."""
+def _architecture(configuration_manager) -> dict:
+    """A configuration's ``architecture`` entry as nnU-Net resolved it (``inherits_from`` followed)."""
+    return {"network_class_name": configuration_manager.network_arch_class_name,
+            "arch_kwargs": configuration_manager.network_arch_init_kwargs,
+            "_kw_requires_import": configuration_manager.network_arch_init_kwargs_req_import}
+
+
+def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None = None,
+                   checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
+                   tile_step_size: float = 0.5):
+    """An ``nnUNetPredictor`` holding one trained model folder (every fold's weights, ``folds`` None: each fold with
+    ``checkpoint``). A checkpoint of the project's trainers (``nnUNetTrainerSpine*``, whose networks come from the
+    plans alone) is loaded through ``manual_initialization``, skipping nnU-Net's trainer lookup (which imports every
+    trainer module: seconds per command); any other trainer goes through ``initialize_from_trained_model_folder``."""
+    import json
+
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    folder = Path(model_folder)
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
                                 perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
-                                verbose=False, verbose_preprocessing=False, allow_tqdm=show_progress)
-    predictor.initialize_from_trained_model_folder(str(model_folder), tuple(folds) if folds else None, checkpoint)
-    predictor.predict_from_files(str(input_folder), str(output_folder), save_probabilities=False, overwrite=True,
-                                 num_processes_preprocessing=processes_preprocessing,
-                                 num_processes_segmentation_export=processes_export,
-                                 folder_with_segs_from_prev_stage=(str(previous_stage_folder)
-                                                                   if previous_stage_folder else None))
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    folds = list(folds) if folds else nnUNetPredictor.auto_detect_available_folds(str(folder), checkpoint)
+    if not folds:
+        raise FileNotFoundError(f"{folder}: no fold_*/{checkpoint}")
+    checkpoints = [torch.load(folder / f"fold_{f}" / checkpoint, map_location="cpu", weights_only=False)
+                   for f in folds]
+    first = checkpoints[0]
+    if not str(first["trainer_name"]).startswith("nnUNetTrainerSpine"):
+        predictor.initialize_from_trained_model_folder(str(folder), tuple(folds), checkpoint)
+        return predictor
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+    configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    network = network_from_architecture(
+        _architecture(configuration), determine_num_input_channels(plans_manager, configuration, dataset_json),
+        label_manager.num_segmentation_heads, deep_supervision=False)
+    parameters = [c["network_weights"] for c in checkpoints]
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json,
+                                    first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
+    return predictor
+
+
+def preprocess_case(predictor, image_czyx, spacing_zyx: Sequence[float], previous_stage_zyx=None):
+    """nnU-Net's preprocessing of one case in this process (no worker pool): ``image_czyx`` (channels, then the
+    axes of ``SimpleITK.GetArrayFromImage``) and its spacing in that order, as nnU-Net's ``SimpleITKIO`` reads
+    them; for a cascade stage the previous stage's segmentation (same grid) goes in one-hot after the image
+    channels, as nnU-Net's data iterators do. Returns ``(data tensor, properties)``.
+
+    The image goes through ``run_case_npy`` alone and the previous stage's segmentation through the same transpose,
+    crop and segmentation resampling afterwards: nnU-Net passes it to ``run_case_npy`` as the case's segmentation,
+    which also samples foreground locations for training (seconds on a 381 x 381 x 77 volume) and marks the
+    background outside the nonzero region -1; the one-hot of the foreground labels is the same either way."""
+    import numpy as np
+    import torch
+    from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
+    from nnunetv2.utilities.label_handling.label_handling import convert_labelmap_to_one_hot
+
+    configuration = predictor.configuration_manager
+    transpose = predictor.plans_manager.transpose_forward
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    properties = {"spacing": [float(s) for s in spacing_zyx]}
+    data, _, properties = preprocessor.run_case_npy(np.asarray(image_czyx), None, properties,
+                                                    predictor.plans_manager, configuration, predictor.dataset_json)
+    if previous_stage_zyx is not None:
+        segmentation = np.asarray(previous_stage_zyx, dtype=np.float32)[None]
+        segmentation = segmentation.transpose([0, *[a + 1 for a in transpose]])
+        segmentation = segmentation[(slice(None), *bounding_box_to_slice(properties["bbox_used_for_cropping"]))]
+        original = [properties["spacing"][a] for a in transpose]
+        target = list(configuration.spacing)
+        if len(target) < len(original):  # a 2D configuration keeps the spacing between slices
+            target = [original[0], *target]
+        segmentation = configuration.resampling_fn_seg(segmentation, data.shape[1:], original, target)
+        data = np.vstack((data, convert_labelmap_to_one_hot(segmentation[0], predictor.label_manager.foreground_labels,
+                                                            data.dtype)))
+    return torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format), properties
+
+
+def predict_full_window(predictor, data):
+    """nnU-Net's sliding-window logits of ``data`` (as :func:`preprocess_case` returns it), averaged over the
+    predictor's folds, with torch's thread count left as it is (nnU-Net's own loop caps it at
+    ``nnUNet_def_n_proc``)."""
+    prediction = None
+    for parameters in predictor.list_of_parameters:
+        predictor.network.load_state_dict(parameters)
+        logits = predictor.predict_sliding_window_return_logits(data).to("cpu", dtype=data.dtype)
+        prediction = logits if prediction is None else prediction + logits
+    return prediction / len(predictor.list_of_parameters)
+
+
+def _linear_resample(predictor, logits, properties: dict):
+    """``logits`` resampled to the case's cropped original shape with torch's (tri)linear interpolation, when the
+    configuration resamples probabilities with nnU-Net's default (``resample_data_or_seg_to_shape``, order 1, no
+    separate z): the same half-voxel mapping and edge clamping as the scikit-image resize nnU-Net calls (equal to
+    about 1e-5), 5-10x faster on 2 cores. None otherwise (nnU-Net then resamples)."""
+    import torch
+    from nnunetv2.preprocessing.resampling.default_resampling import (
+        ANISO_THRESHOLD,
+        determine_do_sep_z_and_axis,
+        resample_data_or_seg_to_shape,
+    )
+
+    configuration = predictor.configuration_manager
+    function = configuration.resampling_fn_probabilities  # functools.partial of the function with the plans' kwargs
+    kwargs = dict(function.keywords)
+    target = [int(n) for n in properties["shape_after_cropping_and_before_resampling"]]
+    if (function.func is not resample_data_or_seg_to_shape or kwargs.get("order") != 1
+            or kwargs.get("is_seg") or len(configuration.spacing) != 3 or list(logits.shape[1:]) == target):
+        return None
+    original = [properties["spacing"][i] for i in predictor.plans_manager.transpose_forward]
+    separate_z, _ = determine_do_sep_z_and_axis(kwargs.get("force_separate_z"), configuration.spacing, original,
+                                                kwargs.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD))
+    if separate_z:
+        return None
+    logits = torch.as_tensor(logits, dtype=torch.float32)
+    return torch.nn.functional.interpolate(logits[None], size=target, mode="trilinear", align_corners=False)[0]
+
+
+def logits_to_segmentation(predictor, logits, properties):
+    """A case's segmentation (array order of its image) from preprocessed-space logits: nnU-Net's resampling back
+    (:func:`_linear_resample` where it applies, which leaves nnU-Net's own resampling nothing to do), argmax and
+    paste into the uncropped grid."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    resampled = _linear_resample(predictor, logits, properties)
+    return convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits if resampled is None else resampled, predictor.plans_manager, predictor.configuration_manager,
+        predictor.label_manager, properties)
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    """What a loaded stage's preprocessed array looks like (axes after nnU-Net's ``transpose_forward``)."""
+
+    image_channels: int
+    """Channels that are image; a cascade stage's one-hot previous-stage channels follow."""
+    num_classes: int
+    patch_size: tuple[int, ...]
+    spacing_mm: tuple[float, ...]
+    """Voxel size along each preprocessed axis (a 2D stage keeps the image's spacing along the slice axis)."""
+    source_axes: tuple[int, ...]
+    """For each preprocessed axis, the axis of the image's array it comes from (nnU-Net's ``transpose_forward``)."""
+
+
+def stage_geometry(predictor, properties: dict) -> StageGeometry:
+    """:class:`StageGeometry` of a predictor for a case preprocessed with ``properties`` (:func:`preprocess_case`)."""
+    configuration = predictor.configuration_manager
+    transposed = [properties["spacing"][i] for i in predictor.plans_manager.transpose_forward]
+    spacing = list(configuration.spacing)
+    if len(spacing) < len(transposed):
+        spacing = [transposed[0], *spacing]
+    channels = predictor.dataset_json.get("channel_names") or predictor.dataset_json.get("modality")
+    return StageGeometry(len(channels), predictor.label_manager.num_segmentation_heads,
+                         tuple(int(p) for p in configuration.patch_size), tuple(float(s) for s in spacing),
+                         tuple(int(a) for a in predictor.plans_manager.transpose_forward))
+
+
+def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None):
+    """Logits of a 2D stage on ``data`` (channels, slices, in-plane axes) with :func:`.slicewise.predict_slices`:
+    nnU-Net's tile grid and Gaussian weighting, ``batch`` slices per network call, the predictor's folds averaged
+    and its test-time mirroring axes applied; with ``box`` (in-plane slices) only the tiles overlapping it."""
+    from .slicewise import predict_slices
+
+    patch = list(predictor.configuration_manager.patch_size)
+    if len(patch) != 2:
+        raise ValueError(f"predict_slab needs a 2D configuration, not patch {patch}")
+    padded = [max(size, p) for size, p in zip(data.shape[2:], patch, strict=True)]
+    steps = sliding_window_steps(padded, patch, predictor.tile_step_size)
+    gaussian = gaussian_importance(patch, "cpu")
+    mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
+    total = None
+    for parameters in predictor.list_of_parameters:
+        predictor.network.load_state_dict(parameters)
+        logits = predict_slices(predictor.network, data, patch, predictor.label_manager.num_segmentation_heads,
+                                steps, gaussian, predictor.device, mirror_axes, batch, box)
+        total = logits if total is None else total + logits
+    return total / len(predictor.list_of_parameters)
+
+
+def sliding_window_steps(image_size: Sequence[int], tile_size: Sequence[int], tile_step_size: float) -> list[list[int]]:
+    """nnU-Net's tile start positions per axis (``compute_steps_for_sliding_window``)."""
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    return compute_steps_for_sliding_window(tuple(image_size), tuple(tile_size), tile_step_size)
+
+
+def gaussian_importance(tile_size: Sequence[int], device):
+    """nnU-Net's Gaussian tile weighting (what its predictor uses: sigma 1/8 of the tile, peak 10, float16)."""
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    return compute_gaussian(tuple(tile_size), sigma_scale=1.0 / 8, value_scaling_factor=10, device=device)
+
+
+def write_initialised_model(folder: str | Path, plans: dict, dataset_json: dict, configuration: str,
+                            trainer_name: str, mirror_axes: Sequence[int] | None, fold: int = 0) -> Path:
+    """A model folder nnU-Net's predictor loads (``plans.json``, ``dataset.json``,
+    ``fold_F/checkpoint_final.pth`` in nnU-Net's checkpoint format) holding the network of ``configuration`` with
+    freshly initialised weights: what a benchmark of prediction cost needs, which does not depend on the weights."""
+    import json
+
+    import torch
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = Path(folder)
+    (folder / f"fold_{fold}").mkdir(parents=True, exist_ok=True)
+    (folder / "plans.json").write_text(json.dumps(plans, indent=1))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
+    manager = PlansManager(plans)
+    stage = manager.get_configuration(configuration)
+    network = network_from_architecture(
+        _architecture(stage), determine_num_input_channels(manager, stage, dataset_json),
+        manager.get_label_manager(dataset_json).num_segmentation_heads, deep_supervision=False)
+    checkpoint = {"network_weights": network.state_dict(), "trainer_name": trainer_name,
+                  "init_args": {"plans": plans, "configuration": configuration, "fold": fold,
+                                "dataset_json": dataset_json},
+                  "inference_allowed_mirroring_axes": tuple(mirror_axes) if mirror_axes else None}
+    target = folder / f"fold_{fold}" / "checkpoint_final.pth"
+    torch.save(checkpoint, target)
+    return target
 
 
 def model_folder(results: str | Path, dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:

@@ -1,5 +1,5 @@
-"""Cascade prediction: stage 1 (``3d_lowres``) then stage 2 (``2d_cascade``) through nnU-Net's predictor, with the
-conversion's geometry handling around it.
+"""Cascade prediction: stage 1 (``3d_lowres``) then stage 2 (``2d_cascade``) with nnU-Net's preprocessing and
+networks, in this process (:mod:`.segment`), with the conversion's geometry handling around it.
 
 Each input scan is reoriented (exactly: a permutation/flip of its axes) to the orientation the models were trained on,
 cropped like the training data (``spine_convert.crop_ap_fraction`` in the model's ``dataset.json``), predicted, and
@@ -10,11 +10,10 @@ cannot be read or predicted is reported and the others go on.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -67,7 +66,6 @@ class CascadeModel:
 @dataclass(frozen=True)
 class RunOptions:
     device: str = "cpu"
-    processes: int = 1
     mirroring: bool = True
     tile_step_size: float = 0.5
     part_id: int = 0
@@ -76,6 +74,11 @@ class RunOptions:
     """Keep the cropped inputs and both stages' raw outputs in this folder (for inspection)."""
     level_order: bool = True
     """Remove parts whose level is out of cranio-caudal order (:mod:`.postprocess`; ``--keep-out-of-order``)."""
+    full_window: bool = False
+    """Stage 2 over every slice with nnU-Net's sliding window instead of only around stage 1's vertebrae (slower,
+    the reference the fast path is checked against)."""
+    slice_batch: int = 4
+    """Sagittal slices per stage-2 network call (fast path)."""
 
 
 @dataclass
@@ -89,6 +92,10 @@ class PreparedCase:
     message: str = ""
     output: Path | None = None
     notes: list[str] = field(default_factory=list)
+    image: sitk.Image | None = None
+    """The scan reoriented and cropped as the models were trained (what the cascade segments)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time per phase: ``read_s``, ``stage1_s``, ``stage2_s``, ``write_s``, and ``total_s``."""
 
 
 def _export_case_image(folder: Path) -> tuple[str, Path] | None:
@@ -148,9 +155,9 @@ def _crop_fraction(model: CascadeModel) -> float | None:
     return (dataset.get("spine_convert") or {}).get("crop_ap_fraction")
 
 
-def prepare(case_id: str, path: Path, target: Path, orientation: str | None, crop_fraction: float | None
-            ) -> PreparedCase:
-    """Read, reorient to the training orientation, crop, write ``target`` (nnU-Net's ``CASE_0000.nii.gz``)."""
+def prepare(case_id: str, path: Path, orientation: str | None, crop_fraction: float | None) -> PreparedCase:
+    """Read, reorient to the training orientation and crop (``case.image``); a scan that cannot be read gets status
+    ``error`` and its message."""
     case = PreparedCase(case_id, path)
     try:
         image = read_volume(path)
@@ -165,16 +172,16 @@ def prepare(case_id: str, path: Path, target: Path, orientation: str | None, cro
     if crop_fraction:
         case.crop = ap_crop_box(work, crop_fraction)
         work = apply_crop(work, case.crop)
-    sitk.WriteImage(work, str(target), True)
+    case.image = work
     return case
 
 
-def restore(case: PreparedCase, prediction: Path, output: Path, level_of_value: dict[int, str] | None = None
+def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: dict[int, str] | None = None
             ) -> None:
-    """Paste back and reorient a prediction onto the input's grid; check the grids agree; with ``level_of_value``
-    (mask value -> level name), remove parts out of cranio-caudal order (:mod:`.postprocess`); write ``output``."""
+    """Paste back and reorient a prediction (on ``case.image``'s grid) onto the input's grid; check the grids agree;
+    with ``level_of_value`` (mask value -> level name), remove parts out of cranio-caudal order
+    (:mod:`.postprocess`); write ``output``."""
     assert case.original is not None
-    mask = sitk.ReadImage(str(prediction))
     if case.crop is not None:
         mask = paste_back(mask, case.crop)
     if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(mask.GetDirection()) != case.orientation:
@@ -208,10 +215,36 @@ def check_output_location(output_dir: Path, inputs: Sequence[str | Path], cases:
     check_writable_folder(output_dir)
 
 
+def _keep_intermediate(folder: Path, case: PreparedCase, coarse: sitk.Image, fine: sitk.Image) -> None:
+    """The cropped input and both stages' outputs, in nnU-Net's file names (``input/CASE_0000.nii.gz``,
+    ``3d_lowres/CASE.nii.gz``, ``2d_cascade/CASE.nii.gz``)."""
+    for name, image, suffix in (("input", case.image, "_0000"), (COARSE_CONFIGURATION, coarse, ""),
+                                (FINE_CONFIGURATION, fine, "")):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(folder / name / f"{case.case_id}{suffix}{NNUNET_FILE_ENDING}"), True)
+
+
+def _segment_case(case: PreparedCase, predictors, output: Path, level_of_value: dict[int, str],
+                  run: RunOptions) -> None:
+    """Both stages on one prepared case, the mask restored onto the input's grid and written; times in
+    ``case.seconds``."""
+    from .segment import segment_image
+
+    coarse, fine, seconds = segment_image(predictors, case.image)
+    case.seconds.update(seconds)
+    start = time.perf_counter()
+    restore(case, fine, output, level_of_value if run.level_order else None)
+    if run.keep_intermediate:
+        _keep_intermediate(run.keep_intermediate, case, coarse, fine)
+    case.seconds["write_s"] = time.perf_counter() - start
+
+
 def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model: CascadeModel,
-                    run: RunOptions = RunOptions()) -> list[PreparedCase]:
-    """Segment every input scan with the two-stage cascade; masks go to ``output_dir/CASE.nii.gz``."""
-    from .compat import predict_folder
+                    run: RunOptions = RunOptions(),
+                    on_case: Callable[[PreparedCase], None] | None = None) -> list[PreparedCase]:
+    """Segment every input scan with the two-stage cascade, one case at a time in this process (models loaded
+    once); masks go to ``output_dir/CASE.nii.gz``; ``on_case`` is called as each case ends."""
+    from .segment import load_cascade
 
     for stage in (COARSE_CONFIGURATION, FINE_CONFIGURATION):
         if not model.folder(stage).is_dir():
@@ -223,39 +256,30 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
         raise FileNotFoundError(f"no input images found in {', '.join(map(str, inputs))}")
     output_dir = Path(output_dir)
     check_output_location(output_dir, inputs, all_cases)
-    work = Path(tempfile.mkdtemp(prefix="spine_predict_"))
-    try:
-        folders = {name: work / name for name in ("input", COARSE_CONFIGURATION, FINE_CONFIGURATION)}
-        for folder in folders.values():
-            folder.mkdir()
-        orientation, crop_fraction = _training_orientation(model), _crop_fraction(model)
-        labels = json.loads((model.folder(FINE_CONFIGURATION) / "dataset.json").read_text())["labels"]
-        level_of_value = {int(v): name for name, v in labels.items() if isinstance(v, int)}
-        prepared = [prepare(c, p, folders["input"] / f"{c}_0000{NNUNET_FILE_ENDING}", orientation, crop_fraction)
-                    for c, p in cases]
-        if any(c.status == "ok" for c in prepared):
-            common = dict(device=run.device, mirroring=run.mirroring, tile_step_size=run.tile_step_size,
-                          processes_preprocessing=run.processes, processes_export=run.processes,
-                          checkpoint=model.checkpoint)
-            predict_folder(model.folder(COARSE_CONFIGURATION), folders["input"], folders[COARSE_CONFIGURATION],
-                           model.coarse_folds, **common)
-            predict_folder(model.folder(FINE_CONFIGURATION), folders["input"], folders[FINE_CONFIGURATION],
-                           model.fine_folds, previous_stage_folder=folders[COARSE_CONFIGURATION], **common)
-        for case in prepared:
-            if case.status != "ok":
-                continue
-            prediction = folders[FINE_CONFIGURATION] / f"{case.case_id}{NNUNET_FILE_ENDING}"
+    orientation, crop_fraction = _training_orientation(model), _crop_fraction(model)
+    labels = json.loads((model.folder(FINE_CONFIGURATION) / "dataset.json").read_text())["labels"]
+    level_of_value = {int(v): name for name, v in labels.items() if isinstance(v, int)}
+    predictors = load_cascade(model.folder(COARSE_CONFIGURATION), model.folder(FINE_CONFIGURATION),
+                              model.coarse_folds, model.fine_folds, model.checkpoint, run.device, run.mirroring,
+                              run.tile_step_size, run.full_window, run.slice_batch)
+    done = []
+    for case_id, path in cases:
+        start = time.perf_counter()
+        case = prepare(case_id, path, orientation, crop_fraction)
+        case.seconds["read_s"] = time.perf_counter() - start
+        if case.status == "ok":
             try:
-                if not prediction.is_file():
-                    raise RuntimeError(f"{case.source}: nnU-Net wrote no prediction")
-                restore(case, prediction, output_dir / f"{case.case_id}{NNUNET_FILE_ENDING}",
-                        level_of_value if run.level_order else None)
+                _segment_case(case, predictors, output_dir / f"{case.case_id}{NNUNET_FILE_ENDING}", level_of_value,
+                              run)
             except (RuntimeError, ValueError) as exc:
-                case.status, case.message = "error", str(exc)
-        if run.keep_intermediate:
-            shutil.copytree(work, run.keep_intermediate, dirs_exist_ok=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+                message = str(exc)
+                case.status = "error"
+                case.message = message if str(case.source) in message else f"{case.source}: {message}"
+        case.image = None  # one case's arrays in memory at a time
+        case.seconds["total_s"] = time.perf_counter() - start
+        done.append(case)
+        if on_case is not None:
+            on_case(case)
     atomic_write_text(output_dir / "dataset.json", json.dumps({"labels": labels, "file_ending": NNUNET_FILE_ENDING},
                                                               indent=1) + "\n")
-    return prepared
+    return done

@@ -37,9 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-device", "--device", default=None, choices=("cpu", "cuda"),
                         help="default: cuda when available, else cpu")
     parser.add_argument("-npp", "--processes", type=int, default=None,
-                        help="preprocessing/export worker processes (default: 1 on CPU, 2 on CUDA)")
-    parser.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (faster)")
-    parser.add_argument("-step_size", "--step-size", type=float, default=0.5, help="sliding-window step (default 0.5)")
+                        help="accepted for nnU-Net-style command lines and ignored: each case is preprocessed in this "
+                             "process (worker pools cost more than they save for one case at a time)")
+    speed = parser.add_argument_group(
+        "speed against accuracy", "the defaults are the fast path; these options make prediction slower, for what "
+                                  "they say")
+    speed.add_argument("--disable-tta", action="store_true",
+                       help="no test-time mirroring (faster; mirroring is left-right only and affects stage 1, "
+                            "docs/benchmarks.md has the cost and the Dice either way)")
+    speed.add_argument("--full-window", action="store_true",
+                       help="stage 2 on every sagittal slice with nnU-Net's sliding window, not only around stage 1's "
+                            "vertebrae (several times slower; a vertebra stage 1 missed entirely can still be found)")
+    speed.add_argument("-step_size", "--step-size", type=float, default=0.5,
+                       help="sliding-window step as a fraction of the patch (default 0.5; smaller: more overlapping "
+                            "tiles, slower)")
+    speed.add_argument("--slice-batch", type=int, default=4,
+                       help="sagittal slices per stage-2 network call (default 4, the fastest on 2 CPU cores; more "
+                            "may suit a GPU; the masks do not change)")
     parser.add_argument("-num_parts", "--num-parts", type=int, default=1,
                         help="split the cohort over this many machines (nnU-Net's parts)")
     parser.add_argument("-part_id", "--part-id", type=int, default=0, help="which part this machine runs (0-based)")
@@ -62,6 +76,9 @@ def _folds(values: Sequence[str] | None) -> tuple[int | str, ...] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 all cases segmented (and measured), 1 some case failed, 2 usage error or missing models."""
     args = build_parser().parse_args(argv)
+    if args.slice_batch < 1:
+        print("spine-predict: error: --slice-batch must be at least 1", file=sys.stderr)
+        return 2
     if not 0 <= args.part_id < args.num_parts:
         print("spine-predict: error: --part-id must be between 0 and --num-parts - 1", file=sys.stderr)
         return 2
@@ -87,27 +104,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.coarse_trainer or f"nnUNetTrainerSpineCoarse{args.variant}",
         args.fine_trainer or f"nnUNetTrainerSpineFine{args.variant}",
         _folds(args.coarse_folds or args.folds), _folds(args.folds), args.checkpoint)
-    run = RunOptions(device=device, processes=args.processes or (2 if device == "cuda" else 1),
-                     mirroring=not args.disable_tta, tile_step_size=args.step_size, part_id=args.part_id,
-                     num_parts=args.num_parts,
+    run = RunOptions(device=device, mirroring=not args.disable_tta, tile_step_size=args.step_size,
+                     part_id=args.part_id, num_parts=args.num_parts,
                      keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None,
-                     level_order=not args.keep_out_of_order)
+                     level_order=not args.keep_out_of_order, full_window=args.full_window,
+                     slice_batch=args.slice_batch)
     try:
         if args.measure:  # before any work, as spine-measure does
             check_measure_outputs(args.measure, args.qc_dir, args.input, append=args.num_parts > 1, overwrite=True)
-        cases = predict_cascade(args.input, args.output, model, run)
+        cases = predict_cascade(args.input, args.output, model, run, on_case=_print_case)
     except (FileNotFoundError, OutputError) as exc:
         print(f"spine-predict: error: {exc}", file=sys.stderr)
         return 2
     failed = [c for c in cases if c.status != "ok"]
-    for case in cases:
-        detail = case.message if case.status != "ok" else f"{case.output}" + (
-            f" ({'; '.join(case.notes)})" if case.notes else "")
-        print(f"{case.case_id}: {case.status}: {detail}")
     status = 1 if failed else 0
     if args.measure and len(failed) < len(cases):
         status = max(status, _measure_predictions(args))
     return status
+
+
+def _print_case(case) -> None:
+    """One line per case as it ends: status, mask or message, notes, and its time (phases in brackets)."""
+    detail = case.message if case.status != "ok" else f"{case.output}" + (
+        f" ({'; '.join(case.notes)})" if case.notes else "")
+    phases = ", ".join(f"{name[:-2]} {value:.1f}" for name, value in case.seconds.items() if name != "total_s")
+    print(f"{case.case_id}: {case.status}: {detail} [{case.seconds.get('total_s', 0.0):.1f} s: {phases}]",
+          flush=True)
 
 
 def _measure_predictions(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,24 @@ def test_predictions_overlay_the_input_and_are_measured(pipeline):
     table = pd.read_csv(pipeline.path("measurements.csv"))
     assert set(table["case_id"]) <= {"phantom_000", "phantom_001"} and len(table) > 0
     assert "reoriented PIL -> LPS" in pipeline.predict.stdout
+
+
+def test_fast_path_matches_the_full_sliding_window(pipeline):
+    """The default fast path (stage 2 only in the box of stage 1's vertebrae, batched slices, in-process
+    preprocessing) against --full-window (nnU-Net's own sliding window on every slice): per-case Dice >= 0.995 and
+    the same levels present; each case's line gives its time."""
+    out = pipeline.path("full_window")
+    full = pipeline.run("spine-predict", "-i", str(pipeline.path("unseen_images")), "-o", str(out), "-d", DATASET,
+                        "--variant", "Smoke", "--disable-tta", "--full-window")
+    assert re.search(r"phantom_000: ok: .*\[[\d.]+ s: read [\d.]+, stage1 [\d.]+, stage2 [\d.]+, write [\d.]+\]",
+                     full.stdout), full.stdout
+    for image_path in sorted(pipeline.path("unseen_images").glob("*.nii.gz")):
+        fast = sitk.GetArrayFromImage(sitk.ReadImage(str(pipeline.path("predictions", image_path.name))))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(out / image_path.name)))
+        assert set(np.unique(fast)) == set(np.unique(reference)), image_path.name
+        overlap = ((fast == reference) & (fast > 0)).sum()
+        total = (fast > 0).sum() + (reference > 0).sum()
+        assert total == 0 or 2 * overlap / total >= 0.995, (image_path.name, 2 * overlap / total)
 
 
 def test_continue_a_killed_training_run(pipeline):

@@ -124,3 +124,50 @@ def test_training_transforms_hold_one_spatial_transform_with_scaling():
     ours = nnUNetTrainerSpine.get_training_transforms(*arguments)
     assert [t.scaling for t in ours.transforms if isinstance(t, SpatialTransform)] == [
         nnUNetTrainerSpine.scaling_range]
+
+
+def test_prediction_internals_we_rely_on():
+    """The in-process prediction (compat.load_predictor, preprocess_case, predict_full_window, logits_to_segmentation,
+    predict_slab, write_initialised_model) uses these nnU-Net 2.8.1 names and signatures."""
+    pytest.importorskip("nnunetv2")
+    from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.preprocessing.resampling.default_resampling import (
+        ANISO_THRESHOLD,
+        determine_do_sep_z_and_axis,
+        resample_data_or_seg_to_shape,
+    )
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    assert list(inspect.signature(nnUNetPredictor.manual_initialization).parameters) == [
+        "self", "network", "plans_manager", "configuration_manager", "parameters", "dataset_json", "trainer_name",
+        "inference_allowed_mirroring_axes"]
+    source = inspect.getsource(nnUNetPredictor.initialize_from_trained_model_folder)
+    for key in ("'network_weights'", "'trainer_name'", "'init_args'", "'inference_allowed_mirroring_axes'"):
+        assert key in source  # the checkpoint keys write_initialised_model writes
+    assert callable(nnUNetPredictor.auto_detect_available_folds)
+    assert list(inspect.signature(nnUNetPredictor.predict_sliding_window_return_logits).parameters) == [
+        "self", "input_image"]
+    assert list(inspect.signature(DefaultPreprocessor.run_case_npy).parameters) == [
+        "self", "data", "seg", "properties", "plans_manager", "configuration_manager", "dataset_json"]
+    run_case = inspect.getsource(DefaultPreprocessor.run_case_npy)
+    assert "crop_to_nonzero" in run_case and "'bbox_used_for_cropping'" in run_case
+    assert "'shape_after_cropping_and_before_resampling'" in run_case
+    assert list(inspect.signature(convert_predicted_logits_to_segmentation_with_correct_shape).parameters)[:5] == [
+        "predicted_logits", "plans_manager", "configuration_manager", "label_manager", "properties_dict"]
+    assert "np.any(shape != new_shape)" in inspect.getsource(
+        __import__("nnunetv2.preprocessing.resampling.default_resampling", fromlist=["x"]).resample_data_or_seg)
+    assert list(inspect.signature(resample_data_or_seg_to_shape).parameters)[:6] == [
+        "data", "new_shape", "current_spacing", "new_spacing", "is_seg", "order"]
+    assert callable(determine_do_sep_z_and_axis) and ANISO_THRESHOLD == 3
+    assert "partial(fn" in inspect.getsource(ConfigurationManager.resampling_fn_probabilities.fget)
+    assert list(inspect.signature(compute_gaussian).parameters)[:3] == ["tile_size", "sigma_scale",
+                                                                       "value_scaling_factor"]
+    assert list(inspect.signature(compute_steps_for_sliding_window).parameters) == [
+        "image_size", "tile_size", "tile_step_size"]
+    assert callable(bounding_box_to_slice)
+    slicers = inspect.getsource(nnUNetPredictor._internal_get_sliding_window_slicers)
+    assert "for d in range(image_size[0])" in slicers  # a 2D configuration: slices along the first axis, one by one

@@ -1,0 +1,114 @@
+"""Both cascade stages on one image in memory: stage 1 on the whole volume, stage 2 only where stage 1 found vertebrae.
+
+Models are loaded once (:func:`load_cascade`) and reused for every image. Each image goes through nnU-Net's own
+preprocessing, in this process (no worker pools, no files between the stages); stage 1's segmentation is handed to
+stage 2 as an array, exactly as nnU-Net's cascade would read it back from disk. Stage 2 then predicts the box of
+stage 1's foreground (:mod:`.roi`: its sagittal slices and in-plane extent, plus a margin), several slices per network
+call (:mod:`.slicewise`) on nnU-Net's own tile grid, only the tiles that overlap the box; inside the box the logits
+are what nnU-Net's full sliding window gives, everything outside it is background. ``full_window=True`` runs
+nnU-Net's own sliding window over every slice instead (what the fast path is checked against: docs/benchmarks.md,
+"Inference speed").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .roi import axis_margins_mm, foreground_box, superior_array_axis
+from .slicewise import DEFAULT_SLICE_BATCH
+
+BACKGROUND_LOGIT = 10.0
+"""Stage 2's background logit outside the box (other classes 0): argmax and any resampling keep it background."""
+
+
+@dataclass
+class CascadePredictors:
+    """The two stages' loaded models (nnU-Net predictors; :func:`~nnunet_ext.compat.load_predictor`)."""
+
+    coarse: Any
+    fine: Any
+    full_window: bool = False
+    """Stage 2 over every slice with nnU-Net's sliding window (slow; the reference for the fast path)."""
+    slice_batch: int = DEFAULT_SLICE_BATCH
+    margin_mm: float | None = None
+    """Margin around stage 1's foreground on every side; None: :func:`~nnunet_ext.roi.axis_margins_mm`."""
+
+
+def load_cascade(coarse_folder, fine_folder, coarse_folds=None, fine_folds=None,
+                 checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
+                 tile_step_size: float = 0.5, full_window: bool = False,
+                 slice_batch: int = DEFAULT_SLICE_BATCH) -> CascadePredictors:
+    """Load both stages' trained models once."""
+    from .compat import load_predictor
+
+    common = dict(checkpoint=checkpoint, device=device, mirroring=mirroring, tile_step_size=tile_step_size)
+    return CascadePredictors(load_predictor(coarse_folder, coarse_folds, **common),
+                             load_predictor(fine_folder, fine_folds, **common), full_window, slice_batch)
+
+
+def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superior_axis_zyx: int):
+    """Stage 2's logits over the whole preprocessed array: the box of stage 1's foreground predicted, background
+    elsewhere (or nnU-Net's full sliding window when asked, or when stage 1 found nothing)."""
+    import torch
+
+    from .compat import predict_full_window, predict_slab, stage_geometry
+
+    fine = predictors.fine
+    geometry = stage_geometry(fine, properties)
+    previous = data[geometry.image_channels:]
+    margin = predictors.margin_mm
+    if margin is None:
+        superior = geometry.source_axes.index(superior_axis_zyx)
+        margin = axis_margins_mm(stage_geometry(predictors.coarse, properties).spacing_mm, 3, superior)
+    box = None if predictors.full_window else foreground_box(previous.any(0).numpy(), geometry.spacing_mm, margin)
+    if box is None:
+        return predict_full_window(fine, data)
+    # every in-plane position of the selected slices, but only the tiles overlapping the box, are predicted
+    slab = predict_slab(fine, data[:, box[0]], predictors.slice_batch, box[1:])
+    logits = torch.zeros((geometry.num_classes, *data.shape[1:]), dtype=torch.float32)
+    logits[0] = BACKGROUND_LOGIT
+    logits[(slice(None), *box)] = slab[(slice(None), slice(None), *box[1:])]
+    return logits
+
+
+def run_stage1(predictors: CascadePredictors, array_czyx: np.ndarray, spacing_zyx) -> np.ndarray:
+    """Stage 1's segmentation (the image's array order, uint8) of an image array (channels first, as
+    ``SimpleITK.GetArrayFromImage`` orders the rest) with its spacing in that order."""
+    from .compat import logits_to_segmentation, predict_full_window, preprocess_case
+
+    data, properties = preprocess_case(predictors.coarse, array_czyx, spacing_zyx)
+    return logits_to_segmentation(predictors.coarse, predict_full_window(predictors.coarse, data), properties)
+
+
+def run_stage2(predictors: CascadePredictors, array_czyx: np.ndarray, spacing_zyx, coarse: np.ndarray,
+               direction) -> np.ndarray:
+    """Stage 2's segmentation given stage 1's (``coarse``, same grid); ``direction``: the image's direction cosines
+    (to know which axis runs along the spine)."""
+    from .compat import logits_to_segmentation, preprocess_case
+
+    data, properties = preprocess_case(predictors.fine, array_czyx, spacing_zyx, previous_stage_zyx=coarse)
+    logits = _stage2_logits(predictors, data, properties, superior_array_axis(direction))
+    return logits_to_segmentation(predictors.fine, logits, properties)
+
+
+def segment_image(predictors: CascadePredictors, image: sitk.Image) -> tuple[sitk.Image, sitk.Image, dict]:
+    """Stage 1's and stage 2's segmentations of ``image`` (uint8, on its grid) and the seconds each phase took
+    (``stage1_s``, ``stage2_s``: preprocessing, prediction and resampling back included)."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32)[None]
+    spacing = image.GetSpacing()[::-1]
+    start = time.perf_counter()
+    coarse = run_stage1(predictors, array, spacing)
+    middle = time.perf_counter()
+    fine = run_stage2(predictors, array, spacing, coarse, image.GetDirection())
+    seconds = {"stage1_s": middle - start, "stage2_s": time.perf_counter() - middle}
+    masks = []
+    for segmentation in (coarse, fine):
+        mask = sitk.GetImageFromArray(np.asarray(segmentation, dtype=np.uint8))
+        mask.CopyInformation(image)
+        masks.append(mask)
+    return masks[0], masks[1], seconds

@@ -1,0 +1,189 @@
+"""The fast inference path (issue: 3x faster than nnU-Net's 3d_fullres): stage 2 predicted only in the box of stage
+1's vertebrae, on nnU-Net's tile grid, several slices per network call. Analytic checks on small fixed networks:
+inside the box the logits are the full grid's, a vertebra at the edge of stage 1's box is not cut, slices and batch
+size do not change anything."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nnunet_ext.roi import (  # noqa: E402 - after the importorskip
+    LEVEL_MARGIN_MM,
+    axis_margins_mm,
+    foreground_box,
+    margin_mm,
+    superior_array_axis,
+)
+from nnunet_ext.slicewise import predict_slices, tile_corners  # noqa: E402
+
+
+def test_foreground_box_adds_the_margin_in_mm_per_axis_and_clips():
+    mask = np.zeros((20, 40, 30), bool)
+    mask[5:8, 10:20, 25:27] = True
+    box = foreground_box(mask, (2.0, 1.0, 0.5), (4.0, 3.0, 1.0))
+    assert box == (slice(3, 10), slice(7, 23), slice(23, 29))
+    assert foreground_box(mask, (1.0, 1.0, 1.0), 100.0) == (slice(0, 20), slice(0, 40), slice(0, 30))
+    assert foreground_box(np.zeros((3, 3), bool), (1, 1), 1.0) is None
+
+
+def test_margins_one_level_along_the_spine_and_two_coarse_voxels_across():
+    assert margin_mm((6.0, 6.0, 6.0)) == 12.0 and margin_mm((2.0, 2.0, 2.0)) == 10.0
+    assert axis_margins_mm((6.0, 6.0, 6.0), 3, superior_axis=1) == [12.0, LEVEL_MARGIN_MM, 12.0]
+    assert axis_margins_mm((6.0, 6.0, 6.0), 3, superior_axis=None) == [LEVEL_MARGIN_MM] * 3
+
+
+@pytest.mark.parametrize(("direction", "axis"), [
+    ((1, 0, 0, 0, 1, 0, 0, 0, 1), 0),  # LPS axial stack: array axis 0 (k) is superior
+    ((0, 0, 1, 1, 0, 0, 0, -1, 0), 1),  # sagittal slices, image axis 1 runs inferior: array axis j
+    ((0, 0.1, 0.995, 1, 0, 0, 0, 0.995, -0.1), 1),  # slightly oblique
+])
+def test_superior_array_axis_from_the_direction_cosines(direction, axis):
+    assert superior_array_axis(direction) == axis
+
+
+def test_tile_corners_keep_exactly_the_tiles_overlapping_the_box():
+    steps = [[0, 50, 100], [0, 80]]
+    every = tile_corners(steps, (64, 64))
+    assert len(every) == 6
+    kept = tile_corners(steps, (64, 64), (slice(70, 105), slice(10, 20)))
+    assert kept == [(50, 0), (100, 0)]  # rows 50-113, 100-163 reach 70-104; column tile 0 only
+
+
+def _random_network(channels: int, classes: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(channels, 6, 5, padding=2), torch.nn.ReLU(),
+                               torch.nn.Conv2d(6, 6, 5, padding=4, dilation=2), torch.nn.ReLU(),
+                               torch.nn.Conv2d(6, classes, 3, padding=1)).eval()
+
+
+def _gaussian(patch):
+    from nnunet_ext.compat import gaussian_importance
+
+    return gaussian_importance(patch, "cpu")
+
+
+def _steps(shape, patch, step=0.5):
+    from nnunet_ext.compat import sliding_window_steps
+
+    return sliding_window_steps([max(s, p) for s, p in zip(shape, patch, strict=True)], patch, step)
+
+
+def test_subset_of_slices_batch_size_and_box_do_not_change_the_logits_inside_the_box():
+    pytest.importorskip("nnunetv2")
+    data = torch.rand(2, 7, 90, 70)
+    network, patch = _random_network(2, 3), (48, 48)
+    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    full = predict_slices(network, data, patch, 3, steps, gaussian, batch=1)
+    batched = predict_slices(network, data, patch, 3, steps, gaussian, batch=4)
+    torch.testing.assert_close(batched, full, atol=1e-5, rtol=1e-5)
+    some = predict_slices(network, data[:, 2:5], patch, 3, steps, gaussian, batch=2)
+    torch.testing.assert_close(some, full[:, 2:5], atol=1e-5, rtol=1e-5)
+    box = (slice(30, 50), slice(5, 25))
+    boxed = predict_slices(network, data, patch, 3, steps, gaussian, batch=3, box=box)
+    torch.testing.assert_close(boxed[:, :, box[0], box[1]], full[:, :, box[0], box[1]], atol=1e-5, rtol=1e-5)
+    assert not torch.equal(boxed, full)  # some tiles were skipped: outside the box differs
+
+
+def test_images_smaller_than_the_patch_are_padded_as_nnunet_pads_them():
+    pytest.importorskip("nnunetv2")
+    data = torch.rand(1, 3, 30, 41)
+    network, patch = _random_network(1, 2), (48, 48)
+    logits = predict_slices(network, data, patch, 2, _steps(data.shape[2:], patch), _gaussian(patch))
+    padded = torch.nn.functional.pad(data, (3, 4, 9, 9))  # centred, the odd voxel after, as pad_nd_image
+    direct = network(padded.permute(1, 0, 2, 3)).permute(1, 0, 2, 3)[:, :, 9:39, 3:44]
+    torch.testing.assert_close(logits, direct.detach(), atol=1e-5, rtol=1e-5)
+
+
+class _GrowVertebra(torch.nn.Module):
+    """A stand-in stage 2: class 1 wherever stage 1's one-hot channel (input channel 1) lies within ``radius``
+    (superior-inferior, front-back) voxels in plane, i.e. it extends a vertebra stage 1 found only partly."""
+
+    def __init__(self, radius: tuple[int, int]) -> None:
+        super().__init__()
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = tuple(2 * r + 1 for r in self.radius)
+        near = torch.nn.functional.max_pool2d(x[:, 1:2], kernel, stride=1, padding=self.radius)
+        return torch.cat([1 - near, near], dim=1) * 10
+
+
+def _fake_fine_predictor(network: torch.nn.Module) -> SimpleNamespace:
+    return SimpleNamespace(
+        configuration_manager=SimpleNamespace(patch_size=[64, 64], spacing=[1.0, 1.0]),
+        plans_manager=SimpleNamespace(transpose_forward=[2, 0, 1]),  # array (k, j, i) -> (i, k, j): slices along i
+        dataset_json={"channel_names": {"0": "MRI"}}, label_manager=SimpleNamespace(num_segmentation_heads=2),
+        tile_step_size=0.5, allowed_mirroring_axes=None, use_mirroring=False, device=torch.device("cpu"),
+        list_of_parameters=[network.state_dict()], network=network)
+
+
+def test_a_vertebra_at_the_edge_of_stage_1s_box_is_not_cut():
+    """Stage 1 found only the middle of the most cranial vertebra; stage 2 grows it by up to the margin. The fast
+    path's mask equals the full grid's: the box's margin along the spine covers what stage 2 adds."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import predict_slab
+    from nnunet_ext.segment import CascadePredictors, _stage2_logits
+
+    # stage 2 extends the vertebra by almost the margins: along the spine by most of a level, across by 10 mm
+    network = _GrowVertebra((int(LEVEL_MARGIN_MM) - 5, 10))
+    shape = (20, 220, 90)  # preprocessed (slices, superior-inferior, front-back)
+    previous = torch.zeros(shape)
+    previous[6:14, 70:78, 30:50] = 1  # the top vertebra, only partly found
+    previous[6:14, 100:130, 30:50] = 1
+    data = torch.cat([torch.rand(1, *shape), previous[None]])
+    fine = _fake_fine_predictor(network)
+    coarse = SimpleNamespace(configuration_manager=SimpleNamespace(spacing=[6.0, 6.0, 6.0], patch_size=[8, 8, 8]),
+                             plans_manager=fine.plans_manager, dataset_json=fine.dataset_json,
+                             label_manager=fine.label_manager)
+    predictors = CascadePredictors(coarse=coarse, fine=fine)
+    properties = {"spacing": [1.0, 1.0, 1.0]}
+    fast = _stage2_logits(predictors, data, properties, superior_axis_zyx=0).argmax(0)
+    full = predict_slab(fine, data, 4).argmax(0)
+    assert int(full[:, :70].sum()) > 0 and int(full[:, :, :30].sum()) > 0  # stage 2 grew it beyond stage 1's box
+    assert torch.equal(fast, full)  # nothing cut at the box's edge
+
+
+def _nnunet_2d_predictor(network: torch.nn.Module, patch: list[int], classes: int):
+    """A real nnUNetPredictor around ``network`` (manual_initialization, minimal 2D plans)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = {"dataset_name": "Dataset999_Test", "plans_name": "test", "image_reader_writer": "SimpleITKIO",
+             "original_median_spacing_after_transp": [1.0, 1.0, 1.0], "transpose_forward": [0, 1, 2],
+             "transpose_backward": [0, 1, 2],
+             "configurations": {"2d": {"patch_size": patch, "spacing": [1.0, 1.0], "data_identifier": "x",
+                                       "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+                                       "architecture": {"network_class_name": "x", "arch_kwargs": {},
+                                                        "_kw_requires_import": []}}}}
+    dataset_json = {"channel_names": {"0": "MRI", "1": "prev"}, "labels": {"background": 0, **{
+        f"c{i}": i for i in range(1, classes)}}, "file_ending": ".nii.gz"}
+    manager = PlansManager(plans)
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.manual_initialization(network, manager, manager.get_configuration("2d"), [network.state_dict()],
+                                    dataset_json, "test", None)
+    return predictor
+
+
+def test_fast_slices_match_nnunets_own_sliding_window():
+    """nnU-Net's predict_sliding_window_return_logits (one tile of one slice per call, float16 accumulation)
+    against predict_slab (batched slices) on the same predictor: same argmax, logits within float16 rounding; and a
+    box keeps them inside it."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import predict_slab
+
+    network = _random_network(2, 3)
+    predictor = _nnunet_2d_predictor(network, [48, 48], 3)
+    data = torch.rand(2, 5, 100, 61)
+    theirs = predictor.predict_sliding_window_return_logits(data).float()
+    ours = predict_slab(predictor, data, batch=3)
+    torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0.01)
+    assert (ours.argmax(0) != theirs.argmax(0)).float().mean() < 1e-3
+    box = (slice(20, 40), slice(10, 30))
+    boxed = predict_slab(predictor, data[:, 1:4], batch=2, box=box)
+    torch.testing.assert_close(boxed[:, :, box[0], box[1]], ours[:, 1:4, box[0], box[1]], atol=1e-5, rtol=1e-5)
