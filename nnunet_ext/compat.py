@@ -172,12 +172,19 @@ def predict_full_window(predictor, data):
     """nnU-Net's sliding-window logits of ``data`` (as :func:`preprocess_case` returns it), averaged over the
     predictor's folds, with torch's thread count left as it is (nnU-Net's own loop caps it at
     ``nnUNet_def_n_proc``)."""
-    prediction = None
+    return _average_over_folds(
+        predictor, lambda: predictor.predict_sliding_window_return_logits(data).to("cpu", dtype=data.dtype))
+
+
+def _average_over_folds(predictor, predict):
+    """``predict()`` with each of the predictor's fold weights loaded into its network, averaged (as nnU-Net's
+    ``predict_logits_from_preprocessed_data`` ensembles folds)."""
+    total = None
     for parameters in predictor.list_of_parameters:
         predictor.network.load_state_dict(parameters)
-        logits = predictor.predict_sliding_window_return_logits(data).to("cpu", dtype=data.dtype)
-        prediction = logits if prediction is None else prediction + logits
-    return prediction / len(predictor.list_of_parameters)
+        logits = predict()
+        total = logits if total is None else total + logits
+    return total / len(predictor.list_of_parameters)
 
 
 def _linear_resample(predictor, logits, properties: dict):
@@ -260,13 +267,9 @@ def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = 
     steps = sliding_window_steps(padded, patch, predictor.tile_step_size)
     gaussian = gaussian_importance(patch, "cpu")
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
-    total = None
-    for parameters in predictor.list_of_parameters:
-        predictor.network.load_state_dict(parameters)
-        logits = predict_slices(predictor.network, data, patch, predictor.label_manager.num_segmentation_heads,
-                                steps, gaussian, predictor.device, mirror_axes, batch, box)
-        total = logits if total is None else total + logits
-    return total / len(predictor.list_of_parameters)
+    return _average_over_folds(predictor, lambda: predict_slices(
+        predictor.network, data, patch, predictor.label_manager.num_segmentation_heads, steps, gaussian,
+        predictor.device, mirror_axes, batch, box))
 
 
 def sliding_window_steps(image_size: Sequence[int], tile_size: Sequence[int], tile_step_size: float) -> list[list[int]]:
