@@ -77,6 +77,18 @@ def set_spatial_scaling(transforms, scaling: tuple[float, float]) -> int:
     return changed
 
 
+def insert_after_spatial(transforms, transform) -> int:
+    """Put ``transform`` right after the ``SpatialTransform`` of the composed training transforms
+    ``nnUNetTrainer.get_training_transforms`` returns (before the intensity transforms, and before nnU-Net turns the
+    padding value -1 of the segmentation into background); returns its index."""
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    listed = transforms.transforms
+    index = next(n for n, t in enumerate(listed) if isinstance(t, SpatialTransform)) + 1
+    listed.insert(index, transform)
+    return index
+
+
 def augmentation_patch_size(patch_size, rotation, scaling) -> list[int]:
     """The larger patch nnU-Net samples before rotating/scaling so that the final patch has no empty corners."""
     from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
@@ -254,22 +266,31 @@ def stage_geometry(predictor, properties: dict) -> StageGeometry:
                          tuple(int(a) for a in predictor.plans_manager.transpose_forward))
 
 
-def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None):
-    """Logits of a 2D stage on ``data`` (channels, slices, in-plane axes) with :func:`.slicewise.predict_slices`:
-    nnU-Net's tile grid and Gaussian weighting, ``batch`` slices per network call, the predictor's folds averaged
-    and its test-time mirroring axes applied; with ``box`` (in-plane slices) only the tiles overlapping it."""
-    from .slicewise import predict_slices
+def slab_tiles(predictor, data, batch: int):
+    """A :class:`.slicewise.TileAccumulator` for a 2D stage on ``data`` (channels, slices, in-plane axes): nnU-Net's
+    tile grid and Gaussian weighting, ``batch`` slices per network call, the predictor's folds averaged (each
+    loaded in turn, as nnU-Net's ``predict_logits_from_preprocessed_data`` ensembles them) and its test-time
+    mirroring axes applied."""
+    from .slicewise import TileAccumulator
 
     patch = list(predictor.configuration_manager.patch_size)
     if len(patch) != 2:
-        raise ValueError(f"predict_slab needs a 2D configuration, not patch {patch}")
+        raise ValueError(f"a slab needs a 2D configuration, not patch {patch}")
     padded = [max(size, p) for size, p in zip(data.shape[2:], patch, strict=True)]
     steps = sliding_window_steps(padded, patch, predictor.tile_step_size)
-    gaussian = gaussian_importance(patch, "cpu")
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
-    return _average_over_folds(predictor, lambda: predict_slices(
-        predictor.network, data, patch, predictor.label_manager.num_segmentation_heads, steps, gaussian,
-        predictor.device, mirror_axes, batch, box))
+    loaders = [lambda parameters=parameters: predictor.network.load_state_dict(parameters)
+               for parameters in predictor.list_of_parameters]
+    return TileAccumulator(predictor.network, data, patch, predictor.label_manager.num_segmentation_heads, steps,
+                           gaussian_importance(patch, "cpu"), predictor.device, mirror_axes, batch, loaders)
+
+
+def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None):
+    """Logits of a 2D stage on ``data`` (channels, slices, in-plane axes) (:func:`slab_tiles`); with ``box``
+    (in-plane slices) only the tiles overlapping it."""
+    tiles = slab_tiles(predictor, data, batch)
+    tiles.run(box=box)
+    return tiles.logits(box=box)
 
 
 def sliding_window_steps(image_size: Sequence[int], tile_size: Sequence[int], tile_step_size: float) -> list[list[int]]:

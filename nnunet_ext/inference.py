@@ -37,7 +37,7 @@ from measure.outputs import (
 )
 
 from .plans import COARSE_CONFIGURATION, FINE_CONFIGURATION, SPINE_PLANS_NAME
-from .postprocess import remove_out_of_order_parts
+from .postprocess import tidy_levels
 
 NNUNET_FILE_ENDING = ".nii.gz"
 
@@ -74,6 +74,9 @@ class RunOptions:
     """Keep the cropped inputs and both stages' raw outputs in this folder (for inspection)."""
     level_order: bool = True
     """Remove parts whose level is out of cranio-caudal order (:mod:`.postprocess`; ``--keep-out-of-order``)."""
+    count_from_sacrum: bool = True
+    """Count the levels up from the sacrum when the chain names a level twice (:mod:`.postprocess`;
+    ``--keep-predicted-levels``)."""
     full_window: bool = False
     """Stage 2 over every slice with nnU-Net's sliding window instead of only around stage 1's vertebrae (slower,
     the reference the fast path is checked against)."""
@@ -176,11 +179,11 @@ def prepare(case_id: str, path: Path, orientation: str | None, crop_fraction: fl
     return case
 
 
-def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: dict[int, str] | None = None
-            ) -> None:
+def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: dict[int, str] | None = None,
+            run: RunOptions | None = None) -> None:
     """Paste back and reorient a prediction (on ``case.image``'s grid) onto the input's grid; check the grids agree;
-    with ``level_of_value`` (mask value -> level name), remove parts out of cranio-caudal order
-    (:mod:`.postprocess`); write ``output``."""
+    with ``level_of_value`` (mask value -> level name), tidy the levels as ``run`` says (:mod:`.postprocess`);
+    write ``output``."""
     assert case.original is not None
     if case.crop is not None:
         mask = paste_back(mask, case.crop)
@@ -195,9 +198,10 @@ def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: 
         raise RuntimeError(f"{case.source}: the prediction's grid does not match the input after paste-back")
     mask = sitk.Cast(mask, sitk.sitkUInt8)
     mask.CopyInformation(original)
-    if level_of_value:
-        cleaned, notes = remove_out_of_order_parts(sitk.GetArrayViewFromImage(mask), level_of_value,
-                                                   original.GetSpacing(), original.GetDirection())
+    run = run or RunOptions()
+    if level_of_value and (run.level_order or run.count_from_sacrum):
+        cleaned, notes = tidy_levels(sitk.GetArrayViewFromImage(mask), level_of_value, original.GetSpacing(),
+                                     original.GetDirection(), run.level_order, run.count_from_sacrum)
         if notes:
             ordered = sitk.GetImageFromArray(cleaned)
             ordered.CopyInformation(original)
@@ -233,7 +237,7 @@ def _segment_case(case: PreparedCase, predictors, output: Path, level_of_value: 
     coarse, fine, seconds = segment_image(predictors, case.image)
     case.seconds.update(seconds)
     start = time.perf_counter()
-    restore(case, fine, output, level_of_value if run.level_order else None)
+    restore(case, fine, output, level_of_value, run)
     if run.keep_intermediate:
         _keep_intermediate(run.keep_intermediate, case, coarse, fine)
     case.seconds["write_s"] = time.perf_counter() - start

@@ -1,8 +1,12 @@
 """Anatomical post-processing of a predicted multiclass mask: levels must follow each other from cranial to caudal.
 
-A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
-as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are removed, most
-contradicted first, until every remaining part agrees with the order of the others' main parts.
+Two steps, run in this order by :func:`tidy_levels`:
+
+- A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
+  as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are removed, most
+  contradicted first, until every remaining part agrees with the order of the others' main parts.
+- A chain of bodies that names one level twice is counted again from the sacrum upward
+  (:func:`count_levels_from_sacrum`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from measure.levels import is_known_level, level_rank
+from measure.levels import is_known_level, is_optional_level, is_sacral_level, level_order, level_rank
 
 ORDER_TOLERANCE_MM = 10.0
 """A part contradicts another level only when it is more than this beyond that level's main part (centroids along
@@ -108,3 +112,99 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
         notes.append(f"{level_of_value[value]}: {len(gone)} part(s) of {sum(p.voxels for p in gone)} voxels removed "
                      "(out of cranio-caudal order with the other levels)")
     return cleaned, notes
+
+
+SPLIT_MM = 15.0
+"""Two levels inside one connected part are two bodies (grown together across a thin disc) when their centroids lie
+more than this apart along superior-inferior (about half a lumbar body height)."""
+
+MIN_BODY_FRACTION = 0.2
+"""Connected parts smaller than this fraction of the largest one (islands, slivers) do not count as bodies."""
+
+
+@dataclass
+class _Body:
+    mask: np.ndarray  # boolean, on the sub-array ``box``
+    voxels: int
+    superior_mm: float
+    level: str  # the level of most of its voxels
+
+
+def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz, direction,
+            offset_kji: Sequence[int]) -> list[_Body]:
+    """The vertebral bodies of a labelled sub-array (cranial first): connected parts of the labelled voxels, a part
+    split by level where its levels lie more than :data:`SPLIT_MM` apart, parts below :data:`MIN_BODY_FRACTION`
+    of the largest left out."""
+    values = [v for v, level in level_of_value.items() if is_known_level(level)]
+    labelled = np.isin(labels_kji, values)
+    component, count = ndimage.label(labelled)
+    bodies = []
+    for index, box in enumerate(ndimage.find_objects(component), start=1):
+        part = component[box] == index
+        pieces = [part & (labels_kji[box] == v) for v in np.unique(labels_kji[box][part])]
+        pieces = [piece for piece in pieces if piece.sum() >= 0.25 * part.sum()]
+        centres = [_superior_mm(np.add(ndimage.center_of_mass(piece), [b.start for b in box]) + offset_kji,
+                                spacing_xyz, direction) for piece in pieces]
+        if len(pieces) < 2 or max(centres) - min(centres) <= SPLIT_MM:
+            pieces = [part]
+        for piece in pieces:
+            mask = np.zeros_like(labelled)
+            mask[box] = piece
+            votes = np.bincount(labels_kji[mask].ravel())
+            centre = np.add(ndimage.center_of_mass(mask), offset_kji)
+            bodies.append(_Body(mask, int(mask.sum()), _superior_mm(centre, spacing_xyz, direction),
+                                level_of_value[int(np.argmax(votes))]))
+    largest = max((body.voxels for body in bodies), default=0)
+    bodies = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
+    return sorted(bodies, key=lambda body: -body.superior_mm)
+
+
+def _cranial_levels(anchor: str, count: int) -> list[str]:
+    """``anchor`` and the ``count - 1`` regular levels cranial to it, caudal first (transitional variants such as
+    L6 and T13 skipped)."""
+    order = [level for level in level_order() if not is_optional_level(level)]
+    start = order.index(anchor)
+    return [order[start - k] if start - k >= 0 else "" for k in range(count)]
+
+
+def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+                             direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
+    """Relabel the bodies of a multiclass mask by counting up from the sacrum when the predicted chain names one
+    level twice (two separate bodies both "L5"): the usual failure of a network that places levels by position in a
+    field of view unlike its training scans. The most caudal body, when predicted sacral (S1, S2), keeps its level
+    and each body cranial to it gets the next level up, as a radiologist counts on a sagittal lumbar scan; a body
+    counted beyond the levels the mask can hold becomes background. Chains without a repeated level, or without a
+    sacral body at the caudal end, are left alone. Returns the mask and one note when it relabelled."""
+    values = [int(v) for v in np.unique(labels_kji) if v and is_known_level(level_of_value.get(int(v), ""))]
+    if len(values) < 2:
+        return labels_kji, []
+    box = tuple(slice(*np.flatnonzero(labels_kji.any(axis=tuple(a for a in range(3) if a != k)))[[0, -1]] + [0, 1])
+                for k in range(3))
+    bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
+                     [b.start for b in box])
+    predicted = [body.level for body in bodies]
+    if len(set(predicted)) == len(predicted) or not is_sacral_level(predicted[-1]):
+        return labels_kji, []
+    counted = _cranial_levels(predicted[-1], len(bodies))[::-1]
+    value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
+    relabelled = labels_kji.copy()
+    for body, level in zip(bodies, counted, strict=True):
+        relabelled[box][body.mask] = value_of_level.get(level, 0)
+    dropped = [level or "beyond C1" for level in counted if level not in value_of_level]
+    note = (f"levels counted up from {predicted[-1]}: the bodies predicted {' '.join(predicted)} (cranial first) "
+            f"are {' '.join(level or '-' for level in counted)}")
+    return relabelled, [note + (f"; {', '.join(dropped)} not in the label map, set to background" if dropped else "")]
+
+
+def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+                direction: Sequence[float], order: bool = True, count_from_sacrum: bool = True
+                ) -> tuple[np.ndarray, list[str]]:
+    """Both steps of this module on one mask (each can be switched off); the mask and their notes."""
+    notes: list[str] = []
+    if order:
+        labels_kji, removed = remove_out_of_order_parts(labels_kji, level_of_value, spacing_xyz, direction)
+        notes += removed
+    if count_from_sacrum:
+        labels_kji, counted = count_levels_from_sacrum(labels_kji, level_of_value, spacing_xyz, direction)
+        notes += counted
+    return labels_kji, notes

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-out-of-order", action="store_true",
                         help="keep parts whose level contradicts the cranio-caudal order (by default they are removed, "
                              "e.g. a 'T12' below L5; each removal is reported)")
+    parser.add_argument("--keep-predicted-levels", action="store_true",
+                        help="keep the network's level names even when two bodies get the same one (by default "
+                             "such a chain is counted again up from the sacrum, when its most caudal body is "
+                             "sacral; each relabelling is reported)")
     return add_version_option(parser)
 
 
@@ -107,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = RunOptions(device=device, mirroring=not args.disable_tta, tile_step_size=args.step_size,
                      part_id=args.part_id, num_parts=args.num_parts,
                      keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None,
-                     level_order=not args.keep_out_of_order, full_window=args.full_window,
+                     level_order=not args.keep_out_of_order,
+                     count_from_sacrum=not args.keep_predicted_levels, full_window=args.full_window,
                      slice_batch=args.slice_batch)
     try:
         if args.measure:  # before any work, as spine-measure does

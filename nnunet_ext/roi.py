@@ -6,6 +6,11 @@ voxel. Across the spine (sagittal slices, front-back) the margin is therefore th
 the last vertebra at either end of the field of view (a T11 half in view, a sacrum it was never taught), and stage 2,
 which sees that vertebra at full resolution, often still finds it (measured on real scans: docs/benchmarks.md,
 "Inference speed"); a lumbar level (body and disc) is 35-40 mm high, a lower thoracic one less.
+
+Stage 2 can still reach beyond that (a sacrum, oblique to the slices, that stage 1 found only in part): where its
+mask covers at least :data:`TOUCH_MM2` of a side of the box that is not the array's edge (a body cut by the box, not
+a speck of noise), :func:`grow_box` moves that side out by the axis's margin and stage 2 runs again, up to
+:data:`MAX_GROWTH` times.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import numpy as np
 MIN_MARGIN_MM = 10.0
 COARSE_VOXELS = 2.0
 LEVEL_MARGIN_MM = 40.0
+MAX_GROWTH = 3
+TOUCH_MM2 = 50.0
 
 
 def margin_mm(coarse_spacing_mm: Sequence[float]) -> float:
@@ -40,6 +47,11 @@ def superior_array_axis(direction: Sequence[float]) -> int:
     return 2 - image_axis
 
 
+def _pad_voxels(margin: float | Sequence[float], spacing_mm: Sequence[float]) -> list[int]:
+    margins = [float(margin)] * len(spacing_mm) if np.isscalar(margin) else [float(m) for m in margin]
+    return [int(np.ceil(m / float(s))) for m, s in zip(margins, spacing_mm, strict=True)]
+
+
 def foreground_box(foreground: np.ndarray, spacing_mm: Sequence[float], margin: float | Sequence[float]
                    ) -> tuple[slice, ...] | None:
     """Slices of ``foreground`` (boolean, any dimension; voxel sizes ``spacing_mm``) covering its True voxels plus
@@ -47,12 +59,26 @@ def foreground_box(foreground: np.ndarray, spacing_mm: Sequence[float], margin: 
     True voxel."""
     if not foreground.any():
         return None
-    margins = [float(margin)] * foreground.ndim if np.isscalar(margin) else [float(m) for m in margin]
+    pads = _pad_voxels(margin, spacing_mm)
     box = []
-    for axis in range(foreground.ndim):
+    for axis, pad in enumerate(pads):
         others = tuple(a for a in range(foreground.ndim) if a != axis)
         present = np.flatnonzero(foreground.any(axis=others))
-        pad = int(np.ceil(margins[axis] / float(spacing_mm[axis])))
         length = foreground.shape[axis]
         box.append(slice(max(0, int(present[0]) - pad), min(length, int(present[-1]) + 1 + pad)))
     return tuple(box)
+
+
+def grow_box(box: Sequence[slice], inside: np.ndarray, shape: Sequence[int], spacing_mm: Sequence[float],
+             margin: float | Sequence[float], touch_mm2: float = TOUCH_MM2) -> tuple[slice, ...]:
+    """``box`` (slices of an array of ``shape``, voxel sizes ``spacing_mm``) with each side moved out by ``margin`` mm
+    (one value, or one per axis) where ``inside`` (boolean, the box's content) covers at least ``touch_mm2`` of that
+    side's outermost layer, clipped to the array; the same box when no side is touched."""
+    grown = []
+    for axis, (side, pad) in enumerate(zip(box, _pad_voxels(margin, spacing_mm), strict=True)):
+        layers = np.moveaxis(inside, axis, 0)
+        touch = touch_mm2 / float(np.prod([s for a, s in enumerate(spacing_mm) if a != axis]))  # in voxels
+        start = max(0, side.start - pad) if layers[0].sum() >= touch else side.start
+        stop = min(int(shape[axis]), side.stop + pad) if layers[-1].sum() >= touch else side.stop
+        grown.append(slice(start, stop))
+    return tuple(grown)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .roi import axis_margins_mm, foreground_box, superior_array_axis
+from .roi import MAX_GROWTH, axis_margins_mm, foreground_box, grow_box, superior_array_axis
 from .slicewise import DEFAULT_SLICE_BATCH
 
 BACKGROUND_LOGIT = 10.0
@@ -52,11 +52,12 @@ def load_cascade(coarse_folder, fine_folder, coarse_folds=None, fine_folds=None,
 
 
 def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superior_axis_zyx: int):
-    """Stage 2's logits over the whole preprocessed array: the box of stage 1's foreground predicted, background
-    elsewhere (or nnU-Net's full sliding window when asked, or when stage 1 found nothing)."""
+    """Stage 2's logits over the whole preprocessed array: the box of stage 1's foreground predicted (grown where
+    stage 2's mask touches its sides, :func:`~nnunet_ext.roi.grow_box`), background elsewhere (or nnU-Net's full
+    sliding window when asked, or when stage 1 found nothing)."""
     import torch
 
-    from .compat import predict_full_window, predict_slab, stage_geometry
+    from .compat import predict_full_window, slab_tiles, stage_geometry
 
     fine = predictors.fine
     geometry = stage_geometry(fine, properties)
@@ -68,8 +69,16 @@ def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superi
     box = None if predictors.full_window else foreground_box(previous.any(0).numpy(), geometry.spacing_mm, margin)
     if box is None:
         return predict_full_window(fine, data)
-    # every in-plane position of the selected slices, but only the tiles overlapping the box, are predicted
-    slab = predict_slab(fine, data[:, box[0]], predictors.slice_batch, box[1:])
+    tiles = slab_tiles(fine, data, predictors.slice_batch)
+    for attempt in range(MAX_GROWTH + 1):
+        # the box's slices, only the tiles overlapping it; a grown box runs only the tiles and slices it adds
+        tiles.run(box[0], box[1:])
+        slab = tiles.logits(box[0], box[1:])
+        inside = slab[(slice(None), slice(None), *box[1:])].argmax(0).numpy() > 0
+        grown = grow_box(box, inside, data.shape[1:], geometry.spacing_mm, margin)
+        if grown == box or attempt == MAX_GROWTH:
+            break
+        box = grown
     logits = torch.zeros((geometry.num_classes, *data.shape[1:]), dtype=torch.float32)
     logits[0] = BACKGROUND_LOGIT
     logits[(slice(None), *box)] = slab[(slice(None), slice(None), *box[1:])]

@@ -16,10 +16,11 @@ from nnunet_ext.roi import (  # noqa: E402 - after the importorskip
     LEVEL_MARGIN_MM,
     axis_margins_mm,
     foreground_box,
+    grow_box,
     margin_mm,
     superior_array_axis,
 )
-from nnunet_ext.slicewise import predict_slices, tile_corners  # noqa: E402
+from nnunet_ext.slicewise import TileAccumulator, predict_slices, tile_corners  # noqa: E402
 
 
 def test_foreground_box_adds_the_margin_in_mm_per_axis_and_clips():
@@ -89,6 +90,50 @@ def test_subset_of_slices_batch_size_and_box_do_not_change_the_logits_inside_the
     assert not torch.equal(boxed, full)  # some tiles were skipped: outside the box differs
 
 
+class _Counting(torch.nn.Module):
+    """Counts the tile-slices a network is run on."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.seen = network, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return self.network(x)
+
+
+def test_a_grown_box_runs_only_what_it_adds_and_blends_like_a_fresh_run():
+    pytest.importorskip("nnunetv2")
+    data = torch.rand(2, 7, 90, 70)
+    network, patch = _Counting(_random_network(2, 3)), (48, 48)
+    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    small, large = (slice(40, 50), slice(10, 20)), (slice(30, 70), slice(5, 25))
+    tiles = TileAccumulator(network, data, patch, 3, steps, gaussian, batch=2)
+    tiles.run(slice(2, 5), small)
+    tiles.run(slice(1, 6), large)
+    assert network.seen == 5 * len(tile_corners(steps, patch, large))  # every (tile, slice) pair once
+    fresh = predict_slices(network, data[:, 1:6], patch, 3, steps, gaussian, box=large)
+    grown = tiles.logits(slice(1, 6), large)
+    torch.testing.assert_close(grown[:, :, large[0], large[1]], fresh[:, :, large[0], large[1]], atol=1e-5, rtol=1e-5)
+
+
+def test_folds_are_averaged():
+    pytest.importorskip("nnunetv2")
+    data = torch.rand(2, 3, 60, 60)
+    first, second = _random_network(2, 3), _random_network(2, 3)
+    torch.nn.init.normal_(second[0].weight)
+    patch = (48, 48)
+    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    weights = [first.state_dict(), {k: v.clone() for k, v in second.state_dict().items()}]
+    network = _random_network(2, 3)
+    tiles = TileAccumulator(network, data, patch, 3, steps, gaussian,
+                            fold_loaders=[lambda w=w: network.load_state_dict(w) for w in weights])
+    tiles.run()
+    mean = (predict_slices(first, data, patch, 3, steps, gaussian) + predict_slices(second, data, patch, 3, steps,
+                                                                                     gaussian)) / 2
+    torch.testing.assert_close(tiles.logits(), mean, atol=1e-5, rtol=1e-5)
+
+
 def test_images_smaller_than_the_patch_are_padded_as_nnunet_pads_them():
     pytest.importorskip("nnunetv2")
     data = torch.rand(1, 3, 30, 41)
@@ -122,12 +167,26 @@ def _fake_fine_predictor(network: torch.nn.Module) -> SimpleNamespace:
         list_of_parameters=[network.state_dict()], network=network)
 
 
+def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2's labels (a stand-in ``network`` on random intensities and stage 1's mask ``previous``, 1 mm voxels,
+    stage 1 at 6 mm) by the fast path and by the full grid."""
+    from nnunet_ext.compat import predict_slab
+    from nnunet_ext.segment import CascadePredictors, _stage2_logits
+
+    data = torch.cat([torch.rand(1, *previous.shape), previous[None]])
+    fine = _fake_fine_predictor(network)
+    coarse = SimpleNamespace(configuration_manager=SimpleNamespace(spacing=[6.0, 6.0, 6.0], patch_size=[8, 8, 8]),
+                             plans_manager=fine.plans_manager, dataset_json=fine.dataset_json,
+                             label_manager=fine.label_manager)
+    predictors = CascadePredictors(coarse=coarse, fine=fine)
+    fast = _stage2_logits(predictors, data, {"spacing": [1.0, 1.0, 1.0]}, superior_axis_zyx=0).argmax(0)
+    return fast, predict_slab(fine, data, 4).argmax(0)
+
+
 def test_a_vertebra_at_the_edge_of_stage_1s_box_is_not_cut():
     """Stage 1 found only the middle of the most cranial vertebra; stage 2 grows it by up to the margin. The fast
     path's mask equals the full grid's: the box's margin along the spine covers what stage 2 adds."""
     pytest.importorskip("nnunetv2")
-    from nnunet_ext.compat import predict_slab
-    from nnunet_ext.segment import CascadePredictors, _stage2_logits
 
     # stage 2 extends the vertebra by almost the margins: along the spine by most of a level, across by 10 mm
     network = _GrowVertebra((int(LEVEL_MARGIN_MM) - 5, 10))
@@ -135,15 +194,7 @@ def test_a_vertebra_at_the_edge_of_stage_1s_box_is_not_cut():
     previous = torch.zeros(shape)
     previous[6:14, 70:78, 30:50] = 1  # the top vertebra, only partly found
     previous[6:14, 100:130, 30:50] = 1
-    data = torch.cat([torch.rand(1, *shape), previous[None]])
-    fine = _fake_fine_predictor(network)
-    coarse = SimpleNamespace(configuration_manager=SimpleNamespace(spacing=[6.0, 6.0, 6.0], patch_size=[8, 8, 8]),
-                             plans_manager=fine.plans_manager, dataset_json=fine.dataset_json,
-                             label_manager=fine.label_manager)
-    predictors = CascadePredictors(coarse=coarse, fine=fine)
-    properties = {"spacing": [1.0, 1.0, 1.0]}
-    fast = _stage2_logits(predictors, data, properties, superior_axis_zyx=0).argmax(0)
-    full = predict_slab(fine, data, 4).argmax(0)
+    fast, full = _fast_and_full(network, previous)
     assert int(full[:, :70].sum()) > 0 and int(full[:, :, :30].sum()) > 0  # stage 2 grew it beyond stage 1's box
     assert torch.equal(fast, full)  # nothing cut at the box's edge
 
@@ -187,3 +238,29 @@ def test_fast_slices_match_nnunets_own_sliding_window():
     box = (slice(20, 40), slice(10, 30))
     boxed = predict_slab(predictor, data[:, 1:4], batch=2, box=box)
     torch.testing.assert_close(boxed[:, :, box[0], box[1]], ours[:, 1:4, box[0], box[1]], atol=1e-5, rtol=1e-5)
+
+
+def test_stage_2_reaching_beyond_the_box_grows_it_until_nothing_is_cut():
+    """Stage 2 extends a vertebra by more than the margins (a sacrum stage 1 found only in part): the box grows
+    where stage 2's mask touches it, and the fast path's mask equals the full grid's."""
+    pytest.importorskip("nnunetv2")
+
+    network = _GrowVertebra((10, 20))  # front-back by 20 voxels, beyond the 12 mm margin across
+    shape = (20, 260, 120)
+    previous = torch.zeros(shape)
+    previous[6:14, 120:128, 50:60] = 1
+    fast, full = _fast_and_full(network, previous)
+    assert int(full[:, :, :50 - 12].sum()) > 0 and int(full[:, :, 60 + 12:].sum()) > 0  # beyond the first box
+    assert torch.equal(fast, full)
+
+
+def test_grow_box_moves_only_the_sides_a_body_touches_out_by_their_margin_and_clips():
+    box = (slice(2, 8), slice(10, 20))
+    inside = np.zeros((6, 10), bool)
+    inside[0, 4:7] = True  # 3 voxels of 2 mm on the first axis's lower side
+    inside[2:5, 9] = True  # 3 voxels of 1 mm on the second axis's upper side
+    assert grow_box(box, inside, (9, 40), (1.0, 2.0), (5.0, 6.0), touch_mm2=3.0) == (slice(0, 8), slice(10, 23))
+    assert grow_box(box, inside, (9, 40), (1.0, 2.0), (5.0, 6.0), touch_mm2=4.0) == (slice(0, 8), box[1])  # a speck
+    inside[:] = False
+    inside[2:4, 3:5] = True
+    assert grow_box(box, inside, (9, 40), (1.0, 2.0), 5.0, touch_mm2=0.5) == box

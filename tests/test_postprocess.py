@@ -1,4 +1,5 @@
-"""Parts out of cranio-caudal order are removed from predicted masks; ordered masks are left as they are."""
+"""Parts out of cranio-caudal order are removed from predicted masks; chains naming a level twice are counted again
+up from the sacrum; ordered masks are left as they are."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from nnunet_ext.postprocess import remove_out_of_order_parts  # noqa: E402
+from nnunet_ext.postprocess import (  # noqa: E402
+    count_levels_from_sacrum,
+    remove_out_of_order_parts,
+    tidy_levels,
+)
 
 LEVELS = {1: "T12", 2: "L1", 3: "L2", 4: "L3", 5: "L4", 6: "L5"}
 
@@ -58,3 +63,69 @@ def test_values_without_level_names_are_left_alone():
     labels = stack([1, 6])
     cleaned, notes = remove_out_of_order_parts(labels, {1: "vertebra", 6: "vertebra"}, (1.0, 1.0, 1.0))
     assert notes == [] and cleaned is labels
+
+
+CHAIN = {1: "T11", 2: "T12", 3: "L1", 4: "L2", 5: "L3", 6: "L4", 7: "L5", 8: "S1"}
+SPACING = (1.0, 1.0, 2.0)  # k (superior) 2 mm: bodies 20 mm tall, 10 mm discs, 30 mm apart
+
+
+def body_values(labels: np.ndarray, flip: bool = False) -> list[int]:
+    """The value of each body of a :func:`stack` (caudal first), 0 where it was set to background."""
+    caudal_first = labels[::-1] if flip else labels
+    return [int(caudal_first[10 + 15 * n, 5, 5]) for n in range((labels.shape[0] - 5) // 15)]
+
+
+def test_a_level_named_twice_is_counted_again_up_from_the_sacrum():
+    labels = stack([8, 7, 7, 6, 5, 4, 3, 2])  # S1, then L4 taken for a second L5: every level above shifted
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert notes == ["levels counted up from S1: the bodies predicted T12 L1 L2 L3 L4 L5 L5 S1 (cranial first) "
+                     "are T11 T12 L1 L2 L3 L4 L5 S1"]
+
+
+def test_a_body_counted_beyond_the_label_map_becomes_background_and_is_reported():
+    labels = stack([8, 7, 7, 6, 5, 4, 3, 2, 1])  # nine bodies: the top one is T10, which the mask cannot hold
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert notes[0].endswith("are T10 T11 T12 L1 L2 L3 L4 L5 S1; T10 not in the label map, set to background")
+
+
+def test_a_chain_without_a_repeated_level_or_without_a_sacral_end_is_left_alone():
+    for order in ([8, 7, 6, 5, 4], [7, 6, 5, 4, 3], [7, 6, 6, 5, 4]):  # consistent; consistent; no sacrum
+        labels = stack(order)
+        counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+        assert notes == [] and counted is labels, order
+
+
+def test_counting_follows_the_direction_not_the_array_axis():
+    labels = stack([8, 7, 7, 6, 5], flip=True)  # stored cranial first along k, the direction says k is inferior
+    flipped = (1, 0, 0, 0, 1, 0, 0, 0, -1)
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING, flipped)
+    assert body_values(counted, flip=True) == [8, 7, 6, 5, 4] and notes
+    # read with the identity direction the same array has "S1" on top: no sacral caudal end, nothing changes
+    assert count_levels_from_sacrum(labels, CHAIN, SPACING)[1] == []
+
+
+def test_two_bodies_grown_together_count_as_two_one_body_with_two_names_as_one():
+    labels = stack([8, 7, 7, 6, 5])
+    labels[15:20, 2:10, 2:10] = 8  # the disc filled: S1 and L5 grown together, 26 mm between the two names' centres
+    counted, _ = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4]
+    mixed = stack([8, 7, 7, 6, 5])
+    mixed[50:55, 2:10, 2:10] = 5  # the lower half of the "L4" body called L3: 10 mm apart, still one body
+    counted, notes = count_levels_from_sacrum(mixed, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[50:55, 2:10, 2:10] == 5).all() and notes
+
+
+def test_islands_are_not_bodies_and_keep_their_label():
+    labels = stack([8, 7, 7, 6, 5])
+    labels[0:2, 0:2, 0:2] = 3  # an 8-voxel speck
+    counted, _ = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[0:2, 0:2, 0:2] == 3).all()
+
+
+def test_tidy_levels_removes_out_of_order_parts_then_counts():
+    labels = stack([3, 8, 7, 7, 6, 5])  # an "L1" below S1 (removed first), then L5 named twice
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert body_values(tidied) == [0, 8, 7, 6, 5, 4] and len(notes) == 2
+    assert tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), False, False) == (labels, [])
