@@ -28,6 +28,8 @@ import SimpleITK as sitk
 from measure.grading import genant, ratio
 from measure.levels import is_sacral_level, project_label_map
 
+from .phantom_segments import segment_truth_table, spine_truth_table
+
 INSET_FRACTION = 0.10
 _CODE_VECTORS = {
     "L": (1.0, 0.0, 0.0), "R": (-1.0, 0.0, 0.0),
@@ -111,6 +113,13 @@ class VertebraSpec:
 
     def inside_local(self, u: np.ndarray, h: np.ndarray) -> np.ndarray:
         return (np.abs(u) <= 0.5 * self.depth_mm) & (h <= self.top(u)) & (h >= self.bottom(u))
+
+    def volume_ml(self) -> float:
+        """The body's volume: its local section's area (integrated numerically on 200 001 points, relative error
+        below 1e-6) times the integral of :meth:`lateral_scale` squared over the width, 0.8 x width."""
+        u = np.linspace(-0.5 * self.depth_mm, 0.5 * self.depth_mm, 200_001)
+        area = np.trapezoid(np.clip(self.top(u) - self.bottom(u), 0, None), u)
+        return float(area * 0.8 * self.width_mm / 1000.0)
 
     def lateral_scale(self, l_mm: np.ndarray) -> np.ndarray:
         """Size of the sagittal section at left-right offset ``l`` (1 in the flat core, 0 at the side)."""
@@ -367,6 +376,7 @@ def truth_table(case_id: str, placed: Sequence[PlacedVertebra]) -> pd.DataFrame:
             "distance_anterior_mm": math.nan, "distance_posterior_mm": math.nan,
             "ratio_anterior_posterior": ratio(spec.height_anterior_mm, spec.height_posterior_mm),
             "ratio_middle_posterior": ratio(spec.middle_mm, spec.height_posterior_mm),
+            "volume_ml": spec.volume_ml(),
         }
         if idx + 1 < len(placed):
             lower = anchors[idx + 1]
@@ -400,6 +410,10 @@ class Phantom:
     image: np.ndarray | None
     truth: pd.DataFrame
     label_values: dict[str, int]
+    segment_truth: pd.DataFrame | None = None
+    """One row per motion segment, as spine-measure's segments table (:mod:`.phantom_segments`)."""
+    spine_truth: pd.DataFrame | None = None
+    """One row, as spine-measure's spine table."""
 
     def _sitk(self, array: np.ndarray) -> sitk.Image:
         img = sitk.GetImageFromArray(array)
@@ -424,7 +438,8 @@ def make_phantom(case_id: str, spine: SpineSpec, grid: GridSpec, with_image: boo
     placed = place_spine(spine, values)
     mask = render_mask(grid, placed)
     image = render_image(grid, placed, mask, np.random.default_rng(seed)) if with_image else None
-    return Phantom(case_id, grid, spine, mask, image, truth_table(case_id, placed), values)
+    return Phantom(case_id, grid, spine, mask, image, truth_table(case_id, placed), values,
+                   segment_truth_table(case_id, placed), spine_truth_table(case_id, placed))
 
 
 def typical_vertebra(level: str, **changes: float) -> VertebraSpec:

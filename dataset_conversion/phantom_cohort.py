@@ -68,11 +68,12 @@ def _cohort_spine(spec: CohortSpec, rng: np.random.Generator) -> SpineSpec:
 
 
 def write_cohort(out_dir: str | Path, spec: CohortSpec) -> pd.DataFrame:
-    """Write ``spec.cases`` phantoms into ``out_dir`` (one folder per case) and ``out_dir/truth.csv``; returns the
-    truth table (what a correct ``spine-measure`` reports, mm and degrees)."""
+    """Write ``spec.cases`` phantoms into ``out_dir`` (one folder per case), ``out_dir/truth.csv`` and, for the
+    segments and spine tables, ``truth_segments.csv`` and ``truth_spine.csv``; returns the vertebra truth table
+    (what a correct ``spine-measure`` reports, mm and degrees)."""
     rng = np.random.default_rng(spec.seed)
     out = Path(out_dir)
-    truths = []
+    truths, segments, spines = [], [], []
     for n in range(spec.cases):
         spine = _cohort_spine(spec, rng)
         grid = GridSpec(fov_for(spine, lateral_mm=spec.lateral_fov_mm), tuple(spec.spacing), spec.orientation,
@@ -81,8 +82,12 @@ def write_cohort(out_dir: str | Path, spec: CohortSpec) -> pd.DataFrame:
                                seed=spec.seed * 1000 + n)
         write_case(phantom, out)
         truths.append(phantom.truth)
+        segments.append(phantom.segment_truth)
+        spines.append(phantom.spine_truth)
     truth = pd.concat(truths, ignore_index=True)
     truth.to_csv(out / "truth.csv", index=False, float_format="%.4f")
+    pd.concat(segments, ignore_index=True).to_csv(out / "truth_segments.csv", index=False, float_format="%.4f")
+    pd.concat(spines, ignore_index=True).to_csv(out / "truth_spine.csv", index=False, float_format="%.4f")
     return truth
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .runtime import add_version_option, interruptible
@@ -14,16 +15,23 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spine-measure",
-        description="Measure anterior/middle/posterior vertebral body heights, rotation and the anterior/posterior "
-        "distances between adjacent vertebrae (mm) in sagittal label masks. One CSV row per (case, vertebra). "
-        "The exact definition is in docs/measurements.md.",
+        description="Measure anterior/middle/posterior vertebral body heights, rotation, volume and the "
+        "anterior/posterior distances between adjacent vertebrae (mm) in sagittal label masks, one CSV row per "
+        "(case, vertebra); each motion segment's disc-space heights, angle and slip (Meyerding grade), one row per "
+        "(case, segment); each case's lumbar lordosis and sacral slope, one row per case. The exact definitions are "
+        "in docs/measurements.md.",
         epilog="Exit status: 0 every vertebra of every case measured (warnings allowed), 1 some case or vertebra "
         "failed (see the status and message columns), 2 usage error.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="mask file(s) (.nii, .nii.gz, .nrrd, .mha) or "
                         "folder(s) of masks")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="CSV to write (a JSON sidecar with "
-                        "the method parameters is written beside it)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="CSV to write, one row per (case, "
+                        "vertebra) (a JSON sidecar with the method parameters is written beside it)")
+    parser.add_argument("--segments", metavar="FILE.csv", help="motion-segment table, one row per (case, adjacent "
+                        "pair): disc-space heights, segment angle, slip, Meyerding grade (default: "
+                        "<OUT stem>_segments.csv beside --output)")
+    parser.add_argument("--spine", metavar="FILE.csv", help="spine table, one row per case: lumbar lordosis "
+                        "L1-S1 and L1-L5, sacral slope (default: <OUT stem>_spine.csv beside --output)")
     parser.add_argument("--labels", metavar="FILE|NAME", help="label map: nnU-Net dataset.json or JSON {value: level}, "
                         "or a bundled map by name ('verse': VerSe/SPINEPS numbering, endplates merged into their "
                         "vertebra, discs as background); default: project scheme 1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, "
@@ -62,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .batch import (
         MeasureOptions,
         OutputExistsError,
+        TablePaths,
         case_ids,
         find_mask_files,
         measure_and_report,
@@ -88,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths:
         print(f"spine-measure: no mask files found in {', '.join(args.inputs)}", file=sys.stderr)
         return EXIT_USAGE
+    outputs = TablePaths(Path(args.output), args.segments and Path(args.segments), args.spine and Path(args.spine))
     try:
-        check_measure_outputs(args.output, args.qc_dir, paths, append=args.append, overwrite=args.overwrite)
+        check_measure_outputs(args.output, args.qc_dir, paths, append=args.append, overwrite=args.overwrite,
+                              tables=[path for path, _ in outputs.resolved()[1:]])
     except OutputError as exc:
         print(f"spine-measure: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -99,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              labels_per_case=args.labels_per_case,
                              qc_dir=args.qc_dir, images=args.images)
     try:
-        some_failed = measure_and_report(paths, case_ids(paths, args.case_id), args.output, options, jobs=args.jobs,
+        some_failed = measure_and_report(paths, case_ids(paths, args.case_id), outputs, options, jobs=args.jobs,
                                          progress=not args.no_progress, append=args.append, overwrite=args.overwrite)
     except (OutputExistsError, ValueError) as exc:
         print(f"spine-measure: {exc}", file=sys.stderr)

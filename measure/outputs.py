@@ -125,15 +125,20 @@ def refuse_outputs_over_inputs(outputs: Iterable[str | Path], inputs: Iterable[s
 
 
 def check_measure_outputs(output: str | Path, qc_dir: str | Path | None, inputs: Sequence[str | Path],
-                          append: bool, overwrite: bool) -> None:
-    """Before measuring anything: the CSV may be written (not a folder, its folder writable, not over an existing one
-    without append/overwrite), the QC folder is writable, and neither is an input. Raises :class:`OutputError`."""
-    check_writable_file(output, "output CSV")
-    if Path(output).exists() and not (append or overwrite):
-        raise OutputError(f"{output} exists: use --append to add cases or --overwrite to replace it")
+                          append: bool, overwrite: bool, tables: Sequence[str | Path] = ()) -> None:
+    """Before measuring anything: the CSV and the other ``tables`` may be written (not folders, their folders
+    writable, not over existing ones without append/overwrite, no two the same), the QC folder is writable, and none
+    is an input. Raises :class:`OutputError`."""
+    csvs = [Path(output), *map(Path, tables)]
+    for csv in csvs:
+        check_writable_file(csv, "output CSV")
+        if csv.exists() and not (append or overwrite):
+            raise OutputError(f"{csv} exists: use --append to add cases or --overwrite to replace it")
+    if len({os.path.abspath(c) for c in csvs}) < len(csvs):
+        raise OutputError(f"the output tables must be different files: {', '.join(map(str, csvs))}")
     if qc_dir:
         check_writable_folder(qc_dir, "QC folder")
-    refuse_outputs_over_inputs([output, *([qc_dir] if qc_dir else [])], inputs)
+    refuse_outputs_over_inputs([*csvs, *([qc_dir] if qc_dir else [])], inputs)
 
 
 def check_unique_case_ids(cases: Sequence[tuple[str, Path]]) -> None:

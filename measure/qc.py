@@ -15,6 +15,7 @@ import numpy as np
 
 from .io import SagittalVolume
 from .outputs import atomic_write
+from .segments import SegmentMeasurement, SpineSummary
 from .spine import SpineMeasurement
 
 _LINE_COLOURS = {"anterior": (0, 140, 255), "middle": (60, 220, 60), "posterior": (255, 200, 0)}  # BGR
@@ -69,8 +70,11 @@ def render_qc(
     measurements: Sequence[SpineMeasurement],
     image: SagittalVolume | None = None,
     target_height_px: int = 900,
+    segments: Sequence[SegmentMeasurement] = (),
+    summary: SpineSummary | None = None,
 ) -> np.ndarray:
-    """The QC picture (BGR uint8) of one case."""
+    """The QC picture (BGR uint8) of one case; with ``segments`` and ``summary``, each motion segment's angle and
+    slip (its two corners marked) on the distances panel and the lordosis and sacral slope in the header."""
     measured = [m for m in measurements if m.vertebra.contour_2d is not None]
     sx, sy = float(volume.spacing[1]), float(volume.spacing[2])
     if measured:
@@ -152,14 +156,40 @@ def render_qc(
             offset = -10 if side == "anterior" else 10
             _text(distance_panel, f"{value:.1f}", (mid[0] + offset, mid[1]), colour_line, scale,
                   align_right=side == "anterior")
+    _draw_segments(panels[1], view, segments, measurements, scale, thick)
     separator = np.full((view.height, 4, 3), 255, np.uint8)
     picture = np.concatenate([panels[0], separator, panels[1]], axis=1)
-    header = np.zeros((34, picture.shape[1], 3), np.uint8)
+    header = np.zeros((34 if summary is None else 56, picture.shape[1], 3), np.uint8)
     counts = {s: sum(1 for m in measurements if m.vertebra.status == s) for s in ("ok", "warning", "failed")}
     title = (f"{case_id}  slice {volume.file_index(0, shown)} (shown)  heights A/M/P mm | distances mm   "
              f"ok {counts['ok']}  warning {counts['warning']}  failed {counts['failed']}   anterior left")
     _text(header, title, (6, 17), (255, 255, 255), 0.5)
+    if summary is not None:
+        curve = (f"lordosis L1-S1 {_fmt(summary.lordosis_l1_s1_deg)} deg   L1-L5 {_fmt(summary.lordosis_l1_l5_deg)} "
+                 f"deg   sacral slope {_fmt(summary.sacral_slope_deg)} deg   (segments: angle deg, slip mm, "
+                 "Meyerding grade)")
+        _text(header, curve, (6, 39), (180, 255, 255), 0.5)
     return np.concatenate([header, picture], axis=0)
+
+
+def _draw_segments(panel: np.ndarray, view: _View, segments: Sequence[SegmentMeasurement],
+                   measurements: Sequence[SpineMeasurement], scale: float, thick: int) -> None:
+    """Each segment's angle, slip and grade beside its disc (posterior side), the two slip corners marked."""
+    bodies = {m.vertebra.level: m.vertebra for m in measurements if m.vertebra.contour_2d is not None}
+    for segment in segments:
+        upper, lower = bodies.get(segment.upper_level), bodies.get(segment.lower_level)
+        if upper is None or lower is None:
+            continue
+        if segment.slip_corners_2d is not None:
+            for corner in segment.slip_corners_2d:
+                cv2.drawMarker(panel, view.pt(corner), (255, 0, 255), cv2.MARKER_CROSS, 6 + 3 * thick, thick)
+        disc = 0.5 * (upper.contour_2d[:, 1].min() + lower.contour_2d[:, 1].max())
+        right = max(view.px(upper.contour_2d)[:, 0].max(), view.px(lower.contour_2d)[:, 0].max())
+        edge = int(right) + 55  # clear of the posterior distance's label
+        grade = "" if segment.meyerding_grade is None else f" M{segment.meyerding_grade}"
+        text = f"{_fmt(segment.segment_angle_deg)} deg  slip {_fmt(segment.slip_mm)}{grade}"
+        colour = (255, 120, 255) if segment.meyerding_grade else (230, 180, 230)
+        _text(panel, text, (edge, view.pt(np.array([0.0, disc]))[1]), colour, scale * 0.85)
 
 
 def write_qc(path: str | Path, picture: np.ndarray) -> None:

@@ -45,6 +45,7 @@ COLUMNS: dict[str, str] = {
     "qc_implausible_value": "a height, distance or rotation outside the plausible range",
     "section_area_mm2": "area of the measured sagittal section",
     "voxel_count": "voxels carrying this label",
+    "volume_ml": "volume of the body's largest 3D part (voxel count x voxel volume)",
     **{c: "anchor point, physical coordinate (file frame, LPS)" for c in ANCHOR_COLUMNS},
     "pixel_spacing_ap_mm": "in-plane spacing along anterior-posterior",
     "pixel_spacing_si_mm": "in-plane spacing along superior-inferior",
@@ -52,6 +53,17 @@ COLUMNS: dict[str, str] = {
     "source_file": "the mask file measured",
     "tool_version": "spine-mri-toolkit version",
 }
+
+
+PROVENANCE_COLUMNS = ("pixel_spacing_ap_mm", "pixel_spacing_si_mm", "slice_thickness_mm", "source_file",
+                      "tool_version")
+
+
+def provenance(volume: SagittalVolume) -> dict:
+    """The provenance columns of a measured volume (spacing of the canonical frame, source file, version)."""
+    return {"pixel_spacing_ap_mm": float(volume.spacing[1]), "pixel_spacing_si_mm": float(volume.spacing[2]),
+            "slice_thickness_mm": float(volume.spacing[0]), "source_file": volume.source,
+            "tool_version": tool_version()}
 
 
 def _empty_row(case_id: str, source: str) -> dict:
@@ -89,7 +101,7 @@ def rows_for_case(case_id: str, volume: SagittalVolume, measurements: Sequence[S
             ratio_middle_posterior=m.ratio_middle_posterior,
             qc_touches_fov_border=v.touches_fov_border, qc_several_components=v.several_components,
             qc_missing_neighbour=v.missing_neighbour, qc_implausible_value=v.implausible_value,
-            section_area_mm2=v.section_area_mm2, voxel_count=v.voxel_count,
+            section_area_mm2=v.section_area_mm2, voxel_count=v.voxel_count, volume_ml=v.volume_ml,
             pixel_spacing_ap_mm=float(volume.spacing[1]), pixel_spacing_si_mm=float(volume.spacing[2]),
             slice_thickness_mm=float(volume.spacing[0]),
         )

@@ -15,6 +15,7 @@ from .geometry import (
     Trapezoid,
     bounding_trapezoid,
     median,
+    robust_slope,
     section_from_slice,
 )
 from .io import SagittalVolume
@@ -67,10 +68,15 @@ class VertebraMeasurement:
     depth_mm: float = math.nan
     section_area_mm2: float = math.nan
     voxel_count: int = 0
+    volume_ml: float = math.nan
+    """Volume of the body's largest 3D part (the one measured)."""
     anchors_2d: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # in-plane mm (anterior, superior)
     anchors_mm: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # physical LPS mm
     trapezoid: Trapezoid | None = None
     contour_2d: np.ndarray | None = None  # outline of the measured section, in-plane mm
+    wall_lines_2d: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Posterior and anterior wall near each endplate: (a point, unit direction pointing superior), in-plane mm
+    (:func:`wall_lines`)."""
     touches_fov_border: bool = False
     several_components: bool = False
     implausible_value: bool = False
@@ -162,7 +168,43 @@ def measure_section(
         else:
             heights[name] = span[1] - span[0]
     return {"trapezoid": trapezoid, "heights": heights, "anchors": anchors, "depth": depth, "truncated": truncated,
-            "centre": mid, "walls": (a_posterior, a_anterior), "wall_offsets": list(offsets)}
+            "centre": mid, "walls": (a_posterior, a_anterior), "wall_offsets": list(offsets),
+            "wall_lines": wall_lines(sampler, mid, axis, normal, central_height, reach(mid, axis),
+                                     min(section.spacing))}
+
+
+WALL_LINE_FRACTIONS = (0.05, 0.38)
+"""The walls are sampled between these fractions of the central height from the body's centre, towards each
+endplate (clear of rounded corners)."""
+
+
+def wall_lines(sampler: LineSampler, mid: np.ndarray, axis: np.ndarray, normal: np.ndarray, central_height: float,
+               reach: float, pixel: float) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """The posterior and anterior walls near the superior and inferior endplates, as lines (a point, the unit
+    direction pointing superior) in in-plane mm, keyed (side, end). A wall's direction is a robust line through its
+    crossings with 16 lines parallel to ``axis`` (8 towards each endplate, :data:`WALL_LINE_FRACTIONS`); its position
+    near each endplate is the median of the 8 crossings on that side. So a wall need be neither perpendicular to the
+    endplates (lumbar bodies are often sheared in the sagittal plane) nor straight (a concave wall, or one that
+    steps): each corner is found from the wall next to it, with the steadier direction of the whole wall. Where
+    fewer than 4 lines on a side cross, that line is left out."""
+    halves = {end: sign * np.linspace(*WALL_LINE_FRACTIONS, 8) * central_height
+              for end, sign in (("superior", 1.0), ("inferior", -1.0))}
+    offsets = np.concatenate(list(halves.values()))
+    spans = sampler.extents(mid + offsets[:, None] * normal, axis, reach)
+    near = {"superior": np.arange(8), "inferior": np.arange(8, 16)}
+    lines = {}
+    for side, column in (("posterior", 0), ("anterior", 1)):
+        ok = np.isfinite(spans[:, column])
+        if ok.sum() < 4:
+            continue
+        slope = robust_slope(offsets[ok], spans[ok, column], pixel)  # wall position along axis per mm of height
+        direction = normal + slope * axis
+        for end, rows in near.items():
+            rows = rows[ok[rows]]
+            if len(rows) >= 4:
+                intercept = median(spans[rows, column] - slope * offsets[rows])
+                lines[(side, end)] = (mid + intercept * axis, direction / np.linalg.norm(direction))
+    return lines
 
 
 def section_contour(section: Section) -> np.ndarray:
@@ -185,6 +227,7 @@ def measure_vertebra(
     result = VertebraMeasurement(label=region.value, level=level)
     bbox, body, counts = region.box, region.body, list(region.component_sizes)
     result.voxel_count = region.voxel_count
+    result.volume_ml = float(body.sum()) * float(np.prod(volume.spacing)) / 1000.0
     if len(counts) > 1:
         major = [c for c in counts if c >= params.island_fraction * result.voxel_count]
         if len(major) > 1:
@@ -231,6 +274,7 @@ def measure_vertebra(
     result.depth_mm = float(values["depth"])
     result.rotation_deg = to_patient_angle(volume, result.trapezoid.axis)
     result.anchors_2d = values["anchors"]
+    result.wall_lines_2d = values["wall_lines"]
     for key, point in values["anchors"].items():
         index = np.array([canonical_slice, point[0] / spacing_2d[0], point[1] / spacing_2d[1]])
         result.anchors_mm[key] = volume.index_to_physical(index)

@@ -26,6 +26,20 @@ def measure_phantom(phantom: Phantom, params: MethodParameters | None = None) ->
     return to_frame(rows_for_case(phantom.case_id, volume, rows))
 
 
+def measure_phantom_tables(phantom: Phantom, params: MethodParameters | None = None
+                           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Measure a phantom's mask in memory into the vertebra, segments and spine tables."""
+    from measure.segment_table import segment_rows, spine_row, to_segment_frame, to_spine_frame
+    from measure.segments import measure_segments, spine_summary
+
+    params = params or MethodParameters()
+    volume = mask_volume(phantom.mask_image(), phantom.case_id)
+    rows = measure_spine(volume, project_label_map(), params)
+    return (to_frame(rows_for_case(phantom.case_id, volume, rows)),
+            to_segment_frame(segment_rows(phantom.case_id, volume, measure_segments(volume, rows, params))),
+            to_spine_frame([spine_row(phantom.case_id, volume, spine_summary(volume, rows, params))]))
+
+
 def phantom_on_grid(spine: SpineSpec, spacing: tuple[float, float, float], orientation: str = "LPS",
                     lateral_mm: float = 30.0, **grid: float) -> Phantom:
     return make_phantom("case", spine, GridSpec(fov_for(spine, lateral_mm=lateral_mm), spacing, orientation, **grid),

@@ -82,6 +82,36 @@ def test_jobs_append_and_overwrite(phantoms: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".cohort.csv.*"))  # no temporary files left
 
 
+def test_segments_and_spine_tables_beside_the_csv_kept_in_step_by_append(phantoms: Path, tmp_path: Path) -> None:
+    from measure.segment_table import SEGMENT_COLUMNS, SPINE_COLUMNS
+
+    out = tmp_path / "cohort.csv"
+    masks = sorted(phantoms.glob("*/mask.nii.gz"))
+    assert measure_main([str(masks[0]), "-o", str(out), "--no-progress", "--case-id", "parent"]) == 0
+    segments, spine = tmp_path / "cohort_segments.csv", tmp_path / "cohort_spine.csv"  # the defaults
+    first = pd.read_csv(segments)
+    assert list(first.columns) == list(SEGMENT_COLUMNS) and list(pd.read_csv(spine).columns) == list(SPINE_COLUMNS)
+    assert list(zip(first["upper_level"], first["lower_level"], strict=True)) == [
+        ("T11", "T12"), ("T12", "L1"), ("L1", "L2"), ("L2", "L3"), ("L3", "L4"), ("L4", "L5"), ("L5", "S1")]
+    truth = pd.read_csv(phantoms / "truth_segments.csv")
+    merged = first.merge(truth, on=["case_id", "upper_level", "lower_level"], suffixes=("", "_truth"))
+    error = (merged["disc_height_middle_mm"] - merged["disc_height_middle_mm_truth"]).abs()
+    assert len(merged) == 7 and error.max() < 0.8
+    assert json.loads(segments.with_suffix(".json").read_text())["table"] == "segments"
+    assert measure_main([*map(str, masks), "-o", str(out), "--append", "--no-progress", "--case-id", "parent"]) == 0
+    assert pd.read_csv(segments)["case_id"].value_counts().to_dict() == dict.fromkeys(
+        ["phantom_000", "phantom_001", "phantom_002"], 7)  # the re-measured case replaced, not doubled
+    assert pd.read_csv(spine)["case_id"].tolist() == ["phantom_000", "phantom_001", "phantom_002"]
+    other_segments, other_spine = tmp_path / "s.csv", tmp_path / "sub" / "c.csv"
+    (tmp_path / "sub").mkdir()
+    assert measure_main([str(masks[0]), "-o", str(tmp_path / "x.csv"), "--segments", str(other_segments), "--spine",
+                         str(other_spine), "--no-progress"]) == 0
+    assert len(pd.read_csv(other_segments)) == 7 and len(pd.read_csv(other_spine)) == 1
+    assert measure_main([str(masks[0]), "-o", str(tmp_path / "y.csv"), "--segments", str(tmp_path / "y.csv"),
+                         "--no-progress"]) == 2  # two tables into one file: refused before measuring
+    assert measure_main([str(masks[0]), "-o", str(tmp_path / "z.csv"), "--spine", str(spine), "--no-progress"]) == 2
+
+
 def test_parallel_equals_serial(phantoms: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     assert measure_main([str(phantoms), "--recursive", "-o", str(a), "--no-progress", "--pattern", "mask.nii.gz"]) == 0

@@ -447,7 +447,7 @@ def start_slow_parallel_measure(tmp_path: Path) -> tuple:
     """A real ``spine-measure --jobs 2`` process on 12 masks, each case slowed to 2 s."""
     for n in range(12):
         phantom_mask(tmp_path / f"m{n}.nii.gz")
-    return start_slow_parallel(tmp_path, slow_script("measure.batch", "measure_file", "measure.cli"),
+    return start_slow_parallel(tmp_path, slow_script("measure.batch", "measure_case", "measure.cli"),
                                [str(tmp_path), "-o", str(tmp_path / "out.csv")])
 
 
