@@ -422,6 +422,10 @@ class Phantom:
         img.SetOrigin(self.grid.origin().tolist())
         return img
 
+    def image_like(self, array: np.ndarray) -> sitk.Image:
+        """An array (SimpleITK order) on the phantom's grid."""
+        return self._sitk(array)
+
     def mask_image(self) -> sitk.Image:
         return self._sitk(self.mask)
 

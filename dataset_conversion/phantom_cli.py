@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deformity-probability", type=float, default=0.15,
                         help="chance of a random deformity per vertebra (random spines)")
     parser.add_argument("--no-image", action="store_true", help="masks only")
+    parser.add_argument("--spineps", action="store_true", help="also write SPINEPS-style masks beside mask.nii.gz: "
+                        "seg-vert.nii.gz (whole vertebrae with posterior elements, VerSe numbering) and "
+                        "seg-spine.nii.gz (subregions: 49 body, 41 arch, 42 spinous process, 26 sacrum); measure them "
+                        "with spine-measure --subregions seg-vert:seg-spine --labels verse --pattern seg-vert.nii.gz")
     parser.add_argument("--case-prefix", default="phantom")
     return add_version_option(parser)
 
@@ -75,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       orientation=args.orientation, oblique_deg=args.oblique, lateral_fov_mm=args.lateral_fov,
                       typical=args.typical, deformities=tuple(deformities), slips=tuple(slips),
                       deformity_probability=args.deformity_probability, with_image=not args.no_image,
-                      case_prefix=args.case_prefix)
+                      case_prefix=args.case_prefix, spineps=args.spineps)
     out = Path(args.output)
     write_cohort(out, spec)
     print(f"spine-phantom: {args.cases} case(s) in {out} (truth: {out / 'truth.csv'})", file=sys.stderr)

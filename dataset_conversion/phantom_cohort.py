@@ -12,6 +12,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from .phantom import GridSpec, Phantom, SpineSpec, deform, fov_for, make_phantom, random_spine, typical_spine
+from .phantom_spineps import spineps_masks
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,19 @@ class CohortSpec:
     deformity_probability: float = 0.15
     with_image: bool = True
     case_prefix: str = "phantom"
+    spineps: bool = False
+    """Also write SPINEPS-style ``seg-vert`` / ``seg-spine`` masks (:mod:`.phantom_spineps`)."""
 
 
-def write_case(phantom: Phantom, out_dir: str | Path, compress: bool = True) -> Path:
-    """Write ``OUT/<case>/image.nii.gz``, ``mask.nii.gz`` and ``levels.json`` (the in-house export layout)."""
+def write_case(phantom: Phantom, out_dir: str | Path, compress: bool = True, spineps: bool = False) -> Path:
+    """Write ``OUT/<case>/image.nii.gz``, ``mask.nii.gz`` and ``levels.json`` (the in-house export layout); with
+    ``spineps`` also ``seg-vert.nii.gz`` and ``seg-spine.nii.gz``."""
     folder = Path(out_dir) / phantom.case_id
     folder.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(phantom.mask_image(), str(folder / "mask.nii.gz"), compress)
+    if spineps:
+        for name, array in zip(("seg-vert", "seg-spine"), spineps_masks(phantom), strict=True):
+            sitk.WriteImage(phantom.image_like(array), str(folder / f"{name}.nii.gz"), compress)
     if phantom.image is not None:
         sitk.WriteImage(phantom.intensity_image(), str(folder / "image.nii.gz"), compress)
     levels = {str(value): level for level, value in sorted(phantom.label_values.items(), key=lambda kv: kv[1])
@@ -80,7 +87,7 @@ def write_cohort(out_dir: str | Path, spec: CohortSpec) -> pd.DataFrame:
                         spec.oblique_deg)
         phantom = make_phantom(f"{spec.case_prefix}_{n:03d}", spine, grid, with_image=spec.with_image,
                                seed=spec.seed * 1000 + n)
-        write_case(phantom, out)
+        write_case(phantom, out, spineps=spec.spineps)
         truths.append(phantom.truth)
         segments.append(phantom.segment_truth)
         spines.append(phantom.spine_truth)

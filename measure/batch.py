@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from .io import MASK_SUFFIXES, MaskReadError, read_image_like, read_mask, strip_suffix
+from .io import MASK_SUFFIXES, MaskReadError, mask_volume, read_image_like, read_mask, strip_suffix
 from .levels import LabelMap, LabelMapError, load_label_map, merged_level_values, project_label_map
 from .outputs import atomic_write_text, folder_lock
 from .qc import render_qc, write_qc
@@ -30,6 +30,7 @@ from .segment_table import (
 )
 from .segments import measure_segments, spine_summary
 from .spine import measure_spine
+from .subregions import read_bodies
 from .table import COLUMNS, error_row, rows_for_case, to_frame
 from .vertebra import MethodParameters
 
@@ -110,6 +111,9 @@ class MeasureOptions:
     labels_per_case: str | None = None  # name of a label-map JSON beside each mask (e.g. levels.json)
     qc_dir: str | None = None
     images: str | None = None  # a folder of images, an image file, or None (look for image.* beside mask.*)
+    subregions: str | None = None
+    """Whole-vertebra masks with a subregion mask (SPINEPS): how to find it (:func:`.subregions.subregion_path`);
+    only the vertebral bodies are measured."""
 
 
 def find_image_for(mask_path: Path, case_id: str, images: str | None) -> Path | None:
@@ -151,7 +155,12 @@ def _read_case(path: Path, options: MeasureOptions):
     label_map = options.label_map
     if options.labels_per_case:
         label_map = load_label_map(path.parent / options.labels_per_case)
-    volume = read_mask(path, options.params.max_obliquity_deg, options.params.resample_oblique)
+    if options.subregions:
+        image, notes = read_bodies(path, options.subregions)
+        volume = mask_volume(image, str(path), options.params.max_obliquity_deg, options.params.resample_oblique)
+        volume.notes.extend(notes)
+    else:
+        volume = read_mask(path, options.params.max_obliquity_deg, options.params.resample_oblique)
     merged, label_map = merged_level_values(volume.array, label_map)
     if merged is not volume.array:  # a bundled map's endplates/parts merged into their vertebra
         volume = replace(volume, array=merged)

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "9 S2")
     parser.add_argument("--labels-per-case", metavar="NAME", help="read each case's label map from a JSON of this "
                         "name beside its mask (e.g. levels.json of an in-house export)")
+    parser.add_argument("--subregions", metavar="OLD:NEW|NAME", help="whole-vertebra masks (SPINEPS seg-vert, with "
+                        "posterior elements) measured on their bodies only: each mask's subregion mask is its file "
+                        "name with OLD replaced by NEW (SPINEPS: 'seg-vert:seg-spine') or the file NAME beside it; a "
+                        "body is the instance's voxels in the corpus subregion (49) plus its endplates (200+X)")
     parser.add_argument("--ignore-unmapped", action="store_true", help="skip label values missing from the label map "
                         "instead of reporting them as failed rows")
     parser.add_argument("--qc-dir", metavar="DIR", help="write one QC picture per case (CASE.png) here")
@@ -94,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spine-measure: {exc}", file=sys.stderr)
         return EXIT_USAGE
     paths = find_mask_files(args.inputs, args.pattern, args.recursive)
+    if args.subregions:
+        from .subregions import without_subregion_masks
+
+        paths = without_subregion_masks(paths, args.subregions)
     if not paths:
         print(f"spine-measure: no mask files found in {', '.join(args.inputs)}", file=sys.stderr)
         return EXIT_USAGE
@@ -107,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = MethodParameters(inset_fraction=args.inset, slice_selection=args.slice_selection,
                               max_obliquity_deg=args.max_obliquity, resample_oblique=args.resample_oblique)
     options = MeasureOptions(params=params, label_map=label_map, ignore_unmapped=args.ignore_unmapped,
-                             labels_per_case=args.labels_per_case,
+                             labels_per_case=args.labels_per_case, subregions=args.subregions,
                              qc_dir=args.qc_dir, images=args.images)
     try:
         some_failed = measure_and_report(paths, case_ids(paths, args.case_id), outputs, options, jobs=args.jobs,
