@@ -51,6 +51,9 @@ class MethodParameters:
     plausible_height_mm: tuple[float, float] = (8.0, 60.0)
     plausible_distance_mm: tuple[float, float] = (0.0, 30.0)
     plausible_rotation_deg: float = 60.0
+    max_body_depth_mm: float = 65.0
+    """A section deeper than this is not a vertebral body (lumbar bodies are 25-50 mm deep, a whole vertebra with its
+    arch and spinous process 70-100 mm): the vertebra is refused (``failed``) with the reason."""
 
 
 @dataclass
@@ -268,6 +271,12 @@ def measure_vertebra(
     except GeometryError as exc:
         result.status = "failed"
         result.note(f"not measurable: {exc}")
+        return result
+    if values["depth"] > params.max_body_depth_mm:
+        result.status = "failed"
+        result.note(f"not measurable: section {values['depth']:.1f} mm deep, more than a vertebral body (above "
+                    f"{params.max_body_depth_mm:g} mm): the mask holds whole vertebrae with posterior elements; give "
+                    "their subregion mask with --subregions (SPINEPS), masks without one are not supported")
         return result
     result.trapezoid = values["trapezoid"]
     result.heights_mm = {name: float(values["heights"].get(name, math.nan)) for name in POSITIONS}

@@ -57,11 +57,14 @@ def test_spineps_phantoms_measure_exactly_as_the_body_masks(spineps_phantoms: Pa
     assert len(merged) == 12
     np.testing.assert_allclose(merged[columns].to_numpy(), merged[[f"{c}_bodies" for c in columns]].to_numpy())
     assert a["message"].str.contains("instance 26: no voxel in the body subregion").all()
-    whole = tmp_path / "whole.csv"  # the same masks without their subregions: posterior elements in the depth
-    measure_main([str(spineps_phantoms), "--recursive", "--pattern", "seg-vert.nii.gz", "--labels", "verse", "-o",
-                  str(whole), "--no-progress"])
-    assert (pd.read_csv(whole).merge(b, on=["case_id", "level"], suffixes=("", "_bodies")).eval(
-        "depth_mm - depth_mm_bodies").abs().max() > 5)
+    whole = tmp_path / "whole.csv"  # the same masks without their subregions: whole vertebrae, refused
+    assert measure_main([str(spineps_phantoms), "--recursive", "--pattern", "seg-vert.nii.gz", "--labels", "verse",
+                         "-o", str(whole), "--no-progress"]) == 1
+    refused = pd.read_csv(whole).query("level != 'S1'")
+    assert (refused["status"] == "failed").all() and refused["height_anterior_mm"].isna().all()
+    deep = refused["message"].str.contains("more than a vertebral body") & refused["message"].str.contains(
+        "--subregions")
+    assert deep.sum() >= 6  # the others reach the posterior image border with their spinous process
 
 
 def test_a_missing_or_misaligned_subregion_mask_is_named(spineps_phantoms: Path, tmp_path: Path) -> None:
