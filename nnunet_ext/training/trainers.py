@@ -23,11 +23,13 @@ from measure.levels import is_known_level
 from nnunet_ext.compat import (
     augmentation_patch_size,
     deep_supervision_loss,
+    insert_after_spatial,
     poly_lr_scheduler,
     previous_stage_folder,
     set_spatial_scaling,
     unwrap_deep_supervision,
 )
+from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
@@ -39,6 +41,10 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     rotation_max_deg: float = 5.0
     scaling_range: tuple[float, float] = (0.95, 1.05)
     aux_loss_weight: float = 0.3
+    cranial_crop_probability: float = 0.0
+    """Share of training patches whose cranial end is cut off (:mod:`.augmentation`; 0: never)."""
+    cranial_crop_max_fraction: float = 0.35
+    """The most of the scanned extent along the spine a cut removes (a uniform random share up to this)."""
     unannotated_level_weight: float = 1.0
     """Weight of the partial-label term on the unannotated region (:mod:`.partial_loss`; 0 turns it off)."""
     epochs: int | None = None
@@ -128,9 +134,14 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
 
     @classmethod
     def get_training_transforms(cls, *args, **kwargs):
-        """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`."""
+        """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`, and the cranial
+        field-of-view cut of :attr:`cranial_crop_probability` after the spatial transform (level datasets only)."""
         transforms = super().get_training_transforms(*args, **kwargs)
         set_spatial_scaling(transforms, cls.scaling_range)
+        levels = [v for v in kwargs.get("foreground_labels") or () if v != kwargs.get("ignore_label")]
+        if cls.cranial_crop_probability > 0 and len(levels) > 1 and not kwargs.get("regions"):
+            insert_after_spatial(transforms, CranialFieldOfViewCrop(sorted(levels), cls.cranial_crop_probability,
+                                                                    cls.cranial_crop_max_fraction))
         return transforms
 
     def _get_deep_supervision_scales(self):

@@ -1,0 +1,112 @@
+"""The cranial field-of-view cut (stage 1's augmentation): the cranial end found from the level labels in any
+orientation, the right share turned into nnU-Net's padding, and the transform in the cascade trainer's pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nnunet_ext.training.augmentation import (  # noqa: E402 - after the importorskip
+    PADDING_SEG,
+    CranialFieldOfViewCrop,
+    cranial_axis,
+    cut_cranial_end,
+)
+
+
+def chain(axis: int, cranial_high: bool, length: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (1, 10, 40, 12)-like volume whose ``axis`` holds four levels (values 1 cranial ... 4 caudal), 8 voxels
+    each with 2-voxel gaps, starting 4 voxels in; rows 0-1 and the last 2 along ``axis`` are padding."""
+    shape = [10, 12, 14]
+    shape[axis] = length
+    seg = torch.zeros(1, *shape, dtype=torch.int16)
+    image = torch.rand(1, *shape) + 1
+    for n, value in enumerate((4, 3, 2, 1)):  # caudal first along increasing index
+        index = [slice(None)] * 3
+        index[axis] = slice(4 + 9 * n, 12 + 9 * n)
+        seg[(0, *index)] = value
+    pad = [slice(None)] * 3
+    for ends in (slice(0, 2), slice(length - 2, length)):
+        pad[axis] = ends
+        seg[(0, *pad)] = PADDING_SEG
+        image[(0, *pad)] = 0
+    if not cranial_high:
+        seg, image = seg.flip(axis + 1), image.flip(axis + 1)
+    return image, seg
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("cranial_high", [True, False])
+def test_the_cranial_end_is_found_from_the_levels_and_cut(axis, cranial_high):
+    image, seg = chain(axis, cranial_high)
+    original = image.clone()
+    assert cranial_axis(seg, [1, 2, 3, 4]) == (axis, 1 if cranial_high else -1)
+    cut_image, cut_seg = cut_cranial_end(image, seg, axis, 1 if cranial_high else -1, 0.25)  # 36 scanned -> 9 cut
+    along = cut_seg[0].movedim(axis, 0)
+    padded = (along == PADDING_SEG).flatten(1).all(1)
+    expected = torch.zeros(40, dtype=torch.bool)
+    expected[:2] = expected[-2:] = True
+    expected[29:38] = True  # the cranial 9 of the 36 scanned rows (2..37)
+    if not cranial_high:
+        expected = expected.flip(0)
+    assert torch.equal(padded, expected)
+    assert (cut_image[0].movedim(axis, 0)[padded] == 0).all()
+    assert (cut_seg == 4).sum() == (seg == 4).sum()  # the caudal end (the sacrum's side) is untouched
+    assert (seg == 1).sum() > 0 and (cut_seg == 1).sum() < (seg == 1).sum()  # the input is not changed
+    assert torch.equal(image, original)
+
+
+def test_fewer_than_two_levels_leave_the_patch_alone():
+    image, seg = chain(1, True)
+    seg[seg > 1] = 0
+    transform = CranialFieldOfViewCrop([1, 2, 3, 4], probability=1.0, max_fraction=0.5)
+    out = transform(image=image.clone(), segmentation=seg.clone())
+    assert torch.equal(out["segmentation"], seg) and torch.equal(out["image"], image)
+
+
+def test_the_cascade_trainer_cuts_patches_and_nnunet_turns_the_cut_into_background():
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training.trainers import nnUNetTrainerSpine
+
+    class Cutting(nnUNetTrainerSpine):
+        cranial_crop_probability, cranial_crop_max_fraction = 1.0, 0.6
+
+    arguments = ((10, 40, 14), (0.0, 0.0), None, (), False)
+    ours = Cutting.get_training_transforms(*arguments, foreground_labels=[1, 2, 3, 4, 5], ignore_label=5)
+    crops = [t for t in ours.transforms if isinstance(t, CranialFieldOfViewCrop)]
+    assert len(crops) == 1 and crops[0].level_values == [1, 2, 3, 4]
+    plain = nnUNetTrainerSpine.get_training_transforms(*arguments, foreground_labels=[1, 2, 3, 4])
+    assert not any(isinstance(t, CranialFieldOfViewCrop) for t in plain.transforms)
+    binary = Cutting.get_training_transforms(*arguments, foreground_labels=[1])
+    assert not any(isinstance(t, CranialFieldOfViewCrop) for t in binary.transforms)
+    torch.manual_seed(3)
+    image, seg = chain(1, True)
+    kept = []
+    for _ in range(8):
+        out = ours(image=image.clone(), segmentation=seg.clone())
+        assert out["segmentation"].min() >= 0  # the cut is background after nnU-Net's own transforms
+        kept.append(int((out["segmentation"] == 1).sum()))
+    assert min(kept) < int((seg == 1).sum())  # some patches lost the cranial level
+
+
+def test_the_cut_is_a_class_attribute_for_stage_1_variants_of_level_datasets() -> None:
+    """Off in the CPU recipe (tried, not adopted: docs/benchmarks.md, "Fifth session"); a stage-1 variant that sets
+    ``cranial_crop_probability`` gets it, a binary dataset never (no levels to count)."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training.variants import nnUNetTrainerSpineCoarseBinaryCpu, nnUNetTrainerSpineCoarseCpu
+
+    class Cut(nnUNetTrainerSpineCoarseCpu):
+        cranial_crop_probability = 0.5
+
+    class CutBinary(nnUNetTrainerSpineCoarseBinaryCpu):
+        cranial_crop_probability = 0.5
+
+    def crops(trainer, labels) -> int:
+        transforms = trainer.get_training_transforms((10, 40, 14), (0.0, 0.0), None, (), False,
+                                                     foreground_labels=labels)
+        return sum(isinstance(t, CranialFieldOfViewCrop) for t in transforms.transforms)
+
+    assert crops(nnUNetTrainerSpineCoarseCpu, list(range(1, 10))) == 0
+    assert crops(Cut, list(range(1, 10))) == 1
+    assert crops(CutBinary, [1]) == 0
