@@ -12,7 +12,7 @@ from .io import SagittalVolume
 from .runtime import tool_version
 from .segments import MEYERDING_MIN_SLIP_PERCENT, SegmentMeasurement, SpineSummary
 from .table import COLUMNS as VERTEBRA_COLUMNS
-from .table import PROVENANCE_COLUMNS, provenance
+from .table import PROVENANCE_COLUMNS, provenance, with_volume_warnings
 
 _PROVENANCE = {name: VERTEBRA_COLUMNS[name] for name in PROVENANCE_COLUMNS}
 
@@ -55,11 +55,10 @@ SPINE_COLUMNS: dict[str, str] = {
 def segment_rows(case_id: str, volume: SagittalVolume, segments: Sequence[SegmentMeasurement]) -> list[dict]:
     rows = []
     for s in segments:
-        messages = list(volume.warnings) + s.messages
-        status = "warning" if volume.warnings and s.status == "ok" else s.status
+        status, message = with_volume_warnings(volume, s.status, s.messages)
         rows.append({
             "case_id": case_id, "upper_level": s.upper_level, "lower_level": s.lower_level, "status": status,
-            "message": "; ".join(messages), **{f"disc_height_{p}_mm": h for p, h in s.disc_heights_mm.items()},
+            "message": message, **{f"disc_height_{p}_mm": h for p, h in s.disc_heights_mm.items()},
             "disc_height_mean_mm": s.disc_height_mean_mm, "disc_height_index": s.disc_height_index,
             "segment_angle_deg": s.segment_angle_deg, "slip_mm": s.slip_mm, "slip_percent": s.slip_percent,
             "meyerding_grade": pd.NA if s.meyerding_grade is None else s.meyerding_grade, **provenance(volume)})
@@ -67,9 +66,8 @@ def segment_rows(case_id: str, volume: SagittalVolume, segments: Sequence[Segmen
 
 
 def spine_row(case_id: str, volume: SagittalVolume, summary: SpineSummary) -> dict:
-    messages = list(volume.warnings) + summary.messages
-    status = "warning" if volume.warnings and summary.status == "ok" else summary.status
-    return {"case_id": case_id, "status": status, "message": "; ".join(messages),
+    status, message = with_volume_warnings(volume, summary.status, summary.messages)
+    return {"case_id": case_id, "status": status, "message": message,
             "lordosis_l1_s1_deg": summary.lordosis_l1_s1_deg, "lordosis_l1_l5_deg": summary.lordosis_l1_l5_deg,
             "sacral_slope_deg": summary.sacral_slope_deg, **provenance(volume)}
 

@@ -66,6 +66,15 @@ def provenance(volume: SagittalVolume) -> dict:
             "tool_version": tool_version()}
 
 
+def with_volume_warnings(volume: SagittalVolume, status: str, messages: list[str], notes: bool = False
+                         ) -> tuple[str, str]:
+    """A row's status and message with the volume's warnings (what makes every measurement of it less reliable)
+    added: ``ok`` becomes ``warning``; the message is the volume's notes (with ``notes``), its warnings, then
+    ``messages``, '; '-separated."""
+    status = "warning" if volume.warnings and status == "ok" else status
+    return status, "; ".join([*(volume.notes if notes else []), *volume.warnings, *messages])
+
+
 def _empty_row(case_id: str, source: str) -> dict:
     row = dict.fromkeys(COLUMNS, math.nan)
     row.update(case_id=case_id, level="", label=pd.NA, status="error", message="", slice_index=pd.NA,
@@ -89,10 +98,9 @@ def rows_for_case(case_id: str, volume: SagittalVolume, measurements: Sequence[S
     for m in measurements:
         v = m.vertebra
         row = _empty_row(case_id, volume.source)
-        messages = list(volume.notes) + list(volume.warnings) + v.messages
-        status = "warning" if volume.warnings and v.status == "ok" else v.status
+        status, message = with_volume_warnings(volume, v.status, v.messages, notes=True)
         row.update(
-            level=v.level or "", label=v.label, status=status, message="; ".join(messages),
+            provenance(volume), status=status, message=message, level=v.level or "", label=v.label,
             slice_index=v.slice_index if v.slice_index is not None else pd.NA,
             height_anterior_mm=v.heights_mm["anterior"], height_middle_mm=v.heights_mm["middle"],
             height_posterior_mm=v.heights_mm["posterior"], depth_mm=v.depth_mm, rotation_deg=v.rotation_deg,
@@ -102,8 +110,6 @@ def rows_for_case(case_id: str, volume: SagittalVolume, measurements: Sequence[S
             qc_touches_fov_border=v.touches_fov_border, qc_several_components=v.several_components,
             qc_missing_neighbour=v.missing_neighbour, qc_implausible_value=v.implausible_value,
             section_area_mm2=v.section_area_mm2, voxel_count=v.voxel_count, volume_ml=v.volume_ml,
-            pixel_spacing_ap_mm=float(volume.spacing[1]), pixel_spacing_si_mm=float(volume.spacing[2]),
-            slice_thickness_mm=float(volume.spacing[0]),
         )
         if m.genant is not None:
             row.update(height_reduction_wedge=m.genant.reduction_wedge,

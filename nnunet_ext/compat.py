@@ -188,15 +188,23 @@ def predict_full_window(predictor, data):
         predictor, lambda: predictor.predict_sliding_window_return_logits(data).to("cpu", dtype=data.dtype))
 
 
+def _fold_loaders(predictor) -> list:
+    """One callable per fold of the predictor that loads that fold's weights into its network (nnU-Net keeps every
+    fold's state dict in ``list_of_parameters`` and one network)."""
+    return [lambda parameters=parameters: predictor.network.load_state_dict(parameters)
+            for parameters in predictor.list_of_parameters]
+
+
 def _average_over_folds(predictor, predict):
     """``predict()`` with each of the predictor's fold weights loaded into its network, averaged (as nnU-Net's
     ``predict_logits_from_preprocessed_data`` ensembles folds)."""
     total = None
-    for parameters in predictor.list_of_parameters:
-        predictor.network.load_state_dict(parameters)
+    loaders = _fold_loaders(predictor)
+    for load in loaders:
+        load()
         logits = predict()
         total = logits if total is None else total + logits
-    return total / len(predictor.list_of_parameters)
+    return total / len(loaders)
 
 
 def _linear_resample(predictor, logits, properties: dict):
@@ -279,10 +287,9 @@ def slab_tiles(predictor, data, batch: int):
     padded = [max(size, p) for size, p in zip(data.shape[2:], patch, strict=True)]
     steps = sliding_window_steps(padded, patch, predictor.tile_step_size)
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
-    loaders = [lambda parameters=parameters: predictor.network.load_state_dict(parameters)
-               for parameters in predictor.list_of_parameters]
     return TileAccumulator(predictor.network, data, patch, predictor.label_manager.num_segmentation_heads, steps,
-                           gaussian_importance(patch, "cpu"), predictor.device, mirror_axes, batch, loaders)
+                           gaussian_importance(patch, "cpu"), predictor.device, mirror_axes, batch,
+                           _fold_loaders(predictor))
 
 
 def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None):

@@ -38,6 +38,17 @@ def _superior_mm(centroid_kji: Sequence[float], spacing_xyz: Sequence[float], di
     return float(offset[2])
 
 
+def _level_values(labels_kji: np.ndarray, level_of_value: Mapping[int, str]) -> list[int]:
+    """The mask's values that name a known level."""
+    return [int(v) for v in np.unique(labels_kji) if v and is_known_level(level_of_value.get(int(v), ""))]
+
+
+def _labelled_box(labels_kji: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of the labelled voxels (labelling components only there is the same, and faster)."""
+    return tuple(slice(*np.flatnonzero(labels_kji.any(axis=tuple(a for a in range(3) if a != k)))[[0, -1]] + [0, 1])
+                 for k in range(3))
+
+
 def _parts(labels_kji: np.ndarray, values: Sequence[int], spacing_xyz, direction, offset_kji: Sequence[int]
            ) -> tuple[list[_Part], dict]:
     """Connected parts of each value (in a sub-array starting at ``offset_kji`` of the whole mask)."""
@@ -59,11 +70,10 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
     """``labels_kji`` (array order, values -> level names by ``level_of_value``; spacing in mm and direction cosines
     in ITK order) without the parts whose level contradicts the cranio-caudal order; and one note per removed part.
     Values without a known level name are left alone."""
-    values = [int(v) for v in np.unique(labels_kji) if v and is_known_level(level_of_value.get(int(v), ""))]
+    values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []
-    box = tuple(slice(*np.flatnonzero(labels_kji.any(axis=tuple(a for a in range(3) if a != k)))[[0, -1]] + [0, 1])
-                for k in range(3))  # the parts' bounding box: labelling only there is the same, and faster
+    box = _labelled_box(labels_kji)
     parts, components = _parts(labels_kji[box], values, spacing_xyz, direction, [b.start for b in box])
     rank = {v: level_rank(level_of_value[v]) for v in values}
 
@@ -175,11 +185,10 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     and each body cranial to it gets the next level up, as a radiologist counts on a sagittal lumbar scan; a body
     counted beyond the levels the mask can hold becomes background. Chains without a repeated level, or without a
     sacral body at the caudal end, are left alone. Returns the mask and one note when it relabelled."""
-    values = [int(v) for v in np.unique(labels_kji) if v and is_known_level(level_of_value.get(int(v), ""))]
+    values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []
-    box = tuple(slice(*np.flatnonzero(labels_kji.any(axis=tuple(a for a in range(3) if a != k)))[[0, -1]] + [0, 1])
-                for k in range(3))
+    box = _labelled_box(labels_kji)
     bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
                      [b.start for b in box])
     predicted = [body.level for body in bodies]
