@@ -296,8 +296,9 @@ def _body_box(p: PlacedVertebra) -> tuple[np.ndarray, np.ndarray]:
             np.array([half_w + pad, outline[:, 0].max() + pad, outline[:, 1].max() + pad]))
 
 
-def _polygon_inside(polygon: np.ndarray, half_width: float) -> Callable:
-    """Inside test for a convex sagittal polygon extruded over |l| <= half_width."""
+def _polygon_inside(polygon: np.ndarray, half_width: float, inner_half_width: float = 0.0) -> Callable:
+    """Inside test for a convex sagittal polygon extruded over inner_half_width <= |l| <= half_width (mm from the
+    midline; an inner half width > 0 makes a left and a right part, such as the pedicles)."""
     centre = polygon.mean(axis=0)
     edges = np.roll(polygon, -1, axis=0) - polygon
     normals = np.column_stack([edges[:, 1], -edges[:, 0]])
@@ -305,7 +306,7 @@ def _polygon_inside(polygon: np.ndarray, half_width: float) -> Callable:
     sign = np.sign(normals @ centre - offsets)
 
     def inside(lr: np.ndarray, a: np.ndarray, s: np.ndarray) -> np.ndarray:
-        ok = np.abs(lr) <= half_width
+        ok = (np.abs(lr) <= half_width) & (np.abs(lr) >= inner_half_width)
         for n, c, g in zip(normals, offsets, sign, strict=False):
             ok &= (a * n[0] + s * n[1] - c) * g >= 0
         return ok

@@ -1,7 +1,8 @@
 """SPINEPS-style masks of a phantom: whole vertebrae (body and posterior elements) as instances in the VerSe
-numbering (``seg-vert``) and a subregion mask (``seg-spine``: 49 vertebral body, 41 arch, 42 spinous process, 26
-sacrum), on the phantom's grid. What ``spine-measure --subregions seg-vert:seg-spine --labels verse`` must turn back
-into the phantom's bodies (the sacrum, without a body subregion as in SPINEPS, is left out)."""
+numbering (``seg-vert``) and a subregion mask (``seg-spine``: 49 vertebral body, 41 arch (pedicles and lamina around
+the spinal canal), 42 spinous process, 26 sacrum), on the phantom's grid. What ``spine-measure --subregions
+seg-vert:seg-spine --labels verse`` (and, from ``seg-vert`` alone, ``--bodies-from-shape``) must turn back into the
+phantom's bodies (the sacrum, without a body subregion as in SPINEPS, is left out)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from measure.levels import is_sacral_level, load_label_map
 from .phantom import Phantom, PlacedVertebra, _paint, _polygon_box, _polygon_inside, place_spine
 
 BODY, ARCH, SPINOUS, SACRUM = 49, 41, 42, 26
-ARCH_LENGTH_MM, SPINOUS_LENGTH_MM = 28.0, 17.0
+PEDICLE_LENGTH_MM, LAMINA_LENGTH_MM, SPINOUS_LENGTH_MM = 15.0, 13.0, 17.0
+"""Along anterior-posterior: the pedicles span the spinal canal (lumbar canal depth 15-18 mm), the lamina with the
+articular processes closes it behind, the spinous process follows."""
 
 
 @lru_cache(maxsize=1)
@@ -26,15 +29,22 @@ def verse_values() -> dict[str, int]:
     return values
 
 
-def _posterior_parts(p: PlacedVertebra) -> list[tuple[np.ndarray, float, int]]:
-    """(sagittal polygon, half width mm, subregion value) of the arch and the spinous process behind a body."""
-    back, height = -0.5 * p.spec.depth_mm, p.spec.linear_middle_mm
-    arch = np.array([p.to_plane(back + 0.5, 0.3 * height), p.to_plane(back - ARCH_LENGTH_MM, 0.3 * height),
-                     p.to_plane(back - ARCH_LENGTH_MM, -0.3 * height), p.to_plane(back + 0.5, -0.3 * height)])
-    tip = back - ARCH_LENGTH_MM - SPINOUS_LENGTH_MM
-    spinous = np.array([p.to_plane(back - ARCH_LENGTH_MM + 0.5, 0.2 * height), p.to_plane(tip, 0.1 * height),
-                        p.to_plane(tip, -0.25 * height), p.to_plane(back - ARCH_LENGTH_MM + 0.5, -0.2 * height)])
-    return [(arch, 0.3 * p.spec.width_mm, ARCH), (spinous, 3.0, SPINOUS)]
+def _posterior_parts(p: PlacedVertebra) -> list[tuple[np.ndarray, float, float, int]]:
+    """(sagittal polygon, outer and inner half width mm, subregion value) of the parts behind a body, shaped as a
+    lumbar vertebra's: two pedicles (half the body's height, on either side of the canal, which is about half the
+    body's width), the lamina behind the canal, the spinous process in the midline."""
+    back, height, width = -0.5 * p.spec.depth_mm, p.spec.linear_middle_mm, p.spec.width_mm
+    lamina = back - PEDICLE_LENGTH_MM
+    pedicles = np.array([p.to_plane(back + 0.5, 0.25 * height), p.to_plane(lamina, 0.25 * height),
+                         p.to_plane(lamina, -0.25 * height), p.to_plane(back + 0.5, -0.25 * height)])
+    arch = np.array([p.to_plane(lamina + 0.5, 0.3 * height), p.to_plane(lamina - LAMINA_LENGTH_MM, 0.3 * height),
+                     p.to_plane(lamina - LAMINA_LENGTH_MM, -0.3 * height), p.to_plane(lamina + 0.5, -0.3 * height)])
+    root = lamina - LAMINA_LENGTH_MM
+    tip = root - SPINOUS_LENGTH_MM
+    spinous = np.array([p.to_plane(root + 0.5, 0.2 * height), p.to_plane(tip, 0.1 * height),
+                        p.to_plane(tip, -0.25 * height), p.to_plane(root + 0.5, -0.2 * height)])
+    return [(pedicles, 0.42 * width, 0.25 * width, ARCH), (arch, 0.42 * width, 0.0, ARCH),
+            (spinous, 3.0, 0.0, SPINOUS)]
 
 
 def spineps_masks(phantom: Phantom) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +58,8 @@ def spineps_masks(phantom: Phantom) -> tuple[np.ndarray, np.ndarray]:
         sacral = is_sacral_level(p.spec.level)
         instance = SACRUM if sacral else values[p.spec.level]
         if not sacral:
-            for polygon, half_width, part in _posterior_parts(p):
-                box, inside = _polygon_box(polygon, half_width), _polygon_inside(polygon, half_width)
+            for polygon, half_width, inner, part in _posterior_parts(p):
+                box, inside = _polygon_box(polygon, half_width), _polygon_inside(polygon, half_width, inner)
                 _paint(phantom.grid, instances, box, inside, instance)
                 _paint(phantom.grid, subregions, box, inside, part)
         body = phantom.mask == p.label

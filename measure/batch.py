@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 
+from .bodies import volume_bodies
 from .io import MASK_SUFFIXES, MaskReadError, mask_volume, read_image_like, read_mask, strip_suffix
 from .levels import LabelMap, LabelMapError, load_label_map, merged_level_values, project_label_map
 from .outputs import atomic_write_text, folder_lock
@@ -114,6 +115,9 @@ class MeasureOptions:
     subregions: str | None = None
     """Whole-vertebra masks with a subregion mask (SPINEPS): how to find it (:func:`.subregions.subregion_path`);
     only the vertebral bodies are measured."""
+    bodies_from_shape: bool = False
+    """Whole-vertebra masks without a subregion mask (TotalSpineSeg, TotalSegmentator): the bodies are cut out by
+    shape (:mod:`.bodies`)."""
 
 
 def find_image_for(mask_path: Path, case_id: str, images: str | None) -> Path | None:
@@ -164,6 +168,8 @@ def _read_case(path: Path, options: MeasureOptions):
     merged, label_map = merged_level_values(volume.array, label_map)
     if merged is not volume.array:  # a bundled map's endplates/parts merged into their vertebra
         volume = replace(volume, array=merged)
+    if options.bodies_from_shape:
+        volume = volume_bodies(volume, label_map)
     return volume, label_map
 
 
@@ -189,7 +195,9 @@ def measure_case(path: str | Path, case_id: str, options: MeasureOptions) -> Cas
         volume, label_map = _read_case(path, options)
         measurements = measure_spine(volume, label_map, options.params, options.ignore_unmapped)
         if not measurements:
-            return CaseTables.error(case_id, str(path), f"{path}: mask is empty (no vertebra label)")
+            why = "; ".join(volume.notes)
+            return CaseTables.error(case_id, str(path), f"{path}: mask is empty (no vertebra label)"
+                                    + (f": {why}" if why else ""))
         rows = rows_for_case(case_id, volume, measurements)
         segments = measure_segments(volume, measurements, options.params)
         summary = spine_summary(volume, measurements, options.params)

@@ -34,14 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "L1-S1 and L1-L5, sacral slope (default: <OUT stem>_spine.csv beside --output)")
     parser.add_argument("--labels", metavar="FILE|NAME", help="label map: nnU-Net dataset.json or JSON {value: level}, "
                         "or a bundled map by name ('verse': VerSe/SPINEPS numbering, endplates merged into their "
-                        "vertebra, discs as background); default: project scheme 1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, "
-                        "9 S2")
+                        "vertebra, discs as background; 'totalspineseg': TotalSpineSeg's 41-45 L1-L5, 50 sacrum); "
+                        "default: project scheme 1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, 9 S2")
     parser.add_argument("--labels-per-case", metavar="NAME", help="read each case's label map from a JSON of this "
                         "name beside its mask (e.g. levels.json of an in-house export)")
     parser.add_argument("--subregions", metavar="OLD:NEW|NAME", help="whole-vertebra masks (SPINEPS seg-vert, with "
                         "posterior elements) measured on their bodies only: each mask's subregion mask is its file "
                         "name with OLD replaced by NEW (SPINEPS: 'seg-vert:seg-spine') or the file NAME beside it; a "
                         "body is the instance's voxels in the corpus subregion (49) plus its endplates (200+X)")
+    parser.add_argument("--bodies-from-shape", action="store_true", help="whole-vertebra masks without a subregion "
+                        "mask (TotalSpineSeg, TotalSegmentator): each vertebra's body is cut out by shape, anterior to "
+                        "its posterior wall and ending where the pedicles leave it (docs/measurements.md); the sacrum "
+                        "is left out with a note")
     parser.add_argument("--ignore-unmapped", action="store_true", help="skip label values missing from the label map "
                         "instead of reporting them as failed rows")
     parser.add_argument("--qc-dir", metavar="DIR", help="write one QC picture per case (CASE.png) here")
@@ -92,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.append and args.overwrite:
         print("spine-measure: use either --append or --overwrite", file=sys.stderr)
         return EXIT_USAGE
+    if args.subregions and args.bodies_from_shape:
+        print("spine-measure: use either --subregions (a subregion mask names the bodies) or --bodies-from-shape",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         label_map = load_label_map(args.labels) if args.labels else project_label_map()
     except LabelMapError as exc:
@@ -116,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               max_obliquity_deg=args.max_obliquity, resample_oblique=args.resample_oblique)
     options = MeasureOptions(params=params, label_map=label_map, ignore_unmapped=args.ignore_unmapped,
                              labels_per_case=args.labels_per_case, subregions=args.subregions,
-                             qc_dir=args.qc_dir, images=args.images)
+                             bodies_from_shape=args.bodies_from_shape, qc_dir=args.qc_dir, images=args.images)
     try:
         some_failed = measure_and_report(paths, case_ids(paths, args.case_id), outputs, options, jobs=args.jobs,
                                          progress=not args.no_progress, append=args.append, overwrite=args.overwrite)

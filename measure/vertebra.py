@@ -52,8 +52,10 @@ class MethodParameters:
     plausible_distance_mm: tuple[float, float] = (0.0, 30.0)
     plausible_rotation_deg: float = 60.0
     max_body_depth_mm: float = 65.0
-    """A section deeper than this is not a vertebral body (lumbar bodies are 25-50 mm deep, a whole vertebra with its
-    arch and spinous process 70-100 mm): the vertebra is refused (``failed``) with the reason."""
+    """A section deeper than this, or a largest part longer than this from front to back, is not a vertebral body
+    (lumbar bodies are 25-50 mm deep, a whole vertebra with its arch and spinous process 70-100 mm): the vertebra is
+    refused (``failed``) with the reason. The second test (not for the sacrum, whose tilt alone can exceed it)
+    catches whole vertebrae whose spinal canal separates the arch from the body in the measured section."""
 
 
 @dataclass
@@ -217,6 +219,12 @@ def section_contour(section: Section) -> np.ndarray:
     return (contour + np.array(section.offset)) * np.array(section.spacing)
 
 
+def _whole_vertebra_note(what: str, params: MethodParameters) -> str:
+    return (f"not measurable: {what}, more than a vertebral body (above {params.max_body_depth_mm:g} mm): the mask "
+            "holds whole vertebrae with posterior elements; give their subregion mask with --subregions (SPINEPS), or "
+            "--bodies-from-shape for masks without one")
+
+
 def measure_vertebra(
     volume: SagittalVolume,
     region: LabelRegion,
@@ -250,6 +258,13 @@ def measure_vertebra(
     canonical_slice = local_slice + starts[0]
     result.canonical_slice = canonical_slice
     result.slice_index = volume.file_index(0, canonical_slice)
+    front_to_back = np.nonzero(body.any(axis=(0, 2)))[0]
+    extent_mm = float(front_to_back[-1] - front_to_back[0] + 1) * float(volume.spacing[1])
+    sacral = bool(level) and is_sacral_level(level)  # a tilted sacrum reaches further front to back than its depth
+    if extent_mm > params.max_body_depth_mm and not sacral:  # whole vertebrae whose canal parts the arch in the midline
+        result.status = "failed"
+        result.note(_whole_vertebra_note(f"largest part {extent_mm:.1f} mm from front to back", params))
+        return result
     if canonical_slice in (0, shape[0] - 1) and shape[0] > 1:
         result.note("measured slice is at the lateral edge of the field of view (the body may be cut laterally)")
     section_mask, n_parts = largest_component_2d(body[local_slice])
@@ -274,9 +289,7 @@ def measure_vertebra(
         return result
     if values["depth"] > params.max_body_depth_mm:
         result.status = "failed"
-        result.note(f"not measurable: section {values['depth']:.1f} mm deep, more than a vertebral body (above "
-                    f"{params.max_body_depth_mm:g} mm): the mask holds whole vertebrae with posterior elements; give "
-                    "their subregion mask with --subregions (SPINEPS), masks without one are not supported")
+        result.note(_whole_vertebra_note(f"section {values['depth']:.1f} mm deep", params))
         return result
     result.trapezoid = values["trapezoid"]
     result.heights_mm = {name: float(values["heights"].get(name, math.nan)) for name in POSITIONS}

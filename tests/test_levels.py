@@ -108,7 +108,7 @@ def test_a_file_names_each_level_once_and_a_missing_map_lists_the_bundled_ones(t
     path.write_text(json.dumps({"20": "L1", "220": "L1"}))
     with pytest.raises(LabelMapError, match="several label values"):
         load_label_map(path)
-    with pytest.raises(LabelMapError, match="bundled map: verse"):
+    with pytest.raises(LabelMapError, match="bundled maps?: totalspineseg, verse"):
         load_label_map(tmp_path / "nosuch")
     path.write_text(json.dumps({"20": "L1", "120": "background"}))  # a file's disc value is background too
     assert load_label_map(path).background_values == {120}
