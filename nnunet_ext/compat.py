@@ -103,13 +103,21 @@ def _architecture(configuration_manager) -> dict:
             "_kw_requires_import": configuration_manager.network_arch_init_kwargs_req_import}
 
 
+PRECISIONS = ("float32", "bfloat16")
+"""Compute precisions of :func:`load_predictor` on the CPU."""
+
+
 def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None = None,
                    checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
-                   tile_step_size: float = 0.5):
+                   tile_step_size: float = 0.5, precision: str = "float32"):
     """An ``nnUNetPredictor`` holding one trained model folder (every fold's weights, ``folds`` None: each fold with
     ``checkpoint``). A checkpoint of the project's trainers (``nnUNetTrainerSpine*``, whose networks come from the
     plans alone) is loaded through ``manual_initialization``, skipping nnU-Net's trainer lookup (which imports every
-    trainer module: seconds per command); any other trainer goes through ``initialize_from_trained_model_folder``."""
+    trainer module: seconds per command); any other trainer goes through ``initialize_from_trained_model_folder``.
+
+    ``precision="bfloat16"`` runs the project's networks in bfloat16 autocast on a CPU with native bfloat16
+    (:mod:`nnunet_ext.networks.precision`; raises ValueError on a CPU without it). On CUDA nnU-Net's predictor uses
+    its own float16 autocast either way."""
     import json
 
     import torch
@@ -117,6 +125,10 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from nnunet_ext.networks.precision import set_cpu_autocast
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
     folder = Path(model_folder)
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
@@ -142,6 +154,10 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     network.load_state_dict(parameters[0])
     predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json,
                                     first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
+    if precision == "bfloat16" and torch_device.type == "cpu" and not set_cpu_autocast(predictor.network,
+                                                                                        torch.bfloat16):
+        raise ValueError("bfloat16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one has none: use "
+                         "float32")
     return predictor
 
 

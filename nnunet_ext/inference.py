@@ -82,6 +82,8 @@ class RunOptions:
     the reference the fast path is checked against)."""
     slice_batch: int = 4
     """Sagittal slices per stage-2 network call (fast path)."""
+    precision: str = "float32"
+    """Network compute on the CPU: ``float32`` or ``bfloat16`` (:func:`~nnunet_ext.compat.load_predictor`)."""
 
 
 @dataclass
@@ -265,7 +267,7 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
     level_of_value = {int(v): name for name, v in labels.items() if isinstance(v, int)}
     predictors = load_cascade(model.folder(COARSE_CONFIGURATION), model.folder(FINE_CONFIGURATION),
                               model.coarse_folds, model.fine_folds, model.checkpoint, run.device, run.mirroring,
-                              run.tile_step_size, run.full_window, run.slice_batch)
+                              run.tile_step_size, run.full_window, run.slice_batch, run.precision)
     done = []
     for case_id, path in cases:
         start = time.perf_counter()

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--slice-batch", type=int, default=4,
                        help="sagittal slices per stage-2 network call (default 4, the fastest on 2 CPU cores; more "
                             "may suit a GPU; the masks do not change)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="network compute on the CPU (default float32; bfloat16 needs a CPU with native "
+                             "bfloat16, AVX512-BF16 or AMX, and is faster there: docs/benchmarks.md; on CUDA nnU-Net's "
+                             "float16 autocast is used either way)")
     parser.add_argument("-num_parts", "--num-parts", type=int, default=1,
                         help="split the cohort over this many machines (nnU-Net's parts)")
     parser.add_argument("-part_id", "--part-id", type=int, default=0, help="which part this machine runs (0-based)")
@@ -113,12 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                      keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None,
                      level_order=not args.keep_out_of_order,
                      count_from_sacrum=not args.keep_predicted_levels, full_window=args.full_window,
-                     slice_batch=args.slice_batch)
+                     slice_batch=args.slice_batch, precision=args.precision)
     try:
         if args.measure:  # before any work, as spine-measure does
             check_measure_outputs(args.measure, args.qc_dir, args.input, append=args.num_parts > 1, overwrite=True)
         cases = predict_cascade(args.input, args.output, model, run, on_case=_print_case)
-    except (FileNotFoundError, OutputError) as exc:
+    except (FileNotFoundError, OutputError, ValueError) as exc:
         print(f"spine-predict: error: {exc}", file=sys.stderr)
         return 2
     failed = [c for c in cases if c.status != "ok"]

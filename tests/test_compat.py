@@ -51,6 +51,11 @@ def test_network_hooks_we_rely_on():
     assert "'strides'" in inspect.getsource(ConfigurationManager.pool_op_kernel_sizes.fget)
     assert list(inspect.signature(nnUNetTrainer.__init__).parameters) == [
         "self", "plans", "configuration", "fold", "dataset_json", "device"]
+    # cpu_bfloat16: initialize() builds self.network once (was_initialized), and train_step autocasts on CUDA only
+    source = inspect.getsource(nnUNetTrainer.initialize)
+    assert "if not self.was_initialized" in source and "self.network = self.build_network_architecture(" in source
+    assert "autocast(self.device.type, enabled=True) if self.device.type == 'cuda'" in inspect.getsource(
+        nnUNetTrainer.train_step)
 
 
 def test_schedule_and_validation_hooks_we_rely_on():

@@ -24,6 +24,7 @@ from nnunet_ext.networks.factory import (  # noqa: E402
 )
 from nnunet_ext.networks.fine2d import ResidualUNet2D  # noqa: E402
 from nnunet_ext.networks.graph import class_edges, edge_index  # noqa: E402
+from nnunet_ext.networks.precision import cpu_bfloat16_supported, set_cpu_autocast  # noqa: E402
 
 PROJECT_LABELS = {"background": 0, "T11": 1, "T12": 2, "L1": 3, "L2": 4, "L3": 5, "L4": 6, "L5": 7, "S1": 8,
                   "S2": 9, "ignore": 10}
@@ -176,6 +177,39 @@ def test_mixed_precision_on_cpu():
     assert output.shape == (1, 10, 8, 24, 24) and torch.isfinite(output.float()).all()
 
 
+@pytest.mark.skipif(not cpu_bfloat16_supported(), reason="this CPU has no native bfloat16")
+@pytest.mark.parametrize("build, shape", [
+    (lambda: tiny_coarse((16, 48, 48), deep_supervision=True), (2, 1, 16, 48, 48)),
+    (lambda: tiny_fine((64, 48), deep_supervision=True), (2, 10, 64, 48))])
+def test_cpu_bfloat16_autocast_switch(build, shape):
+    """set_cpu_autocast: float32 outputs close to float32 compute (same argmax almost everywhere), float32 gradients,
+    the same state dict keys, and switched off again the float32 outputs exactly."""
+    net = build()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    keys = list(net.state_dict())
+    with torch.no_grad():
+        reference = net(x)
+    assert set_cpu_autocast(net, torch.bfloat16)
+    outputs = net(x)
+    assert all(o.dtype == torch.float32 for o in outputs)
+    for output, expected in zip(outputs, reference, strict=True):
+        assert (output.detach() - expected).abs().max() <= 0.05 * expected.abs().max()
+        assert (output.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
+    sum(o.float().mean() for o in outputs).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad)
+    assert list(net.state_dict()) == keys
+    assert set_cpu_autocast(net, None)
+    with torch.no_grad():
+        assert all(torch.equal(o, e) for o, e in zip(net(x), reference, strict=True))
+
+
+def test_cpu_autocast_only_for_the_cascade_networks():
+    assert not set_cpu_autocast(torch.nn.Conv2d(1, 1, 3), torch.bfloat16)
+    wrapped = torch.nn.Module()
+    wrapped._orig_mod = tiny_fine((32, 32))  # what torch.compile leaves
+    assert set_cpu_autocast(wrapped, None) and wrapped._orig_mod.cpu_autocast_dtype is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_mixed_precision():
     coarse = tiny_coarse((16, 48, 48), deep_supervision=True).cuda()
@@ -226,3 +260,24 @@ def test_nnunet_builds_the_networks_from_plans(configuration, class_name):
         assert list(output.shape[2:]) == [int(-(-n // round(1 / s))) for n, s in zip(patch, scale, strict=True)]
     net.decoder.deep_supervision = False  # what nnUNetTrainer.set_deep_supervision_enabled does
     assert net(torch.randn(1, inputs, *patch)).shape == (1, 10, *patch)
+
+
+def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
+    """compat.load_predictor(precision=...): float32 by default, bfloat16 autocast where the CPU has it natively
+    (elsewhere a clear error), an unknown precision refused."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import load_predictor, write_initialised_model
+
+    patch, spacing = (40, 36), (1.0, 1.0)
+    plans = _plans("2d", architecture_entry(FINE_CLASS, fine_arch_kwargs(patch, spacing, **TINY_FINE)), patch, spacing)
+    dataset_json = {"labels": PROJECT_LABELS, "channel_names": {"0": "MRI"}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    write_initialised_model(tmp_path, plans, dataset_json, "2d", "nnUNetTrainerSpineFine", None)
+    assert load_predictor(tmp_path, [0]).network.cpu_autocast_dtype is None
+    with pytest.raises(ValueError, match="precision 'float16'"):
+        load_predictor(tmp_path, [0], precision="float16")
+    if cpu_bfloat16_supported():
+        assert load_predictor(tmp_path, [0], precision="bfloat16").network.cpu_autocast_dtype == torch.bfloat16
+    else:
+        with pytest.raises(ValueError, match="native bfloat16"):
+            load_predictor(tmp_path, [0], precision="bfloat16")

@@ -17,6 +17,7 @@ from torch import nn
 from .blocks import activation, as_tuple, conv, initialize, norm, resize_to, stage
 from .fine2d import UNetDecoder
 from .gcn_head import LabelRelationHead
+from .precision import CpuAutocast, as_float32
 
 
 class ASPP(nn.Module):
@@ -40,7 +41,7 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches] + [pooled], dim=1))
 
 
-class CoarseDeepLabGCN3D(nn.Module):
+class CoarseDeepLabGCN3D(CpuAutocast, nn.Module):
     """3D DeepLabV3-style segmentation network with a GCN label-relation head. Returns logits (no softmax).
 
     Args:
@@ -97,10 +98,11 @@ class CoarseDeepLabGCN3D(nn.Module):
         return output, resize_to(class_scores, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        output, class_scores = self.forward_with_aux(x)
+        with self.cpu_autocast(x):
+            output, class_scores = self.forward_with_aux(x)
         if self.auxiliary_output and self.decoder.deep_supervision:
-            return [*output, class_scores]
-        return output
+            return as_float32([*output, class_scores])
+        return as_float32(output)
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import as_tuple, conv, initialize, resize_to, stage
+from .precision import CpuAutocast, as_float32
 
 
 class UNetDecoder(nn.Module):
@@ -47,7 +48,7 @@ class UNetDecoder(nn.Module):
         return outputs[::-1] if self.deep_supervision else outputs[-1]
 
 
-class ResidualUNet2D(nn.Module):
+class ResidualUNet2D(CpuAutocast, nn.Module):
     """2D residual U-Net (ResNet blocks in the encoder, one residual block per decoder level).
 
     Args:
@@ -80,10 +81,12 @@ class ResidualUNet2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
-        for encoder_stage in self.encoder:
-            x = encoder_stage(x)
-            skips.append(x)
-        return self.decoder(skips)
+        with self.cpu_autocast(x):
+            for encoder_stage in self.encoder:
+                x = encoder_stage(x)
+                skips.append(x)
+            output = self.decoder(skips)
+        return as_float32(output)
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

@@ -29,6 +29,7 @@ from nnunet_ext.compat import (
     set_spatial_scaling,
     unwrap_deep_supervision,
 )
+from nnunet_ext.networks.precision import set_cpu_autocast
 from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 
@@ -68,6 +69,10 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """False: ``nnUNetv2_train`` ends when training ends, without nnU-Net's final validation (a stage whose validation
     output nothing downstream reads, when ``spine-predict`` + ``spine-evaluate`` are run anyway); ``nnUNetv2_train
     ... --val`` still makes it afterwards. Stage 1 must validate: its ``predicted_next_stage`` output trains stage 2."""
+    cpu_bfloat16: bool = False
+    """True: on a CPU with native bfloat16 the networks compute in bfloat16 (autocast in their forward pass; weights,
+    optimiser, loss and exported probabilities stay float32), as nnU-Net's mixed precision does on CUDA only. Ignored
+    on CUDA, on CPUs without native bfloat16 and for networks other than the cascade's."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -86,6 +91,13 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
             self.folder_with_segs_from_previous_stage = previous_stage_folder(
                 nnUNet_results, self.plans_manager.dataset_name, self.previous_stage_trainer,
                 self.plans_manager.plans_name, self.configuration_manager.previous_stage_name, configuration)
+
+    def initialize(self) -> None:
+        was_initialized = self.was_initialized
+        super().initialize()
+        if self.cpu_bfloat16 and self.device.type == "cpu" and not was_initialized:
+            used = set_cpu_autocast(self.network, torch.bfloat16)
+            self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
 
     def on_train_end(self) -> None:
         super().on_train_end()
