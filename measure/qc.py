@@ -64,18 +64,9 @@ def _fmt(value: float) -> str:
     return "--" if not math.isfinite(value) else f"{value:.1f}"
 
 
-def render_qc(
-    case_id: str,
-    volume: SagittalVolume,
-    measurements: Sequence[SpineMeasurement],
-    image: SagittalVolume | None = None,
-    target_height_px: int = 900,
-    segments: Sequence[SegmentMeasurement] = (),
-    summary: SpineSummary | None = None,
-) -> np.ndarray:
-    """The QC picture (BGR uint8) of one case; with ``segments`` and ``summary``, each motion segment's angle and
-    slip (its two corners marked) on the distances panel and the lordosis and sacral slope in the header."""
-    measured = [m for m in measurements if m.vertebra.contour_2d is not None]
+def _view_for(volume: SagittalVolume, measured: Sequence[SpineMeasurement], target_height_px: int) -> tuple[_View, int]:
+    """The drawing window around the measured bodies (the whole volume when none) and the canonical slice shown (the
+    median of the measured slices)."""
     sx, sy = float(volume.spacing[1]), float(volume.spacing[2])
     if measured:
         points = np.concatenate([m.vertebra.contour_2d for m in measured])
@@ -92,74 +83,79 @@ def render_qc(
     hi[1] = min(hi[1], (volume.shape[2] - 0.5) * sy)
     k = float(np.clip(target_height_px / max(hi[1] - lo[1], 1.0), 1.5, 12.0))
     lo[0] -= 250 / k  # room for the labels on the posterior (right) side
-    view = _View((lo[0], hi[0]), (lo[1], hi[1]), k)
+    return _View((lo[0], hi[0]), (lo[1], hi[1]), k), shown
+
+
+def _background(view: _View, volume: SagittalVolume, image: SagittalVolume | None, shown: int) -> np.ndarray:
+    """The shown slice of the image (contrast from its 1-99.5 percentiles), or of the mask in grey, as BGR."""
+    spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
     if image is not None:
-        base = view.background(image.array[shown - image.offset[0]], (sx, sy), image.offset[1:])
+        base = view.background(image.array[shown - image.offset[0]], spacing, image.offset[1:])
         low, high = np.percentile(base, [1, 99.5]) if base.size else (0, 1)
         grey = np.clip((base - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
     else:
         local = shown - volume.offset[0]
         inside = 0 <= local < volume.array.shape[0]
         labels = (volume.array[local] > 0) if inside else np.zeros(volume.array.shape[1:], bool)
-        grey = (view.background(labels, (sx, sy), volume.offset[1:]) * 90).astype(np.uint8)
-    base_bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-    panels = [base_bgr.copy(), base_bgr.copy()]
-    scale = float(np.clip(k / 6.0, 0.5, 0.9))
-    thick = 2 if k >= 4 else 1
-    for m in measurements:
-        v = m.vertebra
-        if v.contour_2d is None:
+        grey = (view.background(labels, spacing, volume.offset[1:]) * 90).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def _draw_heights(panel: np.ndarray, view: _View, m: SpineMeasurement, scale: float, thick: int) -> None:
+    """One body on the heights panel: its fitted trapezoid, the three height lines and the label lines beside it."""
+    v = m.vertebra
+    if v.trapezoid is not None:
+        corners = view.px(v.trapezoid.corners).round().astype(np.int32)
+        cv2.polylines(panel, [corners], True, (0, 255, 255), 1, cv2.LINE_AA)
+    for position, colour_line in _LINE_COLOURS.items():
+        top, bottom = v.anchors_2d.get((position, "superior")), v.anchors_2d.get((position, "inferior"))
+        if top is None or bottom is None:
             continue
-        colour = (235, 235, 235) if v.status != "failed" else (60, 60, 255)
-        outline = view.px(v.contour_2d).round().astype(np.int32)
-        for panel in panels:
-            cv2.polylines(panel, [outline], True, colour, 1, cv2.LINE_AA)
-        heights_panel, distance_panel = panels
-        if v.trapezoid is not None:
-            corners = view.px(v.trapezoid.corners).round().astype(np.int32)
-            cv2.polylines(heights_panel, [corners], True, (0, 255, 255), 1, cv2.LINE_AA)
-        for position, colour_line in _LINE_COLOURS.items():
-            top, bottom = v.anchors_2d.get((position, "superior")), v.anchors_2d.get((position, "inferior"))
-            if top is None or bottom is None:
-                continue
-            cv2.line(heights_panel, view.pt(top), view.pt(bottom), colour_line, thick, cv2.LINE_AA)
-            for p in (top, bottom):
-                cv2.circle(heights_panel, view.pt(p), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
-        centre = view.pt(v.contour_2d.mean(axis=0))
-        right_edge = int(view.px(v.contour_2d)[:, 0].max()) + 8
-        h = v.heights_mm
-        label = f"{v.level or v.label}  A {_fmt(h['anterior'])}  M {_fmt(h['middle'])}  P {_fmt(h['posterior'])}"
-        if v.slice_index is not None:
-            label += f"  (slice {v.slice_index})"
-        _text(heights_panel, label, (right_edge, centre[1] - 10), (255, 255, 255), scale)
-        extra = f"rot {_fmt(v.rotation_deg)} deg"
-        if m.genant is not None and m.genant.grade:
-            extra += f"  Genant {m.genant.grade} {m.genant.deformity_type}"
-        if v.status in ("warning", "failed"):
-            extra += f"  [{v.status}]"
-        if v.status == "failed" and v.messages:
-            reason = next((m for m in v.messages if "not measurable" in m), v.messages[0])
-            extra += f" {reason.removeprefix('not measurable: ')[:70]}"
-        _text(heights_panel, extra, (right_edge, centre[1] + 12), (200, 200, 255) if v.status != "ok"
-              else (200, 200, 200), scale * 0.85)
-        _text(distance_panel, str(v.level or v.label), centre, (255, 255, 255), scale)
-        for side, colour_line in (("anterior", _LINE_COLOURS["anterior"]), ("posterior", _LINE_COLOURS["posterior"])):
-            value = m.distances_mm[side]
-            if not math.isfinite(value) or m.distance_to_level is None:
-                continue
-            lower = next(x.vertebra for x in measurements if x.vertebra.level == m.distance_to_level)
-            p, q = v.anchors_2d[(side, "inferior")], lower.anchors_2d[(side, "superior")]
-            cv2.line(distance_panel, view.pt(p), view.pt(q), colour_line, thick, cv2.LINE_AA)
-            for point in (p, q):
-                cv2.circle(distance_panel, view.pt(point), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
-            mid = view.pt((np.asarray(p) + np.asarray(q)) / 2)
-            offset = -10 if side == "anterior" else 10
-            _text(distance_panel, f"{value:.1f}", (mid[0] + offset, mid[1]), colour_line, scale,
-                  align_right=side == "anterior")
-    _draw_segments(panels[1], view, segments, measurements, scale, thick)
-    separator = np.full((view.height, 4, 3), 255, np.uint8)
-    picture = np.concatenate([panels[0], separator, panels[1]], axis=1)
-    header = np.zeros((34 if summary is None else 56, picture.shape[1], 3), np.uint8)
+        cv2.line(panel, view.pt(top), view.pt(bottom), colour_line, thick, cv2.LINE_AA)
+        for p in (top, bottom):
+            cv2.circle(panel, view.pt(p), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+    centre = view.pt(v.contour_2d.mean(axis=0))
+    right_edge = int(view.px(v.contour_2d)[:, 0].max()) + 8
+    h = v.heights_mm
+    label = f"{v.level or v.label}  A {_fmt(h['anterior'])}  M {_fmt(h['middle'])}  P {_fmt(h['posterior'])}"
+    if v.slice_index is not None:
+        label += f"  (slice {v.slice_index})"
+    _text(panel, label, (right_edge, centre[1] - 10), (255, 255, 255), scale)
+    extra = f"rot {_fmt(v.rotation_deg)} deg"
+    if m.genant is not None and m.genant.grade:
+        extra += f"  Genant {m.genant.grade} {m.genant.deformity_type}"
+    if v.status in ("warning", "failed"):
+        extra += f"  [{v.status}]"
+    if v.status == "failed" and v.messages:
+        reason = next((message for message in v.messages if "not measurable" in message), v.messages[0])
+        extra += f" {reason.removeprefix('not measurable: ')[:70]}"
+    _text(panel, extra, (right_edge, centre[1] + 12), (200, 200, 255) if v.status != "ok" else (200, 200, 200),
+          scale * 0.85)
+
+
+def _draw_distances(panel: np.ndarray, view: _View, m: SpineMeasurement, measurements: Sequence[SpineMeasurement],
+                    scale: float, thick: int) -> None:
+    """One body on the distances panel: its level name and the lines to its caudal neighbour with their values."""
+    v = m.vertebra
+    _text(panel, str(v.level or v.label), view.pt(v.contour_2d.mean(axis=0)), (255, 255, 255), scale)
+    for side, colour_line in (("anterior", _LINE_COLOURS["anterior"]), ("posterior", _LINE_COLOURS["posterior"])):
+        value = m.distances_mm[side]
+        if not math.isfinite(value) or m.distance_to_level is None:
+            continue
+        lower = next(x.vertebra for x in measurements if x.vertebra.level == m.distance_to_level)
+        p, q = v.anchors_2d[(side, "inferior")], lower.anchors_2d[(side, "superior")]
+        cv2.line(panel, view.pt(p), view.pt(q), colour_line, thick, cv2.LINE_AA)
+        for point in (p, q):
+            cv2.circle(panel, view.pt(point), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        mid = view.pt((np.asarray(p) + np.asarray(q)) / 2)
+        offset = -10 if side == "anterior" else 10
+        _text(panel, f"{value:.1f}", (mid[0] + offset, mid[1]), colour_line, scale, align_right=side == "anterior")
+
+
+def _header(case_id: str, volume: SagittalVolume, shown: int, measurements: Sequence[SpineMeasurement],
+            summary: SpineSummary | None, width: int) -> np.ndarray:
+    """The title rows: case, slice shown, row counts by status; with ``summary`` the lordosis and sacral slope."""
+    header = np.zeros((34 if summary is None else 56, width, 3), np.uint8)
     counts = {s: sum(1 for m in measurements if m.vertebra.status == s) for s in ("ok", "warning", "failed")}
     title = (f"{case_id}  slice {volume.file_index(0, shown)} (shown)  heights A/M/P mm | distances mm   "
              f"ok {counts['ok']}  warning {counts['warning']}  failed {counts['failed']}   anterior left")
@@ -169,7 +165,37 @@ def render_qc(
                  f"deg   sacral slope {_fmt(summary.sacral_slope_deg)} deg   (segments: angle deg, slip mm, "
                  "Meyerding grade)")
         _text(header, curve, (6, 39), (180, 255, 255), 0.5)
-    return np.concatenate([header, picture], axis=0)
+    return header
+
+
+def render_qc(
+    case_id: str,
+    volume: SagittalVolume,
+    measurements: Sequence[SpineMeasurement],
+    image: SagittalVolume | None = None,
+    target_height_px: int = 900,
+    segments: Sequence[SegmentMeasurement] = (),
+    summary: SpineSummary | None = None,
+) -> np.ndarray:
+    """The QC picture (BGR uint8) of one case; with ``segments`` and ``summary``, each motion segment's angle and
+    slip (its two corners marked) on the distances panel and the lordosis and sacral slope in the header."""
+    measured = [m for m in measurements if m.vertebra.contour_2d is not None]
+    view, shown = _view_for(volume, measured, target_height_px)
+    base_bgr = _background(view, volume, image, shown)
+    heights_panel, distance_panel = base_bgr.copy(), base_bgr.copy()
+    scale = float(np.clip(view.k / 6.0, 0.5, 0.9))
+    thick = 2 if view.k >= 4 else 1
+    for m in measured:
+        colour = (235, 235, 235) if m.vertebra.status != "failed" else (60, 60, 255)
+        outline = view.px(m.vertebra.contour_2d).round().astype(np.int32)
+        for panel in (heights_panel, distance_panel):
+            cv2.polylines(panel, [outline], True, colour, 1, cv2.LINE_AA)
+        _draw_heights(heights_panel, view, m, scale, thick)
+        _draw_distances(distance_panel, view, m, measurements, scale, thick)
+    _draw_segments(distance_panel, view, segments, measurements, scale, thick)
+    separator = np.full((view.height, 4, 3), 255, np.uint8)
+    picture = np.concatenate([heights_panel, separator, distance_panel], axis=1)
+    return np.concatenate([_header(case_id, volume, shown, measurements, summary, picture.shape[1]), picture], axis=0)
 
 
 def _draw_segments(panel: np.ndarray, view: _View, segments: Sequence[SegmentMeasurement],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -225,6 +226,93 @@ def _whole_vertebra_note(what: str, params: MethodParameters) -> str:
             "--bodies-from-shape for masks without one")
 
 
+def _note_components(result: VertebraMeasurement, counts: list[int], params: MethodParameters) -> None:
+    """Notes on a label in several 3D parts: large ones (measured on the largest) and stray islands."""
+    if len(counts) < 2:
+        return
+    major = [c for c in counts if c >= params.island_fraction * result.voxel_count]
+    if len(major) > 1:
+        result.several_components = True
+        result.note(f"label in {len(major)} large parts ({'+'.join(map(str, major))} voxels): measured on the largest")
+    if len(counts) > len(major):
+        result.note(f"{len(counts) - len(major)} stray island(s) ignored")
+
+
+def _touches_border(body: np.ndarray, starts: Sequence[int], shape: Sequence[int]) -> bool:
+    """Whether the measured body (ignored islands do not count) reaches the edge of the whole volume."""
+    for axis in range(3):
+        hit = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        if starts[axis] + hit[0] == 0 or starts[axis] + hit[-1] == shape[axis] - 1:
+            return True
+    return False
+
+
+def _too_long_for_a_body(body: np.ndarray, spacing_ap: float, level: str | None,
+                         params: MethodParameters) -> str | None:
+    """The refusal note for a largest part longer front to back than a body can be (whole vertebrae whose canal parts
+    the arch in the midline), or None; not for the sacrum, whose tilt alone can exceed it."""
+    front_to_back = np.nonzero(body.any(axis=(0, 2)))[0]
+    extent_mm = float(front_to_back[-1] - front_to_back[0] + 1) * spacing_ap
+    if extent_mm <= params.max_body_depth_mm or (level and is_sacral_level(level)):
+        return None
+    return _whole_vertebra_note(f"largest part {extent_mm:.1f} mm from front to back", params)
+
+
+def _section_values(section_mask: np.ndarray, spacing_2d: tuple[float, float], starts: Sequence[int],
+                    shape: Sequence[int], level: str | None, params: MethodParameters, spine_axis: np.ndarray | None,
+                    result: VertebraMeasurement) -> dict:
+    """Measure the chosen section (:func:`measure_section`); its area and contour go into ``result``. Raises
+    :class:`GeometryError` when it is too small or cut by the field of view."""
+    section = section_from_slice(section_mask, spacing_2d, index_offset=(starts[1], starts[2]),
+                                 slice_shape=(shape[1], shape[2]))
+    result.section_area_mm2 = section.area_mm2()
+    result.contour_2d = section_contour(section)
+    if section.mask.sum() < 9:
+        raise GeometryError(f"section of {int(section.mask.sum())} pixels is too small to measure")
+    reference = "superior" if level and is_sacral_level(level) else "bisector"
+    cut = section.border_contact()
+    if cut:
+        raise GeometryError(f"body cut by the field of view at the {'/'.join(cut)} image border")
+    return measure_section(section, params, spine_axis, reference)
+
+
+def _store_section(result: VertebraMeasurement, values: dict, volume: SagittalVolume,
+                   spacing_2d: tuple[float, float]) -> None:
+    """The section's heights, depth, rotation and anchors (in patient mm) into ``result``, with notes on cut or
+    missed height lines."""
+    result.trapezoid = values["trapezoid"]
+    result.heights_mm = {name: float(values["heights"].get(name, math.nan)) for name in POSITIONS}
+    result.depth_mm = float(values["depth"])
+    result.rotation_deg = to_patient_angle(volume, result.trapezoid.axis)
+    result.anchors_2d = values["anchors"]
+    result.wall_lines_2d = values["wall_lines"]
+    for key, point in values["anchors"].items():
+        index = np.array([result.canonical_slice, point[0] / spacing_2d[0], point[1] / spacing_2d[1]])
+        result.anchors_mm[key] = volume.index_to_physical(index)
+    if values["truncated"]:
+        result.note(f"body cut by the field of view at {', '.join(values['truncated'])}: height not measurable")
+    for name in POSITIONS:
+        if math.isnan(result.heights_mm[name]) and not values["truncated"]:
+            result.note(f"{name} height line misses the body")
+
+
+def _note_implausible(result: VertebraMeasurement, params: MethodParameters) -> None:
+    low, high = params.plausible_height_mm
+    bad = [f"{n} {h:.1f} mm" for n, h in result.heights_mm.items() if math.isfinite(h) and not low <= h <= high]
+    if bad:
+        result.implausible_value = True
+        result.note(f"implausible height ({', '.join(bad)}; expected {low:g}-{high:g} mm)")
+    if abs(result.rotation_deg) > params.plausible_rotation_deg:
+        result.implausible_value = True
+        result.note(f"implausible rotation {result.rotation_deg:.1f} deg")
+
+
+def _failed(result: VertebraMeasurement, note: str) -> VertebraMeasurement:
+    result.status = "failed"
+    result.note(note)
+    return result
+
+
 def measure_vertebra(
     volume: SagittalVolume,
     region: LabelRegion,
@@ -236,81 +324,32 @@ def measure_vertebra(
     ``spine_axis`` the local cranial direction of the spine in the sagittal plane (None: the image's superior axis is
     the prior)."""
     result = VertebraMeasurement(label=region.value, level=level)
-    bbox, body, counts = region.box, region.body, list(region.component_sizes)
+    body = region.body
     result.voxel_count = region.voxel_count
     result.volume_ml = float(body.sum()) * float(np.prod(volume.spacing)) / 1000.0
-    if len(counts) > 1:
-        major = [c for c in counts if c >= params.island_fraction * result.voxel_count]
-        if len(major) > 1:
-            result.several_components = True
-            result.note(f"label in {len(major)} large parts ({'+'.join(map(str, major))} voxels): "
-                        "measured on the largest")
-        if len(counts) > len(major):
-            result.note(f"{len(counts) - len(major)} stray island(s) ignored")
+    _note_components(result, list(region.component_sizes), params)
     shape = volume.shape
-    starts = [s.start + o for s, o in zip(bbox, volume.offset, strict=True)]  # indices in the whole volume
-    for axis in range(3):  # border contact of the measured body (ignored islands do not count)
-        hit = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        if starts[axis] + hit[0] == 0 or starts[axis] + hit[-1] == shape[axis] - 1:
-            result.touches_fov_border = True
+    starts = [s.start + o for s, o in zip(region.box, volume.offset, strict=True)]  # indices in the whole volume
+    result.touches_fov_border = _touches_border(body, starts, shape)
 
     local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)
-    canonical_slice = local_slice + starts[0]
-    result.canonical_slice = canonical_slice
-    result.slice_index = volume.file_index(0, canonical_slice)
-    front_to_back = np.nonzero(body.any(axis=(0, 2)))[0]
-    extent_mm = float(front_to_back[-1] - front_to_back[0] + 1) * float(volume.spacing[1])
-    sacral = bool(level) and is_sacral_level(level)  # a tilted sacrum reaches further front to back than its depth
-    if extent_mm > params.max_body_depth_mm and not sacral:  # whole vertebrae whose canal parts the arch in the midline
-        result.status = "failed"
-        result.note(_whole_vertebra_note(f"largest part {extent_mm:.1f} mm from front to back", params))
-        return result
-    if canonical_slice in (0, shape[0] - 1) and shape[0] > 1:
+    result.canonical_slice = local_slice + starts[0]
+    result.slice_index = volume.file_index(0, result.canonical_slice)
+    whole = _too_long_for_a_body(body, float(volume.spacing[1]), level, params)
+    if whole:
+        return _failed(result, whole)
+    if result.canonical_slice in (0, shape[0] - 1) and shape[0] > 1:
         result.note("measured slice is at the lateral edge of the field of view (the body may be cut laterally)")
     section_mask, n_parts = largest_component_2d(body[local_slice])
     if n_parts > 1:
         result.note(f"measured slice holds {n_parts} pieces of this label: measured the largest")
     spacing_2d = (float(volume.spacing[1]), float(volume.spacing[2]))
     try:
-        section = section_from_slice(section_mask, spacing_2d, index_offset=(starts[1], starts[2]),
-                                     slice_shape=(shape[1], shape[2]))
-        result.section_area_mm2 = section.area_mm2()
-        result.contour_2d = section_contour(section)
-        if section.mask.sum() < 9:
-            raise GeometryError(f"section of {int(section.mask.sum())} pixels is too small to measure")
-        reference = "superior" if level and is_sacral_level(level) else "bisector"
-        cut = section.border_contact()
-        if cut:
-            raise GeometryError(f"body cut by the field of view at the {'/'.join(cut)} image border")
-        values = measure_section(section, params, spine_axis, reference)
+        values = _section_values(section_mask, spacing_2d, starts, shape, level, params, spine_axis, result)
     except GeometryError as exc:
-        result.status = "failed"
-        result.note(f"not measurable: {exc}")
-        return result
+        return _failed(result, f"not measurable: {exc}")
     if values["depth"] > params.max_body_depth_mm:
-        result.status = "failed"
-        result.note(_whole_vertebra_note(f"section {values['depth']:.1f} mm deep", params))
-        return result
-    result.trapezoid = values["trapezoid"]
-    result.heights_mm = {name: float(values["heights"].get(name, math.nan)) for name in POSITIONS}
-    result.depth_mm = float(values["depth"])
-    result.rotation_deg = to_patient_angle(volume, result.trapezoid.axis)
-    result.anchors_2d = values["anchors"]
-    result.wall_lines_2d = values["wall_lines"]
-    for key, point in values["anchors"].items():
-        index = np.array([canonical_slice, point[0] / spacing_2d[0], point[1] / spacing_2d[1]])
-        result.anchors_mm[key] = volume.index_to_physical(index)
-    if values["truncated"]:
-        result.note(f"body cut by the field of view at {', '.join(values['truncated'])}: height not measurable")
-    for name in POSITIONS:
-        if math.isnan(result.heights_mm[name]) and not values["truncated"]:
-            result.note(f"{name} height line misses the body")
-    low, high = params.plausible_height_mm
-    bad = [f"{n} {h:.1f} mm" for n, h in result.heights_mm.items() if math.isfinite(h) and not low <= h <= high]
-    if bad:
-        result.implausible_value = True
-        result.note(f"implausible height ({', '.join(bad)}; expected {low:g}-{high:g} mm)")
-    if abs(result.rotation_deg) > params.plausible_rotation_deg:
-        result.implausible_value = True
-        result.note(f"implausible rotation {result.rotation_deg:.1f} deg")
+        return _failed(result, _whole_vertebra_note(f"section {values['depth']:.1f} mm deep", params))
+    _store_section(result, values, volume, spacing_2d)
+    _note_implausible(result, params)
     return result
