@@ -208,6 +208,71 @@ def _voxels_outside(labels: np.ndarray, kept: tuple[slice, slice, slice]) -> dic
     return {int(v): int(n) for v, n in enumerate(total - inside) if v and n}
 
 
+def _read_mask_on(image: sitk.Image, entry: CaseEntry, options: ConvertOptions, result: CaseResult) -> np.ndarray:
+    """The case's mask values on the image grid (a mask stored in another axis order is re-indexed, with a warning);
+    raises ValueError for another grid or an empty mask."""
+    assert entry.mask_path is not None and entry.image_path is not None
+    mask = read_volume(entry.mask_path)
+    relation = lattice_alignment(image, mask, options.geometry_tolerance)
+    if relation == "permuted":
+        mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+        result.warnings.append("mask stored in another axis order than the image: re-indexed onto the image grid "
+                               "(same voxels, no interpolation)")
+    elif relation != "same":
+        raise ValueError(f"{entry.mask_path}: mask grid does not match the image {entry.image_path.name}: {relation}")
+    values = label_array(mask, entry.mask_path)
+    if not values.any():
+        raise ValueError(f"{entry.mask_path}: mask is empty (no labelled voxel)")
+    return values
+
+
+def _target_labels(image: sitk.Image, values: np.ndarray, entry: CaseEntry, options: ConvertOptions,
+                   result: CaseResult) -> sitk.Image:
+    """The mask values relabelled to the target scheme (levels outside it as the options say, the unannotated region
+    as the ignore label with ``--ignore-beyond``), as an image on the image's grid; the levels go into ``result``."""
+    names = entry.labels if entry.labels is not None else options.label_map
+    if names is None:
+        raise ValueError(f"{entry.folder}: no level names for the mask values (no {DEFAULT_LEVELS_FILE} in the "
+                         "case folder and no --label-map)")
+    source = entry.labels_source or options.label_map_source
+    mapped = relabel(values, names, TargetScheme(options.binary), options.unknown_levels, source=source)
+    result.levels, result.ignored_levels = mapped.levels_present, mapped.ignored_levels
+    result.background_levels = mapped.background_levels
+    if not mapped.levels_present:
+        raise ValueError(f"{entry.mask_path}: no vertebra of T11-S2 in the mask (levels "
+                         f"{sorted(set(names[v] for v in np.unique(values) if v))}); nothing to train on")
+    labels = mapped.labels
+    side = options.ignore_beyond
+    if side == "auto":
+        side = auto_sides(mapped.levels_present, annotated_above=_annotated_above(names, mapped.levels_present))
+    if side != "none":
+        ignore_value = TargetScheme(options.binary).ignore_value
+        bodies = np.where((labels > 0) & (labels != ignore_value), values, 0)
+        labels, changed = ignore_beyond_annotation(labels, bodies, image.GetSpacing(), image.GetDirection(), side,
+                                                   ignore_value)
+        if changed:
+            result.ignored_levels.append(f"unannotated-{side}")
+    labels_image = sitk.GetImageFromArray(labels)
+    labels_image.CopyInformation(image)
+    return labels_image
+
+
+def _crop(image: sitk.Image, labels_image: sitk.Image | None, options: ConvertOptions,
+          result: CaseResult) -> tuple[sitk.Image, sitk.Image | None]:
+    """The anterior-posterior crop of ``--crop-ap`` (its box into ``result``; a warning when it cuts labels)."""
+    box = ap_crop_box(image, options.crop_ap)
+    result.crop = box.to_json()
+    image = apply_crop(image, box)
+    if labels_image is not None:
+        lost = _voxels_outside(sitk.GetArrayViewFromImage(labels_image), box.index_slices())
+        if lost:
+            names = {v: k for k, v in TargetScheme(options.binary).dataset_labels(with_ignore=True).items()}
+            detail = ", ".join(f"{names.get(v, v)} {n}" for v, n in lost.items())
+            result.warnings.append(f"the anterior-posterior crop removes labelled voxels ({detail})")
+        labels_image = apply_crop(labels_image, box)
+    return image, labels_image
+
+
 def _convert(entry: CaseEntry, image_out: Path, label_out: Path | None, options: ConvertOptions,
              result: CaseResult) -> None:
     if entry.problems:
@@ -221,54 +286,9 @@ def _convert(entry: CaseEntry, image_out: Path, label_out: Path | None, options:
     result.spacing_mm = tuple(round(float(v), 6) for v in image.GetSpacing())
     labels_image = None
     if label_out is not None:
-        assert entry.mask_path is not None
-        mask = read_volume(entry.mask_path)
-        relation = lattice_alignment(image, mask, options.geometry_tolerance)
-        if relation == "permuted":
-            mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
-            result.warnings.append("mask stored in another axis order than the image: re-indexed onto the image grid "
-                                   "(same voxels, no interpolation)")
-        elif relation != "same":
-            raise ValueError(f"{entry.mask_path}: mask grid does not match the image {entry.image_path.name}: "
-                             f"{relation}")
-        values = label_array(mask, entry.mask_path)
-        if not values.any():
-            raise ValueError(f"{entry.mask_path}: mask is empty (no labelled voxel)")
-        names = entry.labels if entry.labels is not None else options.label_map
-        if names is None:
-            raise ValueError(f"{entry.folder}: no level names for the mask values (no {DEFAULT_LEVELS_FILE} in the "
-                             "case folder and no --label-map)")
-        source = entry.labels_source or options.label_map_source
-        mapped = relabel(values, names, TargetScheme(options.binary), options.unknown_levels, source=source)
-        result.levels, result.ignored_levels = mapped.levels_present, mapped.ignored_levels
-        result.background_levels = mapped.background_levels
-        if not mapped.levels_present:
-            raise ValueError(f"{entry.mask_path}: no vertebra of T11-S2 in the mask (levels "
-                             f"{sorted(set(names[v] for v in np.unique(values) if v))}); nothing to train on")
-        labels = mapped.labels
-        side = options.ignore_beyond
-        if side == "auto":
-            side = auto_sides(mapped.levels_present, annotated_above=_annotated_above(names, mapped.levels_present))
-        if side != "none":
-            ignore_value = TargetScheme(options.binary).ignore_value
-            bodies = np.where((labels > 0) & (labels != ignore_value), values, 0)
-            labels, changed = ignore_beyond_annotation(labels, bodies, image.GetSpacing(), image.GetDirection(), side,
-                                                       ignore_value)
-            if changed:
-                result.ignored_levels.append(f"unannotated-{side}")
-        labels_image = sitk.GetImageFromArray(labels)
-        labels_image.CopyInformation(image)
+        labels_image = _target_labels(image, _read_mask_on(image, entry, options, result), entry, options, result)
     if options.crop_ap:
-        box = ap_crop_box(image, options.crop_ap)
-        result.crop = box.to_json()
-        image = apply_crop(image, box)
-        if labels_image is not None:
-            lost = _voxels_outside(sitk.GetArrayViewFromImage(labels_image), box.index_slices())
-            if lost:
-                names = {v: k for k, v in TargetScheme(options.binary).dataset_labels(with_ignore=True).items()}
-                detail = ", ".join(f"{names.get(v, v)} {n}" for v, n in lost.items())
-                result.warnings.append(f"the anterior-posterior crop removes labelled voxels ({detail})")
-            labels_image = apply_crop(labels_image, box)
+        image, labels_image = _crop(image, labels_image, options, result)
     write_volume(image, image_out)
     if labels_image is not None and label_out is not None:
         write_volume(labels_image, label_out)
@@ -358,23 +378,10 @@ def _mapping_csv(results: Sequence[CaseResult]) -> str:
     return buffer.getvalue()
 
 
-def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id: int, name: str,
-                   options: ConvertOptions = ConvertOptions(), split: SplitOptions = SplitOptions(),
-                   discovery: DiscoveryOptions = DiscoveryOptions(), channel_name: str = "T2",
-                   overwrite: bool = False, strict: bool = False, jobs: int = 1, progress: bool = True,
-                   command: str = "") -> ConversionReport:
-    """Convert the in-house exports under ``roots`` into ``raw_dir/DatasetNNN_name``.
-
-    Cases whose level file gives a QC status in ``discovery.skip_qc`` (default: ``bad``) are skipped. Each case
-    that cannot be converted is skipped with its reason (``strict`` stops at the first instead, writing nothing).
-    Raises :class:`ConversionError` when no training case converts, and
-    :class:`~dataset_conversion.writer.DatasetExistsError` when the dataset exists and ``overwrite`` is not set.
-    """
-    unlabelled = discovery.unlabelled
-    if unlabelled not in ("skip", "test"):
-        raise ValueError(f"unlabelled must be 'skip' or 'test', got {unlabelled!r}")
+def _discover_all(roots: Sequence[str | Path], discovery: DiscoveryOptions) -> list[CaseEntry]:
+    """Every case folder under ``roots``, duplicates and QC-excluded cases marked with their problem; raises
+    :class:`ConversionError` when there is none or ``--test-cases`` names a case not found."""
     image_patterns, mask_patterns = discovery.image_patterns, discovery.mask_patterns
-    writer = DatasetWriter(raw_dir, dataset_id, name, overwrite)  # refuses an existing dataset before any work
     entries: list[CaseEntry] = []
     for root in roots:
         entries.extend(discover_cases(root, image_patterns, mask_patterns, discovery.levels_file))
@@ -388,10 +395,105 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
             note = f": {entry.qc_note[:200]}" if entry.qc_note else ""
             entry.problems.append(f"{entry.folder}: the export marks this case QC '{entry.qc_status}'{note} "
                                   "(excluded; --skip-qc none keeps it)")
-    test_set = set(discovery.test_cases)
-    unknown_tests = sorted(test_set - {e.case_id for e in entries})
+    unknown_tests = sorted(set(discovery.test_cases) - {e.case_id for e in entries})
     if unknown_tests:
         raise ConversionError(f"--test-cases names cases that were not found: {unknown_tests[:10]}")
+    return entries
+
+
+def _case_tasks(entries: Sequence[CaseEntry], ids: Sequence[str], writer: DatasetWriter, discovery: DiscoveryOptions,
+                options: ConvertOptions) -> tuple[list[tuple], dict[str, str]]:
+    """One :func:`convert_case` task per entry (its output paths in the train or test subset) and each case's
+    subset; a case without a mask goes to the test subset (``unlabelled='test'``) or is marked to be skipped."""
+    test_set = set(discovery.test_cases)
+    tasks, subset_of = [], {}
+    for entry, nnunet_id in zip(entries, ids, strict=True):
+        is_test = entry.case_id in test_set
+        if entry.mask_path is None:
+            if discovery.unlabelled == "test":
+                is_test = True
+            else:
+                entry.problems.append(missing_message(entry.folder, "mask", discovery.mask_patterns))
+        subset_of[nnunet_id] = "test" if is_test else "train"
+        has_label = entry.mask_path is not None
+        tasks.append((entry, nnunet_id, writer.image_path(nnunet_id, test=is_test),
+                      writer.label_path(nnunet_id, test=is_test) if has_label else None, options))
+    return tasks, subset_of
+
+
+def _assign_splits(train: Sequence[CaseResult], entries: Sequence[CaseEntry],
+                   split: SplitOptions) -> list[dict[str, list[str]]]:
+    """The cross-validation folds of the converted training cases (subjects kept together): each result's subject
+    group and split column set, nnU-Net's ``splits_final.json`` content returned."""
+    folds, groups = _make_splits(train, {e.case_id: e for e in entries}, split)
+    to_nnunet = {r.original_case_id: r.nnunet_case_id for r in train}
+    for r in train:
+        r.subject_group = groups[r.original_case_id]
+        if not folds:
+            r.split = "all"
+        elif len(folds) == 1:
+            r.split = "val" if r.original_case_id in set(folds[0][1]) else "train"
+        else:
+            r.split = f"val fold {next(f for f, (_, val) in enumerate(folds) if r.original_case_id in val)}"
+    return splits_json([([to_nnunet[c] for c in tr], [to_nnunet[c] for c in va]) for tr, va in folds])
+
+
+def _dataset_json(name: str, channel_name: str, options: ConvertOptions, train: Sequence[CaseResult]) -> dict:
+    """nnU-Net's dataset.json, with the conversion settings that prediction reads back under ``spine_convert``."""
+    scheme = TargetScheme(options.binary)
+    return {
+        "name": name,
+        "description": "Vertebral bodies in sagittal lumbar spine MRI (spine-convert)",
+        "reference": PAPER_REFERENCE,
+        "channel_names": {"0": channel_name},
+        "labels": scheme.dataset_labels(with_ignore=any(r.ignored_levels for r in train)),
+        "numTraining": len(train),
+        "file_ending": FILE_ENDING,
+        "overwrite_image_reader_writer": "SimpleITKIO",
+        "spine_convert": {
+            "tool_version": tool_version(),
+            "crop_ap_fraction": options.crop_ap,
+            "binary": options.binary,
+            "unknown_levels": options.unknown_levels,
+            "case_mapping": "case_mapping.csv",
+        },
+    }
+
+
+def _provenance(command: str, roots: Sequence[str | Path], options: ConvertOptions, discovery: DiscoveryOptions,
+                split: SplitOptions, results: Sequence[CaseResult]) -> dict:
+    """``spine_convert.json``: the command, its options and what became of every case."""
+    return {
+        "command": command,
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tool_version": tool_version(),
+        "roots": [str(Path(r).resolve()) for r in roots],
+        "options": {**asdict(options), "label_map": None},
+        "discovery": asdict(discovery),
+        "label_map_source": options.label_map_source,
+        "split": {**asdict(split), "subjects": None},
+        "crop_boxes": {r.nnunet_case_id: r.crop for r in results if r.crop},
+        "converted": len([r for r in results if r.status == "converted"]),
+        "skipped": {r.original_case_id: r.reason for r in results if r.status != "converted"},
+    }
+
+
+def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id: int, name: str,
+                   options: ConvertOptions = ConvertOptions(), split: SplitOptions = SplitOptions(),
+                   discovery: DiscoveryOptions = DiscoveryOptions(), channel_name: str = "T2",
+                   overwrite: bool = False, strict: bool = False, jobs: int = 1, progress: bool = True,
+                   command: str = "") -> ConversionReport:
+    """Convert the in-house exports under ``roots`` into ``raw_dir/DatasetNNN_name``.
+
+    Cases whose level file gives a QC status in ``discovery.skip_qc`` (default: ``bad``) are skipped. Each case
+    that cannot be converted is skipped with its reason (``strict`` stops at the first instead, writing nothing).
+    Raises :class:`ConversionError` when no training case converts, and
+    :class:`~dataset_conversion.writer.DatasetExistsError` when the dataset exists and ``overwrite`` is not set.
+    """
+    if discovery.unlabelled not in ("skip", "test"):
+        raise ValueError(f"unlabelled must be 'skip' or 'test', got {discovery.unlabelled!r}")
+    writer = DatasetWriter(raw_dir, dataset_id, name, overwrite)  # refuses an existing dataset before any work
+    entries = _discover_all(roots, discovery)
     ids = _nnunet_ids(entries, name, discovery.keep_case_ids)
     results: list[CaseResult] = []
 
@@ -401,18 +503,7 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
             raise ConversionError(f"--strict: case {result.original_case_id} failed: {result.reason}")
 
     with writer:
-        tasks, subset_of = [], {}
-        for entry, nnunet_id in zip(entries, ids, strict=True):
-            is_test = entry.case_id in test_set
-            if entry.mask_path is None:
-                if unlabelled == "test":
-                    is_test = True
-                else:
-                    entry.problems.append(missing_message(entry.folder, "mask", mask_patterns))
-            subset_of[nnunet_id] = "test" if is_test else "train"
-            has_label = entry.mask_path is not None
-            tasks.append((entry, nnunet_id, writer.image_path(nnunet_id, test=is_test),
-                          writer.label_path(nnunet_id, test=is_test) if has_label else None, options))
+        tasks, subset_of = _case_tasks(entries, ids, writer, discovery, options)
         parallel_map(convert_case, tasks, jobs, progress, on_crash=_crashed, on_result=on_result)
         order = {nnunet_id: n for n, nnunet_id in enumerate(ids)}
         results.sort(key=lambda r: order[r.nnunet_case_id])
@@ -422,38 +513,8 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
         if not train:
             raise ConversionError("no training case could be converted:\n" + "\n".join(
                 f"  {r.original_case_id}: {r.reason}" for r in results if r.status != "converted"))
-        by_id = {e.case_id: e for e in entries}
-        folds, groups = _make_splits(train, by_id, split)
-        to_nnunet = {r.original_case_id: r.nnunet_case_id for r in train}
-        for r in train:
-            r.subject_group = groups[r.original_case_id]
-            if not folds:
-                r.split = "all"
-            elif len(folds) == 1:
-                r.split = "val" if r.original_case_id in set(folds[0][1]) else "train"
-            else:
-                r.split = f"val fold {next(f for f, (_, val) in enumerate(folds) if r.original_case_id in val)}"
-        splits = splits_json([([to_nnunet[c] for c in tr], [to_nnunet[c] for c in va]) for tr, va in folds])
-        scheme = TargetScheme(options.binary)
-        uses_ignore = any(r.ignored_levels for r in train)
-        dataset_json = {
-            "name": name,
-            "description": "Vertebral bodies in sagittal lumbar spine MRI (spine-convert)",
-            "reference": PAPER_REFERENCE,
-            "channel_names": {"0": channel_name},
-            "labels": scheme.dataset_labels(with_ignore=uses_ignore),
-            "numTraining": len(train),
-            "file_ending": FILE_ENDING,
-            "overwrite_image_reader_writer": "SimpleITKIO",
-            "spine_convert": {
-                "tool_version": tool_version(),
-                "crop_ap_fraction": options.crop_ap,
-                "binary": options.binary,
-                "unknown_levels": options.unknown_levels,
-                "case_mapping": "case_mapping.csv",
-            },
-        }
-        writer.write_json("dataset.json", dataset_json)
+        splits = _assign_splits(train, entries, split)
+        writer.write_json("dataset.json", _dataset_json(name, channel_name, options, train))
         notes = []
         if splits:
             writer.write_json("splits_final.json", splits)
@@ -461,19 +522,7 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
             notes.append("all training cases come from one subject: no splits_final.json was written; train with "
                          "nnU-Net's fold 'all'")
         writer.write_text("case_mapping.csv", _mapping_csv(results))
-        writer.write_json("spine_convert.json", {
-            "command": command,
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "tool_version": tool_version(),
-            "roots": [str(Path(r).resolve()) for r in roots],
-            "options": {**asdict(options), "label_map": None},
-            "discovery": asdict(discovery),
-            "label_map_source": options.label_map_source,
-            "split": {**asdict(split), "subjects": None},
-            "crop_boxes": {r.nnunet_case_id: r.crop for r in results if r.crop},
-            "converted": len([r for r in results if r.status == "converted"]),
-            "skipped": {r.original_case_id: r.reason for r in results if r.status != "converted"},
-        })
+        writer.write_json("spine_convert.json", _provenance(command, roots, options, discovery, split, results))
         dataset = writer.commit()
     warnings = notes + _preprocessed_split_warning(dataset.name, splits)
     return ConversionReport(dataset=dataset, results=results, splits=splits, warnings=warnings)
