@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..runtime import add_version_option, interruptible
 from .partial import IGNORE_BEYOND
+
+if TYPE_CHECKING:
+    from .run import EvaluationOptions
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -54,53 +57,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @interruptible("spine-evaluate")
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ..levels import LabelMapError
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments before any work (folders, options that go together, the report folder)."""
     from ..outputs import OutputError, check_writable_folder, refuse_outputs_over_inputs
-    from .labels import default_class_map
-    from .run import EvaluationOptions, evaluate_folders, read_selection
-
-    def usage(message: str) -> int:
-        print(f"spine-evaluate: {message}", file=sys.stderr)
-        return EXIT_USAGE
 
     for name, folder in (("--pred", args.pred), ("--ref", args.ref)):
         if not folder.is_dir():
-            return usage(f"{name} {folder}: not a folder")
+            return f"{name} {folder}: not a folder"
     if args.jobs < 1:
-        return usage("--jobs must be >= 1")
+        return "--jobs must be >= 1"
     if args.split and args.cases:
-        return usage("use either --split/--fold or --cases")
+        return "use either --split/--fold or --cases"
     if (args.fold is None) != (args.split is None):
-        return usage("--split and --fold go together")
+        return "--split and --fold go together"
     if (args.output / "report.json").exists() and not args.overwrite:
-        return usage(f"{args.output / 'report.json'} exists: use --overwrite or another REPORT_DIR")
-    try:  # before any work: the report folder is writable and is neither the predictions nor the references
+        return f"{args.output / 'report.json'} exists: use --overwrite or another REPORT_DIR"
+    try:  # the report folder is writable and is neither the predictions nor the references
         refuse_outputs_over_inputs([args.output], [args.pred, args.ref])
         check_writable_folder(args.output, "report folder")
     except OutputError as exc:
-        return usage(str(exc))
+        return str(exc)
+    return None
+
+
+def _evaluation_options(args: argparse.Namespace) -> EvaluationOptions | str:
+    """The :class:`~.run.EvaluationOptions` of the arguments, or the usage message saying why there are none."""
+    from ..batch import find_mask_files
+    from ..levels import LabelMapError
+    from .labels import default_class_map
+    from .run import EvaluationOptions, read_selection
+
     try:
         pred_map = default_class_map(args.pred, args.pred_labels, args.labels)
         ref_map = default_class_map(args.ref, args.ref_labels, args.labels)
         selection, selection_source = read_selection(args.split, args.fold, args.cases)
     except (LabelMapError, ValueError, OSError, KeyError) as exc:
-        return usage(str(exc))
+        return str(exc)
     if args.ignore_beyond not in ("auto", "none") and not ref_map.is_levels:
-        return usage(f"--ignore-beyond {args.ignore_beyond} needs a reference label map that names levels (the "
-                     f"reference map {ref_map.source} has one class, so its vertebrae cannot be told apart)")
-    from ..batch import find_mask_files
-
+        return (f"--ignore-beyond {args.ignore_beyond} needs a reference label map that names levels (the reference "
+                f"map {ref_map.source} has one class, so its vertebrae cannot be told apart)")
     if not find_mask_files([args.ref], args.ref_pattern, args.recursive):
-        return usage(f"no reference masks found in {args.ref} (one folder per case? use --ref-pattern mask.nii.gz "
-                     "--recursive)")
-    options = EvaluationOptions(pred_map=pred_map, ref_map=ref_map, selection=selection,
-                                selection_source=selection_source, missing=args.missing,
-                                surface=not args.no_surface, measure=not args.no_measure, qc=args.qc,
-                                jobs=args.jobs, progress=not args.no_progress, ref_pattern=args.ref_pattern,
-                                ref_recursive=args.recursive, ignore_beyond=args.ignore_beyond)
-    report = evaluate_folders(args.pred.resolve(), args.ref.resolve(), args.output, options)
+        return (f"no reference masks found in {args.ref} (one folder per case? use --ref-pattern mask.nii.gz "
+                "--recursive)")
+    return EvaluationOptions(pred_map=pred_map, ref_map=ref_map, selection=selection,
+                             selection_source=selection_source, missing=args.missing, surface=not args.no_surface,
+                             measure=not args.no_measure, qc=args.qc, jobs=args.jobs, progress=not args.no_progress,
+                             ref_pattern=args.ref_pattern, ref_recursive=args.recursive,
+                             ignore_beyond=args.ignore_beyond)
+
+
+def _print_summary(report: dict, args: argparse.Namespace) -> None:
+    """The overlap, level identity and every problem of the run, on standard error."""
     problems = report["problems"]
 
     def show(value: float | None) -> str:
@@ -126,6 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in problems["label_map_notes"]:
         print(f"  note: {note}", file=sys.stderr)
     print_outcome(report, problems, args.missing)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .run import evaluate_folders
+
+    problem = _argument_problem(args)
+    options = _evaluation_options(args) if problem is None else problem
+    if isinstance(options, str):
+        print(f"spine-evaluate: {options}", file=sys.stderr)
+        return EXIT_USAGE
+    report = evaluate_folders(args.pred.resolve(), args.ref.resolve(), args.output, options)
+    _print_summary(report, args)
+    problems = report["problems"]
     bad = problems["missing_predictions"] or problems["failed_cases"] or problems["selected_without_reference"]
     return EXIT_SOME_FAILED if bad or report["cases_evaluated"] == 0 else EXIT_OK
 
