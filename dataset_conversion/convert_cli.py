@@ -28,21 +28,8 @@ from .writer import DatasetExistsError
 PAPER_VAL_FRACTION = 22 / 142  # the paper's 120 training / 22 validation scans
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spine-convert",
-        description="Convert in-house exports (one folder per case holding an image, a vertebra mask and levels.json) "
-                    "into an nnU-Net v2 raw dataset RAW_DIR/DatasetNNN_NAME with the project's labels "
-                    "(1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, 9 S2), a patient-level splits_final.json and a case "
-                    "mapping. Cases that cannot be converted are skipped with their reason.",
-        epilog="Example: spine-convert export_siteA export_siteB --out $nnUNet_raw --id 501 --name LumbarT2 "
-               "--crop-ap 0.25 --val-fraction 0.155 --jobs 2   (see docs/conversion.md)",
-    )
-    parser.add_argument("roots", nargs="+", help="export root folder(s); case folders are found at any depth")
-    parser.add_argument("--out", default=os.environ.get("nnUNet_raw"),
-                        help="nnU-Net raw folder (default: $nnUNet_raw)")
-    parser.add_argument("--id", type=int, required=True, help="dataset id, 1-999")
-    parser.add_argument("--name", required=True, help="dataset name (letters, digits, _ and -)")
+def _add_label_options(parser: argparse.ArgumentParser) -> None:
+    """How mask values become the project's levels."""
     labels = parser.add_argument_group("labels")
     labels.add_argument("--label-map", help="JSON mask value -> level name for the whole export, used for cases "
                         f"without their own level file; or a built-in map: {', '.join(sorted(bundled_label_maps()))}")
@@ -58,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "the scheme's end (T11 cranially, S2 caudally); caudal/cranial/both/none to force it")
     labels.add_argument("--binary", action="store_true", help="one foreground class for all vertebrae (model M_SC)")
     labels.add_argument("--channel-name", default="T2", help="name of the image channel in dataset.json")
+
+
+def _add_discovery_options(parser: argparse.ArgumentParser) -> None:
+    """Which files and case folders are converted, and into which subset."""
     found = parser.add_argument_group("finding files")
     found.add_argument("--image-name", action="append", metavar="PATTERN",
                        help=f"image file/folder name pattern (repeatable; default {' '.join(DEFAULT_IMAGE_PATTERNS)})")
@@ -73,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--keep-case-ids", action="store_true",
                        help="name nnU-Net files by the original case ids (default: NAME_0001, ... with the original "
                             "ids in case_mapping.csv, which keeps patient identifiers out of file names)")
+
+
+def _add_geometry_and_split_options(parser: argparse.ArgumentParser) -> None:
+    """Cropping, grid tolerance and the cross-validation split."""
     geometry = parser.add_argument_group("geometry")
     geometry.add_argument("--crop-ap", type=float, metavar="FRACTION",
                           help="remove this fraction of the anterior-posterior extent on each side (the paper: 0.25)")
@@ -86,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--val-cases", help="comma-separated case ids (or a file) forming the validation set")
     splits.add_argument("--groups", help="CSV with columns case_id,subject_id naming cases of the same subject")
     splits.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Overwriting, strictness, workers, progress, verification."""
     run = parser.add_argument_group("running")
     run.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same name")
     run.add_argument("--strict", action="store_true", help="stop at the first case that cannot be converted")
@@ -93,6 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--verify", action="store_true",
                      help="run nnU-Net's dataset integrity check on the result (needs the nnunet extra)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spine-convert",
+        description="Convert in-house exports (one folder per case holding an image, a vertebra mask and levels.json) "
+                    "into an nnU-Net v2 raw dataset RAW_DIR/DatasetNNN_NAME with the project's labels "
+                    "(1 T11, 2 T12, 3 L1 ... 7 L5, 8 S1, 9 S2), a patient-level splits_final.json and a case "
+                    "mapping. Cases that cannot be converted are skipped with their reason.",
+        epilog="Example: spine-convert export_siteA export_siteB --out $nnUNet_raw --id 501 --name LumbarT2 "
+               "--crop-ap 0.25 --val-fraction 0.155 --jobs 2   (see docs/conversion.md)",
+    )
+    parser.add_argument("roots", nargs="+", help="export root folder(s); case folders are found at any depth")
+    parser.add_argument("--out", default=os.environ.get("nnUNet_raw"),
+                        help="nnU-Net raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--id", type=int, required=True, help="dataset id, 1-999")
+    parser.add_argument("--name", required=True, help="dataset name (letters, digits, _ and -)")
+    for add in (_add_label_options, _add_discovery_options, _add_geometry_and_split_options, _add_run_options):
+        add(parser)
     return add_version_option(parser)
 
 

@@ -244,17 +244,10 @@ def foreground_box(array_kji: np.ndarray) -> tuple[slice, slice, slice] | None:
     return slice(int(planes[0]), int(planes[-1]) + 1), box_1, box_2
 
 
-def to_canonical(
-    image: sitk.Image, array: np.ndarray, source: str, max_obliquity_deg: float, crop_to_foreground: bool = False,
-    contiguous: bool = True,
-) -> SagittalVolume:
-    """Reorient an image (and its array in SimpleITK's (k, j, i) order) to the canonical frame.
-
-    ``crop_to_foreground`` keeps only the bounding box of the non-zero voxels (found in file order, before the
-    reorientation, so the full volume is never copied); ``contiguous=False`` returns a view (no copy at all).
-    """
-    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = np.array(image.GetSpacing(), dtype=float)
+def _sagittal_axes(direction: np.ndarray, source: str,
+                   max_obliquity_deg: float) -> tuple[tuple[int, int, int], tuple[bool, bool, bool], float]:
+    """:func:`canonical_axis_map` of a direction matrix; raises :class:`MaskReadError` naming ``source`` when no image
+    axis lies within ``max_obliquity_deg`` of left-right."""
     try:
         axes, flipped, obliquity = canonical_axis_map(direction)
     except ValueError:
@@ -267,17 +260,34 @@ def to_canonical(
             f"(closest: {closest:.1f} degrees), so the volume has no sagittal slice axis; resample it to sagittal "
             "(spine-measure --resample-oblique) or raise --max-obliquity"
         )
+    return axes, flipped, obliquity
+
+
+def _foreground_crop(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bounding box of the non-zero voxels of a (k, j, i) array and its file index range (i, j, k) [low, high)."""
+    box = foreground_box(array)
+    if box is None:
+        return array[:0, :0, :0], np.zeros(3, dtype=int), np.zeros(3, dtype=int)
+    return (array[box], np.array([box[2].start, box[1].start, box[0].start]),
+            np.array([box[2].stop, box[1].stop, box[0].stop]))
+
+
+def to_canonical(
+    image: sitk.Image, array: np.ndarray, source: str, max_obliquity_deg: float, crop_to_foreground: bool = False,
+    contiguous: bool = True,
+) -> SagittalVolume:
+    """Reorient an image (and its array in SimpleITK's (k, j, i) order) to the canonical frame.
+
+    ``crop_to_foreground`` keeps only the bounding box of the non-zero voxels (found in file order, before the
+    reorientation, so the full volume is never copied); ``contiguous=False`` returns a view (no copy at all).
+    """
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.array(image.GetSpacing(), dtype=float)
+    axes, flipped, obliquity = _sagittal_axes(direction, source, max_obliquity_deg)
     size = np.array(image.GetSize())
     low, high = np.zeros(3, dtype=int), size.copy()  # file index range kept, (i, j, k) order
     if crop_to_foreground:
-        box = foreground_box(array)
-        if box is None:
-            low, high = np.zeros(3, dtype=int), np.zeros(3, dtype=int)
-            array = array[:0, :0, :0]
-        else:
-            array = array[box]
-            low = np.array([box[2].start, box[1].start, box[0].start])
-            high = np.array([box[2].stop, box[1].stop, box[0].stop])
+        array, low, high = _foreground_crop(array)
     canonical = array.transpose(2, 1, 0).transpose(axes)
     canonical = canonical[tuple(slice(None, None, -1) if f else slice(None) for f in flipped)]
     signs = np.where(flipped, -1.0, 1.0)

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,108 @@ def _run(command: list[str], env: dict, log: Path) -> None:
         raise RuntimeError(f"{shlex.join(command)} failed ({done.returncode}); end of {log}:\n{tail}")
 
 
+@dataclass(frozen=True)
+class _DemoPaths:
+    out: Path
+
+    @property
+    def export(self) -> Path:
+        return self.out / "export"
+
+    @property
+    def unseen(self) -> Path:
+        return self.out / "unseen"
+
+    @property
+    def images(self) -> Path:
+        return self.out / "unseen_images"
+
+    @property
+    def predictions(self) -> Path:
+        return self.out / "predictions"
+
+    @property
+    def csv(self) -> Path:
+        return self.out / "measurements.csv"
+
+    @property
+    def qc(self) -> Path:
+        return self.out / "qc"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.out / "evaluation"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "demo_commands.log"
+
+    def env(self) -> dict[str, str]:
+        """nnU-Net's folders inside the demo folder, one worker each, no compilation."""
+        return {**os.environ, "nnUNet_raw": str(self.out / "nnUNet_raw"),
+                "nnUNet_preprocessed": str(self.out / "nnUNet_preprocessed"),
+                "nnUNet_results": str(self.out / "nnUNet_results"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
+                "nnUNet_compile": "f"}
+
+
+_TOTAL_STEPS = 7
+
+
+def _prepare_dataset(paths: _DemoPaths, env: dict[str, str], cases: int, seed: int, training_cases: int) -> None:
+    """Steps 1-3: training and unseen phantoms, the nnU-Net dataset, nnU-Net's planning with the cascade's plans."""
+    log = paths.log
+    _step(1, _TOTAL_STEPS, f"{training_cases} training phantoms -> {paths.export}; {cases} unseen phantoms -> "
+                           f"{paths.unseen}")
+    _run(["spine-phantom", str(paths.export), "-n", str(training_cases), "--seed", str(seed), *PHANTOM_ARGS], env, log)
+    _run(["spine-phantom", str(paths.unseen), "-n", str(cases), "--seed", str(seed + 1000), "--orientation", "PIL",
+          "--deformity", "L2:wedge:0.3", *PHANTOM_ARGS], env, log)
+    paths.images.mkdir(exist_ok=True)
+    for case in sorted(paths.unseen.glob("phantom_*")):
+        target = paths.images / f"{case.name}.nii.gz"
+        target.unlink(missing_ok=True)
+        target.symlink_to(case / "image.nii.gz")
+    _step(2, _TOTAL_STEPS, f"spine-convert -> {env['nnUNet_raw']}/{DEMO_DATASET}")
+    _run(["spine-convert", str(paths.export), "--out", env["nnUNet_raw"], "--id", DEMO_DATASET_ID, "--name",
+          "SpineDemo", "--folds", "2", "--overwrite", "--no-progress"], env, log)
+    _step(3, _TOTAL_STEPS, "nnUNetv2_plan_and_preprocess (planning only), spine-nnunet plan, nnUNetv2_preprocess")
+    _run(["nnUNetv2_plan_and_preprocess", "-d", DEMO_DATASET_ID, "--no_pp", "-npfp", "1"], env, log)
+    _run(["spine-nnunet", "plan", "-d", DEMO_DATASET_ID, "--preset", "small"], env, log)
+    _run(["nnUNetv2_preprocess", "-d", DEMO_DATASET_ID, "-plans_name", "nnUNetPlans_spine", "-c", "3d_lowres",
+          "2d_cascade", "-np", "1", "1"], env, log)
+
+
+def _train_and_predict(paths: _DemoPaths, env: dict[str, str], variant: str, start: float) -> None:
+    """Steps 4-6: both stages trained through nnUNetv2_train, the unseen phantoms predicted and measured."""
+    log = paths.log
+    for fold in ("0", "1"):
+        _step(4, _TOTAL_STEPS, f"nnUNetv2_train stage 1 (3d_lowres, coarse 3D DeepLabV3 + GCN) fold {fold} on CPU "
+                               f"({time.time() - start:.0f} s so far)")
+        _run(["nnUNetv2_train", DEMO_DATASET_ID, "3d_lowres", fold, "-p", "nnUNetPlans_spine", "-tr",
+              f"nnUNetTrainerSpineCoarse{variant}", "-device", "cpu"], env, log)
+    _step(5, _TOTAL_STEPS, f"nnUNetv2_train stage 2 (2d_cascade, fine 2D residual U-Net) on CPU "
+                           f"({time.time() - start:.0f} s so far)")
+    _run(["nnUNetv2_train", DEMO_DATASET_ID, "2d_cascade", "0", "-p", "nnUNetPlans_spine", "-tr",
+          f"nnUNetTrainerSpineFine{variant}", "-device", "cpu"], env, log)
+    _step(6, _TOTAL_STEPS, f"spine-predict (both stages) on the unseen phantoms + spine-measure -> {paths.csv}")
+    _run(["spine-predict", "-i", str(paths.images), "-o", str(paths.predictions), "-d", DEMO_DATASET_ID, "--variant",
+          variant, "--measure", str(paths.csv), "--qc-dir", str(paths.qc), "--disable-tta"], env, log)
+
+
+def _print_results(paths: _DemoPaths, env: dict[str, str], start: float) -> None:
+    """Dice against the unseen phantoms, the measurement errors against their geometry, where everything is."""
+    report = json.loads((paths.evaluation / "report.json").read_text())
+    print(f"Dice (cascade vs truth, {report['cases_evaluated']} unseen phantoms, micro-averaged): multiclass "
+          f"{report['dice_micro_multiclass']:.3f}, any vertebra {report['dice_micro_binary']:.3f}; mean per level "
+          f"{report['dice_mean_per_class']:.3f}")
+    measured, truth = pd.read_csv(paths.csv), pd.read_csv(paths.unseen / "truth.csv")
+    errors = compare_with_truth(measured, truth)
+    print("Measurements from the predicted masks vs the known geometry (mm, degrees):")
+    print(errors.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"\nDone in {time.time() - start:.0f} s. Results:\n  masks        {paths.predictions}\n  CSV          "
+          f"{paths.csv}\n  QC pictures  {paths.qc}\n  evaluation   {paths.evaluation / 'report.md'}\n  models       "
+          f"{env['nnUNet_results']}\n  commands     {paths.log} (every command run, with its output)")
+
+
 def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = True, variant: str = "Demo",
              training_cases: int = 8) -> int:
     out = Path(out_dir).resolve()
@@ -58,66 +161,21 @@ def run_demo(out_dir: str | Path, cases: int = 3, seed: int = 7, train: bool = T
     if not train:
         return _measure_only(out, cases, seed)
     start = time.time()
-    log = out / "demo_commands.log"
-    log.write_text("")
-    env = {**os.environ, "nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
-           "nnUNet_results": str(out / "nnUNet_results"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
-           "nnUNet_compile": "f"}
-    export, unseen, images = out / "export", out / "unseen", out / "unseen_images"
-    predictions, csv, qc = out / "predictions", out / "measurements.csv", out / "qc"
-    evaluation = out / "evaluation"
-    total = 7
+    paths = _DemoPaths(out)
+    paths.log.write_text("")
+    env = paths.env()
     try:
-        _step(1, total, f"{training_cases} training phantoms -> {export}; {cases} unseen phantoms -> {unseen}")
-        _run(["spine-phantom", str(export), "-n", str(training_cases), "--seed", str(seed), *PHANTOM_ARGS], env, log)
-        _run(["spine-phantom", str(unseen), "-n", str(cases), "--seed", str(seed + 1000), "--orientation", "PIL",
-              "--deformity", "L2:wedge:0.3", *PHANTOM_ARGS], env, log)
-        images.mkdir(exist_ok=True)
-        for case in sorted(unseen.glob("phantom_*")):
-            target = images / f"{case.name}.nii.gz"
-            target.unlink(missing_ok=True)
-            target.symlink_to(case / "image.nii.gz")
-        _step(2, total, f"spine-convert -> {env['nnUNet_raw']}/{DEMO_DATASET}")
-        _run(["spine-convert", str(export), "--out", env["nnUNet_raw"], "--id", DEMO_DATASET_ID, "--name",
-              "SpineDemo", "--folds", "2", "--overwrite", "--no-progress"], env, log)
-        _step(3, total, "nnUNetv2_plan_and_preprocess (planning only), spine-nnunet plan, nnUNetv2_preprocess")
-        _run(["nnUNetv2_plan_and_preprocess", "-d", DEMO_DATASET_ID, "--no_pp", "-npfp", "1"], env, log)
-        _run(["spine-nnunet", "plan", "-d", DEMO_DATASET_ID, "--preset", "small"], env, log)
-        _run(["nnUNetv2_preprocess", "-d", DEMO_DATASET_ID, "-plans_name", "nnUNetPlans_spine", "-c", "3d_lowres",
-              "2d_cascade", "-np", "1", "1"], env, log)
-        for fold in ("0", "1"):
-            _step(4, total, f"nnUNetv2_train stage 1 (3d_lowres, coarse 3D DeepLabV3 + GCN) fold {fold} on CPU "
-                            f"({time.time() - start:.0f} s so far)")
-            _run(["nnUNetv2_train", DEMO_DATASET_ID, "3d_lowres", fold, "-p", "nnUNetPlans_spine", "-tr",
-                  f"nnUNetTrainerSpineCoarse{variant}", "-device", "cpu"], env, log)
-        _step(5, total, f"nnUNetv2_train stage 2 (2d_cascade, fine 2D residual U-Net) on CPU "
-                        f"({time.time() - start:.0f} s so far)")
-        _run(["nnUNetv2_train", DEMO_DATASET_ID, "2d_cascade", "0", "-p", "nnUNetPlans_spine", "-tr",
-              f"nnUNetTrainerSpineFine{variant}", "-device", "cpu"], env, log)
-        _step(6, total, f"spine-predict (both stages) on the unseen phantoms + spine-measure -> {csv}")
-        _run(["spine-predict", "-i", str(images), "-o", str(predictions), "-d", DEMO_DATASET_ID, "--variant", variant,
-              "--measure", str(csv), "--qc-dir", str(qc), "--disable-tta"], env, log)
+        _prepare_dataset(paths, env, cases, seed, training_cases)
+        _train_and_predict(paths, env, variant, start)
+        _step(7, _TOTAL_STEPS, f"spine-evaluate: the predicted masks against the unseen phantoms' masks -> "
+                               f"{paths.evaluation}")
+        _run(["spine-evaluate", "--pred", str(paths.predictions), "--ref", str(paths.unseen), "--ref-pattern",
+              "mask.nii.gz", "--recursive", "-o", str(paths.evaluation), "--overwrite", "--no-progress"], env,
+             paths.log)
     except RuntimeError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
-    _step(7, total, f"spine-evaluate: the predicted masks against the unseen phantoms' masks -> {evaluation}")
-    try:
-        _run(["spine-evaluate", "--pred", str(predictions), "--ref", str(unseen), "--ref-pattern", "mask.nii.gz",
-              "--recursive", "-o", str(evaluation), "--overwrite", "--no-progress"], env, log)
-    except RuntimeError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return 1
-    report = json.loads((evaluation / "report.json").read_text())
-    print(f"Dice (cascade vs truth, {report['cases_evaluated']} unseen phantoms, micro-averaged): multiclass "
-          f"{report['dice_micro_multiclass']:.3f}, any vertebra {report['dice_micro_binary']:.3f}; mean per level "
-          f"{report['dice_mean_per_class']:.3f}")
-    measured, truth = pd.read_csv(csv), pd.read_csv(unseen / "truth.csv")
-    errors = compare_with_truth(measured, truth)
-    print("Measurements from the predicted masks vs the known geometry (mm, degrees):")
-    print(errors.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"\nDone in {time.time() - start:.0f} s. Results:\n  masks        {predictions}\n  CSV          {csv}"
-          f"\n  QC pictures  {qc}\n  evaluation   {evaluation / 'report.md'}\n  models       {env['nnUNet_results']}"
-          f"\n  commands     {log} (every command run, with its output)")
+    _print_results(paths, env, start)
     return 0
 
 
