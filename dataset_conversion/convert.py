@@ -26,6 +26,7 @@ from measure.levels import is_known_level, level_rank
 from measure.runtime import parallel_map, tool_version
 
 from .crop import ap_crop_box, apply_crop
+from .metadata import ConversionMetadata
 from .relabel import RelabelError, TargetScheme, relabel
 from .sources.inhouse import (
     DEFAULT_IMAGE_PATTERNS,
@@ -450,13 +451,8 @@ def _dataset_json(name: str, channel_name: str, options: ConvertOptions, train: 
         "numTraining": len(train),
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "SimpleITKIO",
-        "spine_convert": {
-            "tool_version": tool_version(),
-            "crop_ap_fraction": options.crop_ap,
-            "binary": options.binary,
-            "unknown_levels": options.unknown_levels,
-            "case_mapping": "case_mapping.csv",
-        },
+        ConversionMetadata.KEY: ConversionMetadata(tool_version(), options.crop_ap, options.binary,
+                                                   options.unknown_levels).to_json(),
     }
 
 

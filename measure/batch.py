@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 
 from .bodies import volume_bodies
-from .io import MASK_SUFFIXES, MaskReadError, mask_volume, read_image_like, read_mask, strip_suffix
+from .io import MASK_SUFFIXES, MaskReadError, is_image_file, mask_volume, read_image_like, read_mask, strip_suffix
 from .levels import LabelMap, LabelMapError, load_label_map, merged_level_values, project_label_map
 from .outputs import atomic_write_text, folder_lock
 from .qc import render_qc, write_qc
@@ -34,10 +34,6 @@ from .spine import measure_spine
 from .subregions import read_bodies
 from .table import COLUMNS, error_row, rows_for_case, to_frame
 from .vertebra import MethodParameters
-
-
-def is_mask_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(MASK_SUFFIXES) and not path.name.startswith(".")
 
 
 def _walk_files(folder: Path, pattern: str) -> list[Path]:
@@ -64,7 +60,7 @@ def find_mask_files(inputs: Sequence[str | Path], pattern: str | None = None, re
     for item in map(Path, inputs):
         if item.is_dir():
             candidates = _walk_files(item, pattern or "*") if recursive else item.glob(pattern or "*")
-            found.extend(sorted(p for p in candidates if is_mask_file(p)))
+            found.extend(sorted(p for p in candidates if is_image_file(p)))
         else:
             found.append(item)
     unique: list[Path] = []

@@ -43,13 +43,19 @@ class MaskReadError(ValueError):
     """A mask file cannot be measured; the message names the file and the problem."""
 
 
-def strip_suffix(path: str | Path) -> str:
-    """File name without its image extension (``case_01.nii.gz`` -> ``case_01``)."""
+def strip_suffix(path: str | Path, keep_other_suffixes: bool = False) -> str:
+    """File name without its image extension (``case_01.nii.gz`` -> ``case_01``); a name without one loses its last
+    suffix, or, with ``keep_other_suffixes`` (folder names such as a DICOM series ``s.1``), stays as it is."""
     name = Path(path).name
     for suffix in MASK_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
-    return Path(name).stem
+    return name if keep_other_suffixes else Path(name).stem
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file with one of the image extensions (masks and scans alike)."""
+    return path.is_file() and path.name.lower().endswith(MASK_SUFFIXES) and not path.name.startswith(".")
 
 
 @dataclass

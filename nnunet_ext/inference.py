@@ -19,14 +19,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from dataset_conversion.crop import CropBox, ap_crop_box, apply_crop, paste_back
+from dataset_conversion.metadata import ConversionMetadata
 from dataset_conversion.sources.inhouse import discover_cases, is_case_folder, read_case_folder
 from dataset_conversion.sources.volume import (
     VolumeReadError,
     dicom_series_ids,
-    is_volume_file,
     read_volume,
-    strip_volume_suffix,
 )
+from measure.io import is_image_file, strip_suffix
 from measure.outputs import (
     OutputError,
     atomic_write,
@@ -36,7 +36,7 @@ from measure.outputs import (
     refuse_outputs_over_inputs,
 )
 
-from .plans import COARSE_CONFIGURATION, FINE_CONFIGURATION, SPINE_PLANS_NAME
+from .plans import COARSE_CONFIGURATION, FINE_CONFIGURATION, SPINE_PLANS_NAME, CascadeMetadata
 from .postprocess import tidy_levels
 
 NNUNET_FILE_ENDING = ".nii.gz"
@@ -121,9 +121,9 @@ def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
     if case is not None:
         return [case]
     children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    direct = [p for p in children if is_volume_file(p) or (p.is_dir() and dicom_series_ids(p))]
+    direct = [p for p in children if is_image_file(p) or (p.is_dir() and dicom_series_ids(p))]
     if direct:
-        return [(strip_volume_suffix(p.name), p) for p in direct]
+        return [(strip_suffix(p.name, keep_other_suffixes=True), p) for p in direct]
     return [(entry.case_id, entry.image_path or entry.folder) for entry in discover_cases(folder)]
 
 
@@ -139,7 +139,7 @@ def find_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
         else:
             case = _export_case_image(item.parent) if item.is_file() else None
             exported = case is not None and case[1] == item  # caseA/image.nii.gz of an export: the case is caseA
-            found.append((case[0] if exported else strip_volume_suffix(item.name), item))
+            found.append((case[0] if exported else strip_suffix(item.name, keep_other_suffixes=True), item))
     if found and all(name.endswith("_0000") for name, _ in found):
         found = [(name[:-5], path) for name, path in found]
     for name, path in found:  # the id becomes a file name in the output folder: no path in it
@@ -152,12 +152,14 @@ def find_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
 
 def _training_orientation(model: CascadeModel) -> str | None:
     plans = json.loads((model.folder(COARSE_CONFIGURATION) / "plans.json").read_text())
-    return plans.get("spine_cascade", {}).get("training_orientation")
+    metadata = CascadeMetadata.from_plans(plans)
+    return metadata.training_orientation if metadata else None
 
 
 def _crop_fraction(model: CascadeModel) -> float | None:
     dataset = json.loads((model.folder(COARSE_CONFIGURATION) / "dataset.json").read_text())
-    return (dataset.get("spine_convert") or {}).get("crop_ap_fraction")
+    metadata = ConversionMetadata.from_dataset_json(dataset)
+    return metadata.crop_ap_fraction if metadata else None
 
 
 def prepare(case_id: str, path: Path, orientation: str | None, crop_fraction: float | None) -> PreparedCase:

@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,34 @@ from .networks.factory import (
 SPINE_PLANS_NAME = "nnUNetPlans_spine"
 COARSE_CONFIGURATION = "3d_lowres"
 FINE_CONFIGURATION = "2d_cascade"
+
+
+@dataclass(frozen=True)
+class CascadeMetadata:
+    """What ``spine-nnunet plan`` records in the plans under ``spine_cascade`` for training and prediction: written
+    and read here only."""
+
+    KEY: ClassVar[str] = "spine_cascade"
+    left_right_axis_after_transpose: int
+    """The patient left-right axis among the network's spatial axes (the only axis mirrored)."""
+    training_orientation: str | None
+    """Orientation code the training images were brought to (prediction reorients new images to it)."""
+    size: dict[str, Any]
+    """The preset's sizes (:class:`CascadeSize` as a dict)."""
+    source_plans: str | None
+    """nnU-Net's plans these were derived from."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_plans(cls, plans: Mapping[str, Any]) -> CascadeMetadata | None:
+        """The record of a plans dict, None for plans that spine-nnunet did not write."""
+        entry = plans.get(cls.KEY)
+        if not entry:
+            return None
+        return cls(int(entry.get("left_right_axis_after_transpose", 0)), entry.get("training_orientation"),
+                   dict(entry.get("size") or {}), entry.get("source_plans"))
 
 
 @dataclass(frozen=True)
@@ -140,8 +168,7 @@ def spine_plans(plans: dict, fingerprint: dict, dataset_json: dict, lr_axis: int
         "original_median_shape_after_transp": [int(round(s)) for s in shape],
         "transpose_forward": forward,
         "transpose_backward": backward,
-        "spine_cascade": {"left_right_axis_after_transpose": 0, "training_orientation": orientation,
-                          "size": asdict(size), "source_plans": plans.get("plans_name")},
+        CascadeMetadata.KEY: CascadeMetadata(0, orientation, asdict(size), plans.get("plans_name")).to_json(),
         "configurations": {
             COARSE_CONFIGURATION: {
                 **_configuration(template, f"{plans_name}_{COARSE_CONFIGURATION}", coarse_patch,

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from measure.io import is_image_file, strip_suffix
+
 from ..relabel import RelabelError, parse_label_table
-from .volume import dicom_series_ids, is_volume_file, strip_volume_suffix
+from .volume import dicom_series_ids
 
 DEFAULT_IMAGE_PATTERNS = ("image*", "img*")
 DEFAULT_MASK_PATTERNS = ("mask*", "seg*", "label*")
@@ -59,7 +61,7 @@ class CaseEntry:
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    stem = strip_volume_suffix(name).lower()
+    stem = strip_suffix(name, keep_other_suffixes=True).lower()
     return any(fnmatch.fnmatch(stem, p.lower()) or fnmatch.fnmatch(name.lower(), p.lower()) for p in patterns)
 
 
@@ -69,7 +71,7 @@ def _candidates(folder: Path, patterns: Sequence[str]) -> list[Path]:
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or not _matches(entry.name, patterns):
             continue
-        if is_volume_file(entry) or (entry.is_dir() and dicom_series_ids(entry)):
+        if is_image_file(entry) or (entry.is_dir() and dicom_series_ids(entry)):
             found.append(entry)
     return found
 

@@ -12,25 +12,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from measure.io import MASK_SUFFIXES, MaskReadError, check_geometry, read_image
-
-VOLUME_SUFFIXES = MASK_SUFFIXES
+from measure.io import MaskReadError, check_geometry, read_image
 
 
 class VolumeReadError(ValueError):
     """A volume cannot be read; the message names the path and the problem."""
-
-
-def strip_volume_suffix(name: str) -> str:
-    """File name without its volume extension (``image.nii.gz`` -> ``image``); folder names stay as they are."""
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def is_volume_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES) and not path.name.startswith(".")
 
 
 def dicom_series_ids(folder: Path) -> list[str]:

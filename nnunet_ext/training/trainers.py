@@ -30,6 +30,7 @@ from nnunet_ext.compat import (
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import set_cpu_autocast
+from nnunet_ext.plans import CascadeMetadata
 from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 
@@ -125,8 +126,8 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
 
     def _left_right_mirror_axes(self) -> tuple[int, ...]:
         """Mirroring axes in the network's spatial axes: left-right only, where it is an axis of the patch."""
-        cascade = self.plans_manager.plans.get("spine_cascade", {})
-        lr_axis = cascade.get("left_right_axis_after_transpose")
+        cascade = CascadeMetadata.from_plans(self.plans_manager.plans)
+        lr_axis = cascade.left_right_axis_after_transpose if cascade else None
         dim = len(self.configuration_manager.patch_size)
         if lr_axis is None or dim == 2:  # 2D patches are sagittal slices: left-right is not in the plane
             return ()
