@@ -147,6 +147,16 @@ def test_trainer_lookup_and_signature():
         "nnUNetTrainerSpineCoarseCpu"
     assert recursive_find_trainer_class_by_name("nnUNetTrainerSpineFineBinaryCpu").previous_stage_trainer == \
         "nnUNetTrainerSpineCoarseBinaryCpu"
+    from nnunet_ext.training.trainers import nnUNetTrainerSpineFine
+
+    class nnUNetTrainerSpineFineMine(nnUNetTrainerSpineFine):  # noqa: N801 - a user's variant, named once
+        epochs = 3
+
+    class nnUNetTrainerSpineFineOther(nnUNetTrainerSpineFineMine):  # noqa: N801
+        previous_stage_trainer = "nnUNetTrainerSpineCoarseCpu"  # set explicitly: kept
+
+    assert nnUNetTrainerSpineFineMine.previous_stage_trainer == "nnUNetTrainerSpineCoarseMine"
+    assert nnUNetTrainerSpineFineOther.previous_stage_trainer == "nnUNetTrainerSpineCoarseCpu"
 
 
 def test_time_budget_trainer_is_nnunets_trainer_with_a_fitted_schedule():

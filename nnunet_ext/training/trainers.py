@@ -193,6 +193,15 @@ class nnUNetTrainerSpineCoarse(nnUNetTrainerSpine):  # noqa: N801
 
 
 class nnUNetTrainerSpineFine(nnUNetTrainerSpine):  # noqa: N801
-    """Stage 2 (``2d_cascade``): the fine 2D residual U-Net on sagittal slices plus stage 1's segmentation."""
+    """Stage 2 (``2d_cascade``): the fine 2D residual U-Net on sagittal slices plus stage 1's segmentation.
+
+    The stage-1 trainer of a stage-2 class is its name with ``Fine`` read as ``Coarse`` (``...FineCpu`` reads the
+    predictions of ``...CoarseCpu``), so a pair of variants is named once; a subclass may still set
+    :attr:`previous_stage_trainer` itself."""
 
     previous_stage_trainer = "nnUNetTrainerSpineCoarse"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "previous_stage_trainer" not in cls.__dict__:
+            cls.previous_stage_trainer = cls.__name__.replace("Fine", "Coarse", 1)

@@ -1,4 +1,5 @@
-"""Trainer variants: class attributes only.
+"""Trainer variants: class attributes only (each stage-2 class reads the stage-1 class of the same name with
+``Coarse`` for ``Fine``; :class:`~.trainers.nnUNetTrainerSpineFine`).
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
@@ -24,7 +25,6 @@ class nnUNetTrainerSpineCoarseBinary(nnUNetTrainerSpineCoarse):
 
 class nnUNetTrainerSpineFineBinary(nnUNetTrainerSpineFine):
     expected_num_classes = 2
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseBinary"
 
 
 class nnUNetTrainerSpineCoarseShort(nnUNetTrainerSpineCoarse):
@@ -35,7 +35,6 @@ class nnUNetTrainerSpineCoarseShort(nnUNetTrainerSpineCoarse):
 class nnUNetTrainerSpineFineShort(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 40, 25, 5  # the end levels need more than 500
     optimizer_kind, learning_rate = "adam", 3e-3
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseShort"
 
 
 class nnUNetTrainerSpineCoarseBinaryShort(nnUNetTrainerSpineCoarseShort):
@@ -44,7 +43,6 @@ class nnUNetTrainerSpineCoarseBinaryShort(nnUNetTrainerSpineCoarseShort):
 
 class nnUNetTrainerSpineFineBinaryShort(nnUNetTrainerSpineFineShort):
     expected_num_classes = 2
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseBinaryShort"
 
 
 class nnUNetTrainerSpineCoarseSmoke(nnUNetTrainerSpineCoarse):
@@ -55,7 +53,6 @@ class nnUNetTrainerSpineCoarseSmoke(nnUNetTrainerSpineCoarse):
 class nnUNetTrainerSpineFineSmoke(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch, checkpoint_every = 2, 5, 2, 1
     optimizer_kind, learning_rate = "adam", 3e-3
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseSmoke"
 
 
 class nnUNetTrainerSpineCoarseDemo(nnUNetTrainerSpineCoarse):
@@ -66,7 +63,6 @@ class nnUNetTrainerSpineCoarseDemo(nnUNetTrainerSpineCoarse):
 class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
     epochs, iterations_per_epoch, val_iterations_per_epoch = 30, 25, 4
     optimizer_kind, learning_rate = "adam", 3e-3
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseDemo"
 
 
 class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
@@ -81,7 +77,6 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseCpu"
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
@@ -90,4 +85,3 @@ class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
 
 class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
-    previous_stage_trainer = "nnUNetTrainerSpineCoarseBinaryCpu"
