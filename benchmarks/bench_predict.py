@@ -44,6 +44,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measure import machine_info  # noqa: E402
 
+from measure.runtime import nnunet_folder  # noqa: E402
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
@@ -221,8 +223,8 @@ def summary(values: Sequence[float]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="scratch folder (models, links, outputs)")
-    parser.add_argument("--results", default=os.environ.get("nnUNet_results"), help="trained recipe's results")
-    parser.add_argument("--preprocessed", default=os.environ.get("nnUNet_preprocessed"))
+    parser.add_argument("--results", default=nnunet_folder("nnUNet_results"), help="trained recipe's results")
+    parser.add_argument("--preprocessed", default=nnunet_folder("nnUNet_preprocessed"))
     parser.add_argument("-d", "--dataset", default="701")
     parser.add_argument("--variant", default="Cpu", help="trainer variant of the trained recipe")
     parser.add_argument("--folds", nargs="+", default=["0"], help="folds of the recipe spine-predict uses (default 0, "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ import SimpleITK as sitk
 
 from measure.io import MaskReadError, label_array
 from measure.levels import is_known_level, level_rank
-from measure.runtime import parallel_map, tool_version
+from measure.runtime import nnunet_folder, parallel_map, tool_version
 
 from .crop import ap_crop_box, apply_crop
 from .metadata import ConversionMetadata
@@ -525,7 +524,7 @@ def convert_export(roots: Sequence[str | Path], raw_dir: str | Path, dataset_id:
 
 
 def _preprocessed_split_warning(folder_name: str, splits: list[dict[str, list[str]]]) -> list[str]:
-    preprocessed = os.environ.get("nnUNet_preprocessed")
+    preprocessed = nnunet_folder("nnUNet_preprocessed")
     if not preprocessed:
         return []
     existing = Path(preprocessed) / folder_name / "splits_final.json"

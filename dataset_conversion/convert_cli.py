@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from measure.levels import bundled_label_maps
-from measure.runtime import EXIT_INTERRUPTED, add_version_option, interruptible
+from measure.runtime import EXIT_INTERRUPTED, add_version_option, interruptible, nnunet_folder
 
 from .convert import (
     ConversionError,
@@ -105,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--crop-ap 0.25 --val-fraction 0.155 --jobs 2   (see docs/conversion.md)",
     )
     parser.add_argument("roots", nargs="+", help="export root folder(s); case folders are found at any depth")
-    parser.add_argument("--out", default=os.environ.get("nnUNet_raw"),
+    parser.add_argument("--out", default=nnunet_folder("nnUNet_raw"),
                         help="nnU-Net raw folder (default: $nnUNet_raw)")
     parser.add_argument("--id", type=int, required=True, help="dataset id, 1-999")
     parser.add_argument("--name", required=True, help="dataset name (letters, digits, _ and -)")

@@ -35,6 +35,17 @@ def tool_version() -> str:
         return "unknown"
 
 
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def nnunet_folder(name: str) -> str | None:
+    """The folder nnU-Net's environment variable ``name`` (``nnUNet_raw``, ``nnUNet_preprocessed``,
+    ``nnUNet_results``) names, None when it is unset or empty: the one place the project reads them."""
+    if name not in NNUNET_FOLDERS:
+        raise ValueError(f"{name}: not one of nnU-Net's folder variables {', '.join(NNUNET_FOLDERS)}")
+    return os.environ.get(name) or None
+
+
 def add_version_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--version`` on a command's parser: prints ``PROG VERSION`` and exits 0."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {tool_version()}")

@@ -4,12 +4,11 @@ optionally measured right away."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from measure.runtime import add_version_option, interruptible
+from measure.runtime import add_version_option, interruptible, nnunet_folder
 
 VARIANTS = ("", "Binary", "Cpu", "BinaryCpu", "Short", "BinaryShort", "Smoke", "Demo")
 
@@ -90,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.part_id < args.num_parts:
         print("spine-predict: error: --part-id must be between 0 and --num-parts - 1", file=sys.stderr)
         return 2
-    results, preprocessed = os.environ.get("nnUNet_results"), os.environ.get("nnUNet_preprocessed")
+    results, preprocessed = nnunet_folder("nnUNet_results"), nnunet_folder("nnUNet_preprocessed")
     if not results:
         print("spine-predict: error: set nnUNet_results (where nnUNetv2_train wrote the models)", file=sys.stderr)
         return 2

@@ -168,3 +168,15 @@ def test_every_command_has_version(module: str, prog: str, capsys: pytest.Captur
         importlib.import_module(module).main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"{prog} {tool_version()}"
+
+
+def test_nnunet_folders_are_read_in_one_place(monkeypatch) -> None:
+    from measure.runtime import nnunet_folder
+
+    monkeypatch.setenv("nnUNet_results", "/models")
+    monkeypatch.setenv("nnUNet_raw", "")
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    assert nnunet_folder("nnUNet_results") == "/models"
+    assert nnunet_folder("nnUNet_raw") is None and nnunet_folder("nnUNet_preprocessed") is None
+    with pytest.raises(ValueError, match="nnUNet_result:"):
+        nnunet_folder("nnUNet_result")
