@@ -44,7 +44,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measure import machine_info  # noqa: E402
 
-from measure.runtime import nnunet_folder  # noqa: E402
+from measure.runtime import dataset_folder_name, nnunet_folder  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
@@ -236,9 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    from nnunet_ext.cli import dataset_name
 
-    args.dataset_name = dataset_name(args.dataset, Path(args.preprocessed))
+    args.dataset_name = dataset_folder_name(args.dataset, Path(args.preprocessed))
     work = Path(args.work)
     volumes = [Path(v) for v in args.volumes] if args.volumes else default_volumes()
     link_inputs(volumes, work / "inputs")

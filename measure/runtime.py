@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 Result = TypeVar("Result")
@@ -44,6 +45,21 @@ def nnunet_folder(name: str) -> str | None:
     if name not in NNUNET_FOLDERS:
         raise ValueError(f"{name}: not one of nnU-Net's folder variables {', '.join(NNUNET_FOLDERS)}")
     return os.environ.get(name) or None
+
+
+def dataset_folder_name(dataset: str, *folders: Path) -> str:
+    """``DatasetNNN_Name`` for an id or a name: the single ``DatasetNNN_*`` folder in the first of ``folders`` that
+    has exactly one; raises FileNotFoundError when none does."""
+    if dataset.startswith("Dataset"):
+        return dataset
+    prefix = f"Dataset{int(dataset):03d}_"
+    problems = []
+    for folder in folders:
+        found = sorted(p.name for p in folder.glob(prefix + "*") if p.is_dir())
+        if len(found) == 1:
+            return found[0]
+        problems.append(f"{folder}: {'several dataset folders ' + ', '.join(found) if found else 'no ' + prefix + '*'}")
+    raise FileNotFoundError("; ".join(problems))
 
 
 def add_version_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -4,12 +4,11 @@ built-in demo."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from measure.runtime import add_version_option
+from measure.runtime import add_version_option, dataset_folder_name, nnunet_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,23 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     return add_version_option(parser)
 
 
-def dataset_name(dataset: str, *folders: Path) -> str:
-    """``DatasetNNN_Name`` for an id or a name: the single ``DatasetNNN_*`` folder in the first of ``folders`` that
-    has exactly one; raises FileNotFoundError when none does."""
-    if dataset.startswith("Dataset"):
-        return dataset
-    prefix = f"Dataset{int(dataset):03d}_"
-    problems = []
-    for folder in folders:
-        found = sorted(p.name for p in folder.glob(prefix + "*") if p.is_dir())
-        if len(found) == 1:
-            return found[0]
-        problems.append(f"{folder}: {'several dataset folders ' + ', '.join(found) if found else 'no ' + prefix + '*'}")
-    raise FileNotFoundError("; ".join(problems))
-
-
 def _env_path(name: str) -> Path:
-    value = os.environ.get(name)
+    value = nnunet_folder(name)
     if not value:
         raise RuntimeError(f"set {name} (nnU-Net's folders: nnUNet_raw, nnUNet_preprocessed, nnUNet_results)")
     return Path(value)
@@ -79,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             preprocessed, raw = _env_path("nnUNet_preprocessed"), _env_path("nnUNet_raw")
-            name = dataset_name(args.dataset, preprocessed)
+            name = dataset_folder_name(args.dataset, preprocessed)
             target = write_spine_plans(name, preprocessed, raw, PRESETS[args.preset], args.source_plans,
                                        args.plans_name or SPINE_PLANS_NAME)
         except (RuntimeError, FileNotFoundError, ValueError) as exc:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from measure.runtime import add_version_option, interruptible, nnunet_folder
+from measure.runtime import add_version_option, dataset_folder_name, interruptible, nnunet_folder
 
 VARIANTS = ("", "Binary", "Cpu", "BinaryCpu", "Short", "BinaryShort", "Smoke", "Demo")
 
@@ -97,12 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from measure.outputs import OutputError, check_measure_outputs
 
-    from .cli import dataset_name
     from .inference import CascadeModel, RunOptions, predict_cascade
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dataset = dataset_name(args.dataset, *[Path(f) for f in (results, preprocessed) if f])
+        dataset = dataset_folder_name(args.dataset, *[Path(f) for f in (results, preprocessed) if f])
     except (FileNotFoundError, ValueError) as exc:
         print(f"spine-predict: error: {exc}", file=sys.stderr)
         return 2
