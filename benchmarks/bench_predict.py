@@ -180,14 +180,15 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
     import SimpleITK as sitk
 
     from nnunet_ext.compat import model_folder, write_initialised_model
-    from nnunet_ext.plans import COARSE_CONFIGURATION, FINE_CONFIGURATION
+    from nnunet_ext.plans import COARSE_CONFIGURATION, FINE_CONFIGURATION, CascadeMetadata
     from nnunet_ext.segment import load_cascade, run_stage1, run_stage2
 
     source = Path(args.preprocessed) / args.dataset_name
     plans = json.loads((source / f"{args.default_plans}.json").read_text())
     dataset_json = json.loads((source / "dataset.json").read_text())
     folders = {}
-    lr_axis = plans.get("spine_cascade", {}).get("left_right_axis_after_transpose", 0)
+    cascade = CascadeMetadata.from_plans(plans)
+    lr_axis = cascade.left_right_axis_after_transpose if cascade else 0
     for configuration, trainer, axes in ((COARSE_CONFIGURATION, "nnUNetTrainerSpineCoarse", (lr_axis,)),
                                          (FINE_CONFIGURATION, "nnUNetTrainerSpineFine", None)):
         folders[configuration] = model_folder(work / "default_results", args.dataset_name, trainer,
@@ -195,7 +196,8 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
         if not (folders[configuration] / "fold_0" / "checkpoint_final.pth").is_file():
             write_initialised_model(folders[configuration], plans, dataset_json, configuration, trainer, axes)
     start = time.perf_counter()
-    default = load_cascade(folders[COARSE_CONFIGURATION], folders[FINE_CONFIGURATION], [0], [0], mirroring=False)
+    default = load_cascade(folders[COARSE_CONFIGURATION], folders[FINE_CONFIGURATION], [0], [0], mirroring=False,
+                           precision=args.precision)
     load_s = time.perf_counter() - start
     recipe_folder = model_folder(Path(args.results), args.dataset_name, f"nnUNetTrainerSpineCoarse{args.variant}",
                                  "nnUNetPlans_spine", COARSE_CONFIGURATION)
@@ -211,7 +213,7 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
         run_stage2(default, array, spacing, box_source, image.GetDirection())
         end = time.perf_counter()
         rows.append({"case": case_id(volume), "stage1_s": round(middle - start, 2), "stage2_s": round(end - middle, 2),
-                     "total_s": round(end - start, 2), "load_s": round(load_s, 2)})
+                     "total_s": round(end - start, 2), "load_s": round(load_s, 2), "precision": args.precision})
         print(f"default preset {rows[-1]}", flush=True)
     return rows
 
@@ -234,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--volumes", nargs="*", help="default: the 53 real volumes and the unlabelled scan")
     parser.add_argument("--single", choices=("shapes", "all"), default="shapes")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="network compute of the default preset's part (spine-predict --precision)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 

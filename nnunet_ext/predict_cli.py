@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "may suit a GPU; the masks do not change)")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="network compute on the CPU (default float32; bfloat16 needs a CPU with native "
-                             "bfloat16, AVX512-BF16 or AMX, and is faster there: docs/benchmarks.md; on CUDA nnU-Net's "
-                             "float16 autocast is used either way)")
+                             "bfloat16, AVX512-BF16 or AMX: about 1.6x faster there, masks within Dice 0.976-1.0 of "
+                             "float32's, docs/benchmarks.md; on CUDA nnU-Net's float16 autocast is used either way)")
     parser.add_argument("-num_parts", "--num-parts", type=int, default=1,
                         help="split the cohort over this many machines (nnU-Net's parts)")
     parser.add_argument("-part_id", "--part-id", type=int, default=0, help="which part this machine runs (0-based)")
