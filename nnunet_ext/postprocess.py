@@ -181,9 +181,10 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
                              direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
     """Relabel the bodies of a multiclass mask by counting up from the sacrum when the predicted chain names one
     level twice (two separate bodies both "L5"): the usual failure of a network that places levels by position in a
-    field of view unlike its training scans. The most caudal body, when predicted sacral (S1, S2), keeps its level
-    and each body cranial to it gets the next level up, as a radiologist counts on a sagittal lumbar scan; a body
-    counted beyond the levels the mask can hold becomes background. Chains without a repeated level, or without a
+    field of view unlike its training scans. The sacrum is the run of bodies predicted sacral (S1, S2) at the caudal
+    end (it may come in several pieces, which keep their levels); its most cranial body keeps its level and each body
+    cranial to it gets the next level up, as a radiologist counts on a sagittal lumbar scan; a body counted beyond
+    the levels the mask can hold becomes background. Chains without a repeated level above the sacrum, or without a
     sacral body at the caudal end, are left alone. Returns the mask and one note when it relabelled."""
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
@@ -192,15 +193,20 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
                      [b.start for b in box])
     predicted = [body.level for body in bodies]
-    if len(set(predicted)) == len(predicted) or not is_sacral_level(predicted[-1]):
+    sacrum = len(predicted)  # the caudal run of sacral bodies (the sacrum may come in several pieces)
+    while sacrum > 0 and is_sacral_level(predicted[sacrum - 1]):
+        sacrum -= 1
+    above = predicted[:sacrum]
+    if sacrum == len(predicted) or len(set(above)) == len(above):
         return labels_kji, []
-    counted = _cranial_levels(predicted[-1], len(bodies))[::-1]
+    anchor = predicted[sacrum]  # the most cranial sacral body keeps its level; the sacral pieces below stay
+    counted = _cranial_levels(anchor, sacrum + 1)[::-1][:-1] + predicted[sacrum:]
     value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
     relabelled = labels_kji.copy()
-    for body, level in zip(bodies, counted, strict=True):
+    for body, level in zip(bodies[:sacrum], counted[:sacrum], strict=True):
         relabelled[box][body.mask] = value_of_level.get(level, 0)
     dropped = [level or "beyond C1" for level in counted if level not in value_of_level]
-    note = (f"levels counted up from {predicted[-1]}: the bodies predicted {' '.join(predicted)} (cranial first) "
+    note = (f"levels counted up from {anchor}: the bodies predicted {' '.join(predicted)} (cranial first) "
             f"are {' '.join(level or '-' for level in counted)}")
     return relabelled, [note + (f"; {', '.join(dropped)} not in the label map, set to background" if dropped else "")]
 

@@ -97,6 +97,19 @@ def test_a_chain_without_a_repeated_level_or_without_a_sacral_end_is_left_alone(
         assert notes == [] and counted is labels, order
 
 
+def test_a_sacrum_in_two_pieces_is_the_sacrum_not_a_repeated_level():
+    """Two bodies both "S1" at the caudal end are the sacrum in pieces (the demo's phantom_001 once): the lumbar chain
+    above, named once each, stays; a repeat above such a sacrum is counted from its most cranial piece."""
+    labels = stack([8, 8, 7, 6, 5, 4, 3, 2])
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert notes == [] and counted is labels
+    labels = stack([8, 8, 7, 7, 6, 5, 4, 3])  # and L4 taken for a second L5 above it
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 8, 7, 6, 5, 4, 3, 2]
+    assert notes == ["levels counted up from S1: the bodies predicted L1 L2 L3 L4 L5 L5 S1 S1 (cranial first) "
+                     "are T12 L1 L2 L3 L4 L5 S1 S1"]
+
+
 def test_counting_follows_the_direction_not_the_array_axis():
     labels = stack([8, 7, 7, 6, 5], flip=True)  # stored cranial first along k, the direction says k is inferior
     flipped = (1, 0, 0, 0, 1, 0, 0, 0, -1)
