@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep parts whose level contradicts the cranio-caudal order (by default they are removed, "
                              "e.g. a 'T12' below L5; each removal is reported)")
     parser.add_argument("--keep-predicted-levels", action="store_true",
-                        help="keep the network's level names even when two bodies get the same one (by default "
-                             "such a chain is counted again up from the sacrum, when its most caudal body is "
-                             "sacral; each relabelling is reported)")
+                        help="keep the network's level names even when two bodies above the sacrum get the same "
+                             "one (by default such a chain is counted again up from the sacrum, when its caudal end "
+                             "is predicted sacral; each relabelling is reported)")
     return add_version_option(parser)
 
 
