@@ -23,6 +23,7 @@ import numpy as np
 from .geometry import robust_slope
 from .io import SagittalVolume
 from .levels import LabelMap, is_sacral_level
+from .regions import label_regions
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,15 @@ def posterior_wall(voxels: np.ndarray, spacing: Sequence[float],
     section separates into a body and an arch."""
     if not voxels.any():
         return None
+    return _wall_line(voxels, spacing, params, _midline_sections(voxels, float(spacing[0]),
+                                                                 params.midline_half_width_mm))
+
+
+def _wall_line(voxels: np.ndarray, spacing: Sequence[float], params: IsolationParameters,
+               midline: Sequence[int]) -> tuple[float, float] | None:
+    """:func:`posterior_wall` from the given midline sections."""
     points_si, points_ap = [], []
-    for i in _midline_sections(voxels, float(spacing[0]), params.midline_half_width_mm):
+    for i in midline:
         body = _body_part(voxels[i], params.min_part_fraction)
         if body is None:
             continue
@@ -110,7 +118,10 @@ def isolate_body(voxels: np.ndarray, spacing: Sequence[float],
     bins that stay tall (the postero-lateral body, whose wall is concave in axial view), up to where the
     superior-inferior extent falls below ``body_height_fraction`` of the body's midline height (a pedicle). Largest
     face-connected part; None when the wall cannot be found."""
-    wall = posterior_wall(voxels, spacing, params)
+    if not voxels.any():
+        return None
+    mid = _midline_sections(voxels, float(spacing[0]), params.midline_half_width_mm)
+    wall = _wall_line(voxels, spacing, params, mid)
     if wall is None:
         return None
     intercept, slope = wall
@@ -119,7 +130,6 @@ def isolate_body(voxels: np.ndarray, spacing: Sequence[float],
     u = ap - slope * si - intercept  # mm anterior of the midline wall line
     u_index = np.floor((u - u.min()) / spacing[1]).astype(np.int64)
     bins = int(u_index.max()) + 1
-    mid = _midline_sections(voxels, float(spacing[0]), params.midline_half_width_mm)
     body_u = u >= 0
     heights = [np.bincount(u_index[voxels[i] & body_u], minlength=bins) * spacing[2] for i in mid]
     height = float(np.median(np.concatenate([h[h > 0] for h in heights]))) if any(h.any() for h in heights) else 0.0
@@ -146,12 +156,12 @@ def isolate_bodies(array: np.ndarray, spacing: Sequence[float], values: Sequence
     note naming it. Returns the body array (same dtype) and the notes."""
     bodies = np.zeros_like(array)
     notes = []
-    for value in values if values is not None else (int(v) for v in np.unique(array) if v):
-        where = np.nonzero(array == value)
-        if not len(where[0]):
+    regions = label_regions(array)
+    for value in values if values is not None else sorted(regions):
+        if value not in regions:
             continue
-        box = tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
-        body = isolate_body(array[box] == value, spacing, params)
+        box = regions[value].box
+        body = isolate_body(regions[value].mask, spacing, params)
         if body is None:
             notes.append(f"label {value}: no midline section separates a body from a posterior arch (a body-only "
                          "mask, a sacrum, or a vertebra cut by the field of view): left out")

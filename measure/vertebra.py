@@ -238,21 +238,27 @@ def _note_components(result: VertebraMeasurement, counts: list[int], params: Met
         result.note(f"{len(counts) - len(major)} stray island(s) ignored")
 
 
-def _touches_border(body: np.ndarray, starts: Sequence[int], shape: Sequence[int]) -> bool:
-    """Whether the measured body (ignored islands do not count) reaches the edge of the whole volume."""
+def _index_ranges(body: np.ndarray) -> list[tuple[int, int]]:
+    """First and last index of the measured body along each axis of its box."""
+    ranges = []
     for axis in range(3):
         hit = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        if starts[axis] + hit[0] == 0 or starts[axis] + hit[-1] == shape[axis] - 1:
-            return True
-    return False
+        ranges.append((int(hit[0]), int(hit[-1])))
+    return ranges
 
 
-def _too_long_for_a_body(body: np.ndarray, spacing_ap: float, level: str | None,
+def _touches_border(ranges: Sequence[tuple[int, int]], starts: Sequence[int], shape: Sequence[int]) -> bool:
+    """Whether the measured body (ignored islands do not count) reaches the edge of the whole volume."""
+    return any(start + first == 0 or start + last == size - 1
+               for (first, last), start, size in zip(ranges, starts, shape, strict=True))
+
+
+def _too_long_for_a_body(ranges: Sequence[tuple[int, int]], spacing_ap: float, level: str | None,
                          params: MethodParameters) -> str | None:
     """The refusal note for a largest part longer front to back than a body can be (whole vertebrae whose canal parts
     the arch in the midline), or None; not for the sacrum, whose tilt alone can exceed it."""
-    front_to_back = np.nonzero(body.any(axis=(0, 2)))[0]
-    extent_mm = float(front_to_back[-1] - front_to_back[0] + 1) * spacing_ap
+    first, last = ranges[1]
+    extent_mm = float(last - first + 1) * spacing_ap
     if extent_mm <= params.max_body_depth_mm or (level and is_sacral_level(level)):
         return None
     return _whole_vertebra_note(f"largest part {extent_mm:.1f} mm from front to back", params)
@@ -330,12 +336,13 @@ def measure_vertebra(
     _note_components(result, list(region.component_sizes), params)
     shape = volume.shape
     starts = [s.start + o for s, o in zip(region.box, volume.offset, strict=True)]  # indices in the whole volume
-    result.touches_fov_border = _touches_border(body, starts, shape)
+    ranges = _index_ranges(body)
+    result.touches_fov_border = _touches_border(ranges, starts, shape)
 
     local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)
     result.canonical_slice = local_slice + starts[0]
     result.slice_index = volume.file_index(0, result.canonical_slice)
-    whole = _too_long_for_a_body(body, float(volume.spacing[1]), level, params)
+    whole = _too_long_for_a_body(ranges, float(volume.spacing[1]), level, params)
     if whole:
         return _failed(result, whole)
     if result.canonical_slice in (0, shape[0] - 1) and shape[0] > 1:
