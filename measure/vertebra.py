@@ -19,7 +19,7 @@ from .geometry import (
     robust_slope,
     section_from_slice,
 )
-from .io import SagittalVolume
+from .io import SagittalVolume, foreground_box
 from .levels import is_sacral_level
 from .regions import LabelRegion
 
@@ -238,15 +238,6 @@ def _note_components(result: VertebraMeasurement, counts: list[int], params: Met
         result.note(f"{len(counts) - len(major)} stray island(s) ignored")
 
 
-def _index_ranges(body: np.ndarray) -> list[tuple[int, int]]:
-    """First and last index of the measured body along each axis of its box."""
-    ranges = []
-    for axis in range(3):
-        hit = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        ranges.append((int(hit[0]), int(hit[-1])))
-    return ranges
-
-
 def _touches_border(ranges: Sequence[tuple[int, int]], starts: Sequence[int], shape: Sequence[int]) -> bool:
     """Whether the measured body (ignored islands do not count) reaches the edge of the whole volume."""
     return any(start + first == 0 or start + last == size - 1
@@ -336,7 +327,7 @@ def measure_vertebra(
     _note_components(result, list(region.component_sizes), params)
     shape = volume.shape
     starts = [s.start + o for s, o in zip(region.box, volume.offset, strict=True)]  # indices in the whole volume
-    ranges = _index_ranges(body)
+    ranges = [(extent.start, extent.stop - 1) for extent in foreground_box(body)]  # first and last index per axis
     result.touches_fov_border = _touches_border(ranges, starts, shape)
 
     local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from measure.io import foreground_box
 from measure.levels import is_known_level, is_optional_level, is_sacral_level, level_order, level_rank
 
 ORDER_TOLERANCE_MM = 10.0
@@ -43,12 +44,6 @@ def _level_values(labels_kji: np.ndarray, level_of_value: Mapping[int, str]) -> 
     return [int(v) for v in np.unique(labels_kji) if v and is_known_level(level_of_value.get(int(v), ""))]
 
 
-def _labelled_box(labels_kji: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of the labelled voxels (labelling components only there is the same, and faster)."""
-    return tuple(slice(*np.flatnonzero(labels_kji.any(axis=tuple(a for a in range(3) if a != k)))[[0, -1]] + [0, 1])
-                 for k in range(3))
-
-
 def _parts(labels_kji: np.ndarray, values: Sequence[int], spacing_xyz, direction, offset_kji: Sequence[int]
            ) -> tuple[list[_Part], dict]:
     """Connected parts of each value (in a sub-array starting at ``offset_kji`` of the whole mask)."""
@@ -73,7 +68,7 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []
-    box = _labelled_box(labels_kji)
+    box = foreground_box(labels_kji)  # labelling the parts only in the labelled box is the same, and faster
     parts, components = _parts(labels_kji[box], values, spacing_xyz, direction, [b.start for b in box])
     rank = {v: level_rank(level_of_value[v]) for v in values}
 
@@ -189,7 +184,7 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []
-    box = _labelled_box(labels_kji)
+    box = foreground_box(labels_kji)  # labelling the parts only in the labelled box is the same, and faster
     bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
                      [b.start for b in box])
     predicted = [body.level for body in bodies]
