@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .neighbours import NeighbourSlicesView, stack_neighbours
+from .plans import neighbour_slices
+
 NNUNET_VERSION = "2.8.1"
 
 
@@ -103,6 +106,79 @@ def _architecture(configuration_manager) -> dict:
             "_kw_requires_import": configuration_manager.network_arch_init_kwargs_req_import}
 
 
+def _image_channels(dataset_json: dict) -> int:
+    """Image channels of a dataset (``channel_names``, or ``modality`` of older dataset.json files)."""
+    return len(dataset_json.get("channel_names") or dataset_json.get("modality"))
+
+
+def stacked_input_channels(num_input_channels: int, num_segmentation_heads: int, configuration) -> int:
+    """A network's input channels given nnU-Net's count (``determine_num_input_channels``: image channels, plus one
+    per foreground label for a cascade stage) when the configuration (a ``ConfigurationManager`` or its dict)
+    records neighbour slices: each image channel then comes ``2k + 1`` times (label-valued datasets only)."""
+    entry = getattr(configuration, "configuration", configuration)
+    k = neighbour_slices(entry)
+    if not k:
+        return num_input_channels
+    image = num_input_channels - (num_segmentation_heads - 1 if entry.get("previous_stage") else 0)
+    return num_input_channels + 2 * k * image
+
+
+class NeighbourSlicesDataset:
+    """An nnU-Net dataset (``nnUNetBaseDataset``) whose ``load_case`` returns each case's image as a
+    :class:`~nnunet_ext.neighbours.NeighbourSlicesView` with ``k`` neighbour slices each side (nnU-Net's 2D data
+    loader crops it like the array it wraps; its validation reads it whole with ``data[:]``); everything else is the
+    wrapped dataset's."""
+
+    def __init__(self, dataset, k: int) -> None:
+        self.dataset, self.k = dataset, int(k)
+
+    def __getattr__(self, name: str):
+        if name in ("dataset", "k") or name.startswith("__"):  # unpickling: not set yet
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load_case(self, identifier: str):
+        data, seg, seg_previous, properties = self.dataset.load_case(identifier)
+        return NeighbourSlicesView(data, self.k), seg, seg_previous, properties
+
+
+class NeighbourSlicesDatasetClass:
+    """Stands in for a trainer's ``dataset_class`` (an ``nnUNetBaseDataset`` subclass): called as nnU-Net calls the
+    class (training, per-epoch and final validation), it returns a :class:`NeighbourSlicesDataset`; the class's
+    static methods (``get_identifiers``, ``unpack_dataset``) are the wrapped class's."""
+
+    def __init__(self, dataset_class, k: int) -> None:
+        self.dataset_class, self.k = dataset_class, int(k)
+
+    def __getattr__(self, name: str):
+        if name in ("dataset_class", "k") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.dataset_class, name)
+
+    def __call__(self, *args, **kwargs) -> NeighbourSlicesDataset:
+        return NeighbourSlicesDataset(self.dataset_class(*args, **kwargs), self.k)
+
+
+def synchronize_intensity_channels(transforms) -> int:
+    """Make nnU-Net's intensity transforms that act on every channel (noise, brightness, contrast, gamma) draw
+    one set of random parameters for all image channels (``synchronize_channels``), so neighbour-slice channels keep
+    the contrast of the slice they surround; returns how many were changed. Those applied to a random subset of
+    channels (blur and simulated low resolution, ``p_per_channel`` 0.5) stay per channel: batchgeneratorsv2 fails on
+    a synchronised one that picks no channel."""
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    changed = 0
+    for transform in getattr(transforms, "transforms", []):
+        inner = transform.transform if isinstance(transform, RandomTransform) else transform
+        if getattr(inner, "synchronize_channels", True) is False and getattr(inner, "p_per_channel", 1) == 1:
+            inner.synchronize_channels = True
+            changed += 1
+    return changed
+
+
 PRECISIONS = ("float32", "bfloat16")
 """Compute precisions of :func:`load_predictor` on the CPU."""
 
@@ -147,9 +223,11 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
     configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
     label_manager = plans_manager.get_label_manager(dataset_json)
+    heads = label_manager.num_segmentation_heads
     network = network_from_architecture(
-        _architecture(configuration), determine_num_input_channels(plans_manager, configuration, dataset_json),
-        label_manager.num_segmentation_heads, deep_supervision=False)
+        _architecture(configuration),
+        stacked_input_channels(determine_num_input_channels(plans_manager, configuration, dataset_json), heads,
+                               configuration), heads, deep_supervision=False)
     parameters = [c["network_weights"] for c in checkpoints]
     network.load_state_dict(parameters[0])
     predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json,
@@ -165,7 +243,8 @@ def preprocess_case(predictor, image_czyx, spacing_zyx: Sequence[float], previou
     """nnU-Net's preprocessing of one case in this process (no worker pool): ``image_czyx`` (channels, then the
     axes of ``SimpleITK.GetArrayFromImage``) and its spacing in that order, as nnU-Net's ``SimpleITKIO`` reads
     them; for a cascade stage the previous stage's segmentation (same grid) goes in one-hot after the image
-    channels, as nnU-Net's data iterators do. Returns ``(data tensor, properties)``.
+    channels, as nnU-Net's data iterators do; a stage trained with neighbour slices gets them as image channels
+    (:func:`~nnunet_ext.neighbours.stack_neighbours`). Returns ``(data tensor, properties)``.
 
     The image goes through ``run_case_npy`` alone and the previous stage's segmentation through the same transpose,
     crop and segmentation resampling afterwards: nnU-Net passes it to ``run_case_npy`` as the case's segmentation,
@@ -193,6 +272,8 @@ def preprocess_case(predictor, image_czyx, spacing_zyx: Sequence[float], previou
         segmentation = configuration.resampling_fn_seg(segmentation, data.shape[1:], original, target)
         data = np.vstack((data, convert_labelmap_to_one_hot(segmentation[0], predictor.label_manager.foreground_labels,
                                                             data.dtype)))
+    data = stack_neighbours(data, _image_channels(predictor.dataset_json),
+                            neighbour_slices(configuration.configuration))
     return torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format), properties
 
 
@@ -268,7 +349,8 @@ class StageGeometry:
     """What a loaded stage's preprocessed array looks like (axes after nnU-Net's ``transpose_forward``)."""
 
     image_channels: int
-    """Channels that are image; a cascade stage's one-hot previous-stage channels follow."""
+    """Channels that are image (neighbour slices included); a cascade stage's one-hot previous-stage channels
+    follow."""
     num_classes: int
     patch_size: tuple[int, ...]
     spacing_mm: tuple[float, ...]
@@ -284,8 +366,8 @@ def stage_geometry(predictor, properties: dict) -> StageGeometry:
     spacing = list(configuration.spacing)
     if len(spacing) < len(transposed):
         spacing = [transposed[0], *spacing]
-    channels = predictor.dataset_json.get("channel_names") or predictor.dataset_json.get("modality")
-    return StageGeometry(len(channels), predictor.label_manager.num_segmentation_heads,
+    channels = _image_channels(predictor.dataset_json) * (2 * neighbour_slices(configuration.configuration) + 1)
+    return StageGeometry(channels, predictor.label_manager.num_segmentation_heads,
                          tuple(int(p) for p in configuration.patch_size), tuple(float(s) for s in spacing),
                          tuple(int(a) for a in predictor.plans_manager.transpose_forward))
 
@@ -347,9 +429,11 @@ def write_initialised_model(folder: str | Path, plans: dict, dataset_json: dict,
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
     manager = PlansManager(plans)
     stage = manager.get_configuration(configuration)
+    heads = manager.get_label_manager(dataset_json).num_segmentation_heads
     network = network_from_architecture(
-        _architecture(stage), determine_num_input_channels(manager, stage, dataset_json),
-        manager.get_label_manager(dataset_json).num_segmentation_heads, deep_supervision=False)
+        _architecture(stage),
+        stacked_input_channels(determine_num_input_channels(manager, stage, dataset_json), heads, stage), heads,
+        deep_supervision=False)
     checkpoint = {"network_weights": network.state_dict(), "trainer_name": trainer_name,
                   "init_args": {"plans": plans, "configuration": configuration, "fold": fold,
                                 "dataset_json": dataset_json},

@@ -62,6 +62,29 @@ class CascadeMetadata:
                    dict(entry.get("size") or {}), entry.get("source_plans"))
 
 
+NEIGHBOUR_SLICES_KEY = "spine_neighbour_slices"
+"""Key of a configuration in a trained model folder's ``plans.json``: neighbour slices each side that stage 2 sees
+as extra image channels (:mod:`nnunet_ext.neighbours`); written by the trainer, absent (0) for a plain 2D stage."""
+
+
+def neighbour_slices(configuration: Mapping[str, Any]) -> int:
+    """Neighbour slices each side a configuration's network takes (0 when the plans do not record any)."""
+    k = int(configuration.get(NEIGHBOUR_SLICES_KEY, 0))
+    if k < 0:
+        raise ValueError(f"{NEIGHBOUR_SLICES_KEY} must be >= 0, not {k}")
+    return k
+
+
+def record_neighbour_slices(configuration: dict[str, Any], k: int) -> None:
+    """Record ``k`` neighbour slices each side in a configuration dict (removes the entry for 0)."""
+    if k < 0:
+        raise ValueError(f"neighbour slices must be >= 0, not {k}")
+    if k:
+        configuration[NEIGHBOUR_SLICES_KEY] = int(k)
+    else:
+        configuration.pop(NEIGHBOUR_SLICES_KEY, None)
+
+
 @dataclass(frozen=True)
 class CascadeSize:
     """Network widths, patch budgets and batch sizes of the two stages (``default`` for GPUs, ``small`` for CPU)."""

@@ -16,21 +16,24 @@ import math
 
 import numpy as np
 import torch
-from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from measure.levels import is_known_level
+from measure.runtime import nnunet_folder
 from nnunet_ext.compat import (
+    NeighbourSlicesDatasetClass,
     augmentation_patch_size,
     deep_supervision_loss,
     insert_after_spatial,
     poly_lr_scheduler,
     previous_stage_folder,
     set_spatial_scaling,
+    stacked_input_channels,
+    synchronize_intensity_channels,
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import set_cpu_autocast
-from nnunet_ext.plans import CascadeMetadata
+from nnunet_ext.plans import CascadeMetadata, record_neighbour_slices
 from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 
@@ -74,6 +77,10 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """True: on a CPU with native bfloat16 the networks compute in bfloat16 (autocast in their forward pass; weights,
     optimiser, loss and exported probabilities stay float32), as nnU-Net's mixed precision does on CUDA only. Ignored
     on CUDA, on CPUs without native bfloat16 and for networks other than the cascade's."""
+    neighbour_slices: int = 0
+    """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
+    (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
+    validation gets them too, ``nnUNetv2_predict`` does not)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -88,9 +95,16 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
                                  ("oversample_foreground_percent", self.foreground_oversampling)):
             if value is not None:
                 setattr(self, attribute, value)
+        if self.neighbour_slices:
+            if len(self.configuration_manager.patch_size) != 2:
+                raise RuntimeError(f"{type(self).__name__}: neighbour_slices needs a 2D configuration, not "
+                                   f"{configuration!r}")
+            for entry in (self.plans_manager.plans["configurations"][configuration],
+                          self.configuration_manager.configuration):  # saved as the model's plans.json / used here
+                record_neighbour_slices(entry, self.neighbour_slices)
         if self.is_cascaded and self.previous_stage_trainer:
             self.folder_with_segs_from_previous_stage = previous_stage_folder(
-                nnUNet_results, self.plans_manager.dataset_name, self.previous_stage_trainer,
+                nnunet_folder("nnUNet_results"), self.plans_manager.dataset_name, self.previous_stage_trainer,
                 self.plans_manager.plans_name, self.configuration_manager.previous_stage_name, configuration)
 
     def initialize(self) -> None:
@@ -99,6 +113,21 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         if self.cpu_bfloat16 and self.device.type == "cpu" and not was_initialized:
             used = set_cpu_autocast(self.network, torch.bfloat16)
             self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
+        if not was_initialized:  # nnU-Net's count, which build_network_architecture widened for neighbour slices
+            self.num_input_channels = stacked_input_channels(self.num_input_channels,
+                                                             self.label_manager.num_segmentation_heads,
+                                                             self.configuration_manager)
+            if self.neighbour_slices:  # training, per-epoch and final validation read the cases through it
+                self.dataset_class = NeighbourSlicesDatasetClass(self.dataset_class, self.neighbour_slices)
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        """nnU-Net's network from the plans, with the input channels of neighbour slices when the plans record
+        them (:attr:`neighbour_slices`)."""
+        channels = stacked_input_channels(num_input_channels, num_output_channels, configuration_manager)
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, channels,
+                                                        num_output_channels, enable_deep_supervision)
 
     def on_train_end(self) -> None:
         super().on_train_end()
@@ -151,6 +180,8 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         field-of-view cut of :attr:`cranial_crop_probability` after the spatial transform (level datasets only)."""
         transforms = super().get_training_transforms(*args, **kwargs)
         set_spatial_scaling(transforms, cls.scaling_range)
+        if cls.neighbour_slices:
+            synchronize_intensity_channels(transforms)
         levels = [v for v in kwargs.get("foreground_labels") or () if v != kwargs.get("ignore_label")]
         if cls.cranial_crop_probability > 0 and len(levels) > 1 and not kwargs.get("regions"):
             insert_after_spatial(transforms, CranialFieldOfViewCrop(sorted(levels), cls.cranial_crop_probability,
