@@ -4,7 +4,7 @@
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
   recipe"): both stages of a 2-fold cross-validation of the multiclass cascade in about 65 minutes on 2 cores (1600
-  + 2500 iterations per fold);
+  + 2500 iterations per fold; stage 2 sees 2 neighbouring sagittal slices each side as extra channels);
   ``...BinaryCpu``: the same for M_SC.
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
@@ -77,6 +77,7 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
+    neighbour_slices = 2  # 2.5D: binary Dice and heights better on real scans, same cost ("Seventh session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
