@@ -90,7 +90,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("-j", "--jobs", type=int, default=1, help="parallel worker processes (default 1)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--verify", action="store_true",
-                     help="run nnU-Net's dataset integrity check on the result (needs the nnunet extra)")
+                     help="run nnU-Net's dataset integrity check on the result (the checks installed under "
+                          "the spine_mri_toolkit.dataset_checks entry points; nnunet_ext provides nnU-Net's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,11 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     print_summary(report)
     if args.verify:
-        from nnunet_ext.compat import verify_raw_dataset
+        from .checks import run_dataset_checks
 
         try:
-            verify_raw_dataset(report.dataset, num_processes=max(1, args.jobs))
+            run_dataset_checks(report.dataset, num_processes=max(1, args.jobs))
         except Exception as exc:  # noqa: BLE001 - nnU-Net raises assertions and RuntimeErrors
-            print(f"spine-convert: nnU-Net's integrity check failed on {report.dataset}: {exc}", file=sys.stderr)
+            print(f"spine-convert: the integrity check failed on {report.dataset}: {exc}", file=sys.stderr)
             return 2
     return 1 if report.skipped else 0

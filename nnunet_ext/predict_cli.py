@@ -32,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fine-trainer", help="stage-2 trainer class (overrides --variant)")
     parser.add_argument("-f", "--folds", nargs="+", help="folds of both stages (default: every trained fold)")
     parser.add_argument("--coarse-folds", nargs="+", help="folds of stage 1 only")
-    parser.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
-    parser.add_argument("-device", "--device", default=None, choices=("cpu", "cuda"),
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth")
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
                         help="default: cuda when available, else cpu")
-    parser.add_argument("-npp", "--processes", type=int, default=None,
+    parser.add_argument("--processes", type=int, default=None,
                         help="accepted for nnU-Net-style command lines and ignored: each case is preprocessed in this "
                              "process (worker pools cost more than they save for one case at a time)")
     speed = parser.add_argument_group(
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--full-window", action="store_true",
                        help="stage 2 on every sagittal slice with nnU-Net's sliding window, not only around stage 1's "
                             "vertebrae (several times slower; a vertebra stage 1 missed entirely can still be found)")
-    speed.add_argument("-step_size", "--step-size", type=float, default=0.5,
+    speed.add_argument("--step-size", type=float, default=0.5,
                        help="sliding-window step as a fraction of the patch (default 0.5; smaller: more overlapping "
                             "tiles, slower)")
     speed.add_argument("--slice-batch", type=int, default=4,
@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network compute on the CPU (default float32; bfloat16 needs a CPU with native "
                              "bfloat16, AVX512-BF16 or AMX: about 1.6x faster there, masks within Dice 0.976-1.0 of "
                              "float32's, docs/benchmarks.md; on CUDA nnU-Net's float16 autocast is used either way)")
-    parser.add_argument("-num_parts", "--num-parts", type=int, default=1,
+    parser.add_argument("--num-parts", type=int, default=1,
                         help="split the cohort over this many machines (nnU-Net's parts)")
-    parser.add_argument("-part_id", "--part-id", type=int, default=0, help="which part this machine runs (0-based)")
+    parser.add_argument("--part-id", type=int, default=0, help="which part this machine runs (0-based)")
     parser.add_argument("--measure", metavar="CSV", help="measure the masks into this CSV (spine-measure)")
     parser.add_argument("--qc-dir", help="with --measure: QC pictures here")
     parser.add_argument("--keep-intermediate", help="keep the cropped inputs and both stages' outputs here")
@@ -70,7 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the network's level names even when two bodies above the sacrum get the same "
                              "one (by default such a chain is counted again up from the sacrum, when its caudal end "
                              "is predicted sacral; each relabelling is reported)")
+    _add_nnunet_spellings(parser)
     return add_version_option(parser)
+
+
+NNUNET_SPELLINGS = {"-chk": "checkpoint", "-device": "device", "-npp": "processes", "-step_size": "step_size",
+                    "-num_parts": "num_parts", "-part_id": "part_id"}
+"""nnUNetv2_predict's single-dash spellings of options spine-predict names with two dashes: accepted so that an
+nnU-Net command line works as it is, and left out of --help (one documented spelling per option)."""
+
+
+def _add_nnunet_spellings(parser: argparse.ArgumentParser) -> None:
+    actions = {action.dest: action for action in parser._actions}
+    for flag, dest in NNUNET_SPELLINGS.items():
+        action = actions[dest]
+        parser.add_argument(flag, dest=dest, type=action.type, choices=action.choices, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
 
 
 def _folds(values: Sequence[str] | None) -> tuple[int | str, ...] | None:

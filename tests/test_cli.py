@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,24 @@ def test_nnunet_folders_are_read_in_one_place(monkeypatch) -> None:
     assert nnunet_folder("nnUNet_raw") is None and nnunet_folder("nnUNet_preprocessed") is None
     with pytest.raises(ValueError, match="nnUNet_result:"):
         nnunet_folder("nnUNet_result")
+
+
+def test_spine_predict_accepts_nnunet_spellings_and_documents_one() -> None:
+    """nnUNetv2_predict's single-dash spellings work as they are; --help shows the double-dash ones only."""
+    from nnunet_ext.predict_cli import NNUNET_SPELLINGS, build_parser
+
+    parser = build_parser()
+    base = ["-i", "in", "-o", "out", "-d", "701"]
+    nnunet = parser.parse_args([*base, "-chk", "checkpoint_best.pth", "-device", "cpu", "-npp", "2", "-step_size",
+                                "0.25", "-num_parts", "3", "-part_id", "1"])
+    ours = parser.parse_args([*base, "--checkpoint", "checkpoint_best.pth", "--device", "cpu", "--processes", "2",
+                              "--step-size", "0.25", "--num-parts", "3", "--part-id", "1"])
+    assert vars(nnunet) == vars(ours)
+    defaults = parser.parse_args(base)
+    assert (defaults.checkpoint, defaults.step_size, defaults.num_parts, defaults.part_id) == (
+        "checkpoint_final.pth", 0.5, 1, 0)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "-device", "tpu"])
+    text = parser.format_help()
+    assert "--step-size" in text
+    assert not [flag for flag in NNUNET_SPELLINGS if re.search(rf"(?<![-\w]){flag}\b", text)]

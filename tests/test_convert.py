@@ -253,3 +253,23 @@ def test_nrrd_mha_and_plain_nifti_files(tmp_path, image_name, mask_name):
     label = read_array(tmp_path / "raw" / "Dataset011_Spine" / "labelsTr" / "Spine_0001.nii.gz")
     mask = sitk.GetArrayFromImage(phantom.mask_image())
     np.testing.assert_array_equal(label, np.where(mask > 0, mask + 2, 0))
+
+
+def test_verify_runs_nnunet_check_through_the_entry_point(export, tmp_path, capsys):
+    """--verify runs the dataset checks installed under the entry-point group (nnU-Net's, registered by
+    nnunet_ext): spine-convert exits 0 on a good dataset; the check raises once a label's spacing no longer matches
+    its image's."""
+    pytest.importorskip("nnunetv2")
+    import SimpleITK as sitk
+
+    from dataset_conversion.checks import run_dataset_checks
+
+    root, _ = export
+    assert convert(root, tmp_path / "good", "--verify") == 0
+    dataset = next((tmp_path / "good").glob("Dataset*"))
+    label = next((dataset / "labelsTr").glob("*.nii.gz"))
+    broken = sitk.ReadImage(str(label))
+    broken.SetSpacing([s * 2 for s in broken.GetSpacing()])
+    sitk.WriteImage(broken, str(label))
+    with pytest.raises(Exception):  # noqa: B017 - nnU-Net raises assertions and RuntimeErrors
+        run_dataset_checks(dataset)
