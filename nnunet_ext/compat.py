@@ -106,21 +106,18 @@ def _architecture(configuration_manager) -> dict:
             "_kw_requires_import": configuration_manager.network_arch_init_kwargs_req_import}
 
 
-def _image_channels(dataset_json: dict) -> int:
-    """Image channels of a dataset (``channel_names``, or ``modality`` of older dataset.json files)."""
-    return len(dataset_json.get("channel_names") or dataset_json.get("modality"))
+def image_channels(configuration) -> int:
+    """Image channels of a configuration (a ``ConfigurationManager`` or its dict): nnU-Net plans one normalisation
+    scheme per channel."""
+    return len(getattr(configuration, "configuration", configuration)["normalization_schemes"])
 
 
-def stacked_input_channels(num_input_channels: int, num_segmentation_heads: int, configuration) -> int:
+def stacked_input_channels(num_input_channels: int, configuration) -> int:
     """A network's input channels given nnU-Net's count (``determine_num_input_channels``: image channels, plus one
     per foreground label for a cascade stage) when the configuration (a ``ConfigurationManager`` or its dict)
-    records neighbour slices: each image channel then comes ``2k + 1`` times (label-valued datasets only)."""
+    records ``k`` neighbour slices: each image channel then comes ``2k + 1`` times."""
     entry = getattr(configuration, "configuration", configuration)
-    k = neighbour_slices(entry)
-    if not k:
-        return num_input_channels
-    image = num_input_channels - (num_segmentation_heads - 1 if entry.get("previous_stage") else 0)
-    return num_input_channels + 2 * k * image
+    return num_input_channels + 2 * neighbour_slices(entry) * image_channels(entry)
 
 
 class NeighbourSlicesDataset:
@@ -164,8 +161,10 @@ class NeighbourSlicesDatasetClass:
 
 def synchronize_intensity_channels(transforms) -> int:
     """Make nnU-Net's intensity transforms that act on every channel (noise, brightness, contrast, gamma) draw
-    one set of random parameters for all image channels (``synchronize_channels``), so neighbour-slice channels keep
-    the contrast of the slice they surround; returns how many were changed. Those applied to a random subset of
+    one set of random parameters for all image channels (``synchronize_channels``), so neighbour-slice channels get
+    the same multiplier, contrast factor and gamma as the slice they surround (each still applied around its own
+    channel's mean and range); returns how many were changed. With several modalities they are synchronised across
+    modalities too. Those applied to a random subset of
     channels (blur and simulated low resolution, ``p_per_channel`` 0.5) stay per channel: batchgeneratorsv2 fails on
     a synchronised one that picks no channel."""
     from batchgeneratorsv2.transforms.utils.random import RandomTransform
@@ -226,7 +225,7 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     heads = label_manager.num_segmentation_heads
     network = network_from_architecture(
         _architecture(configuration),
-        stacked_input_channels(determine_num_input_channels(plans_manager, configuration, dataset_json), heads,
+        stacked_input_channels(determine_num_input_channels(plans_manager, configuration, dataset_json),
                                configuration), heads, deep_supervision=False)
     parameters = [c["network_weights"] for c in checkpoints]
     network.load_state_dict(parameters[0])
@@ -272,8 +271,7 @@ def preprocess_case(predictor, image_czyx, spacing_zyx: Sequence[float], previou
         segmentation = configuration.resampling_fn_seg(segmentation, data.shape[1:], original, target)
         data = np.vstack((data, convert_labelmap_to_one_hot(segmentation[0], predictor.label_manager.foreground_labels,
                                                             data.dtype)))
-    data = stack_neighbours(data, _image_channels(predictor.dataset_json),
-                            neighbour_slices(configuration.configuration))
+    data = stack_neighbours(data, image_channels(configuration), neighbour_slices(configuration.configuration))
     return torch.from_numpy(data).to(dtype=torch.float32, memory_format=torch.contiguous_format), properties
 
 
@@ -366,7 +364,7 @@ def stage_geometry(predictor, properties: dict) -> StageGeometry:
     spacing = list(configuration.spacing)
     if len(spacing) < len(transposed):
         spacing = [transposed[0], *spacing]
-    channels = _image_channels(predictor.dataset_json) * (2 * neighbour_slices(configuration.configuration) + 1)
+    channels = image_channels(configuration) * (2 * neighbour_slices(configuration.configuration) + 1)
     return StageGeometry(channels, predictor.label_manager.num_segmentation_heads,
                          tuple(int(p) for p in configuration.patch_size), tuple(float(s) for s in spacing),
                          tuple(int(a) for a in predictor.plans_manager.transpose_forward))
@@ -432,7 +430,7 @@ def write_initialised_model(folder: str | Path, plans: dict, dataset_json: dict,
     heads = manager.get_label_manager(dataset_json).num_segmentation_heads
     network = network_from_architecture(
         _architecture(stage),
-        stacked_input_channels(determine_num_input_channels(manager, stage, dataset_json), heads, stage), heads,
+        stacked_input_channels(determine_num_input_channels(manager, stage, dataset_json), stage), heads,
         deep_supervision=False)
     checkpoint = {"network_weights": network.state_dict(), "trainer_name": trainer_name,
                   "init_args": {"plans": plans, "configuration": configuration, "fold": fold,

@@ -68,6 +68,10 @@ class NeighbourSlicesView:
         if len(index) > 4 or not all(isinstance(i, slice) for i in index):
             raise TypeError(f"NeighbourSlicesView takes a tuple of slices, not {index!r}")
         channels, slices, *plane = (*index, *[slice(None)] * (4 - len(index)))
+        for axis, (part, size) in enumerate(zip((slices, *plane), self.shape[1:], strict=True), start=1):
+            # crop_and_pad_nd never asks for a box outside the image (its early return does not know this class)
+            if any(bound is not None and not 0 <= bound <= size for bound in (part.start, part.stop)):
+                raise IndexError(f"NeighbourSlicesView: {part} outside axis {axis} of size {size}")
         num_slices = self.shape[1]
         start, stop, step = slices.indices(num_slices)
         if step != 1:

@@ -161,7 +161,7 @@ class nnUNetTrainerSpineFineSmokeNeighbours(nnUNetTrainerSpineFineSmoke):
 '''
 
 
-def test_stage_two_with_neighbour_slices(pipeline, tmp_path):
+def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     """A stage-2 variant with ``neighbour_slices`` (a user's trainer module, found through nnUNet_extTrainer)
     trains through nnUNetv2_train with 3 image channels (nnU-Net's validation after training fed them too), records
     them in its model folder's plans.json, and spine-predict feeds them: the fast path and the full sliding window
@@ -190,6 +190,18 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path):
     assert checkpoint["network_weights"]["encoder.0.0.conv1.weight"].shape[1] == 3 + 9  # slices s-1, s, s+1
     assert (model / "fold_0" / "validation" / "summary.json").is_file()  # nnU-Net's final validation got them too
     _assert_same_masks(pipeline, outputs["fast"], outputs["full"])
+    # a trainer without neighbours given plans that record some (a model folder's) drops the record: its network
+    # is not widened for data it does not stack
+    from nnunet_ext.compat import stacked_input_channels
+    from nnunet_ext.training.trainers import nnUNetTrainerSpineFine
+
+    for variable in ("nnUNet_results", "nnUNet_preprocessed"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    plans["continue_training"] = False
+    dataset_json = json.loads((model / "dataset.json").read_text())
+    trainer = nnUNetTrainerSpineFine(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
+    assert "spine_neighbour_slices" not in plans["configurations"]["2d_cascade"]
+    assert stacked_input_channels(10, trainer.configuration_manager) == 10
 
 
 def test_continue_a_killed_training_run(pipeline):

@@ -160,7 +160,8 @@ class _GrowVertebra(torch.nn.Module):
 
 def _fake_fine_predictor(network: torch.nn.Module) -> SimpleNamespace:
     return SimpleNamespace(
-        configuration_manager=SimpleNamespace(patch_size=[64, 64], spacing=[1.0, 1.0]),
+        configuration_manager=SimpleNamespace(patch_size=[64, 64], spacing=[1.0, 1.0],
+                                              configuration={"normalization_schemes": ["ZScoreNormalization"]}),
         plans_manager=SimpleNamespace(transpose_forward=[2, 0, 1]),  # array (k, j, i) -> (i, k, j): slices along i
         dataset_json={"channel_names": {"0": "MRI"}}, label_manager=SimpleNamespace(num_segmentation_heads=2),
         tile_step_size=0.5, allowed_mirroring_axes=None, use_mirroring=False, device=torch.device("cpu"),
@@ -175,7 +176,8 @@ def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor) -> tuple[to
 
     data = torch.cat([torch.rand(1, *previous.shape), previous[None]])
     fine = _fake_fine_predictor(network)
-    coarse = SimpleNamespace(configuration_manager=SimpleNamespace(spacing=[6.0, 6.0, 6.0], patch_size=[8, 8, 8]),
+    coarse = SimpleNamespace(configuration_manager=SimpleNamespace(spacing=[6.0, 6.0, 6.0], patch_size=[8, 8, 8],
+                                                                   configuration=fine.configuration_manager.configuration),
                              plans_manager=fine.plans_manager, dataset_json=fine.dataset_json,
                              label_manager=fine.label_manager)
     predictors = CascadePredictors(coarse=coarse, fine=fine)

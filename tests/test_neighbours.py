@@ -62,6 +62,10 @@ def test_view_reads_what_the_stack_holds(k):
     acvl = pytest.importorskip("acvl_utils.cropping_and_padding.bounding_boxes")
     for bbox in ([[6, 7], [-3, 6], [4, 12]], [[0, 1], [0, 9], [0, 8]]):
         np.testing.assert_array_equal(acvl.crop_and_pad_nd(view, bbox, 0), acvl.crop_and_pad_nd(whole, bbox, 0))
+    with pytest.raises(IndexError, match="outside axis 2"):
+        view[(slice(None), slice(0, 1), slice(-8, -2))]  # a box outside the image: refused, not mis-shaped
+    with pytest.raises(IndexError, match="outside axis 3"):
+        view[(slice(None), slice(0, 1), slice(0, 9), slice(9, 12))]
     with pytest.raises(TypeError):
         view[0]
     with pytest.raises(TypeError):
@@ -82,14 +86,16 @@ def test_plans_record_round_trip():
 
 
 def test_input_channels_of_a_stage_with_neighbours():
-    """nnU-Net counts image channels plus one per foreground label for a cascade stage; neighbours multiply only
-    the image channels."""
+    """nnU-Net counts image channels plus one per foreground label (or region) for a cascade stage; neighbours
+    multiply only the image channels, one per normalisation scheme of the plans."""
     from nnunet_ext.compat import stacked_input_channels
 
-    cascade = {"previous_stage": "3d_lowres", NEIGHBOUR_SLICES_KEY: 2}
-    assert stacked_input_channels(1 + 8, 9, cascade) == 5 + 8
-    assert stacked_input_channels(2, 9, {NEIGHBOUR_SLICES_KEY: 1}) == 6
-    assert stacked_input_channels(9, 9, {"previous_stage": "3d_lowres"}) == 9
+    cascade = {"previous_stage": "3d_lowres", "normalization_schemes": ["ZScoreNormalization"],
+               NEIGHBOUR_SLICES_KEY: 2}
+    assert stacked_input_channels(1 + 8, cascade) == 5 + 8
+    two_modalities = {"normalization_schemes": ["ZScoreNormalization", "ZScoreNormalization"], NEIGHBOUR_SLICES_KEY: 1}
+    assert stacked_input_channels(2, two_modalities) == 6
+    assert stacked_input_channels(9, {"previous_stage": "3d_lowres", "normalization_schemes": ["CT"]}) == 9
 
 
 class _Cases:

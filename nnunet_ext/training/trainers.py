@@ -80,7 +80,7 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     neighbour_slices: int = 0
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
     (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
-    validation gets them too, ``nnUNetv2_predict`` does not)."""
+    validation gets them too; ``nnUNetv2_predict`` does not stack them and fails on such a model)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -95,17 +95,28 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
                                  ("oversample_foreground_percent", self.foreground_oversampling)):
             if value is not None:
                 setattr(self, attribute, value)
-        if self.neighbour_slices:
-            if len(self.configuration_manager.patch_size) != 2:
-                raise RuntimeError(f"{type(self).__name__}: neighbour_slices needs a 2D configuration, not "
-                                   f"{configuration!r}")
-            for entry in (self.plans_manager.plans["configurations"][configuration],
-                          self.configuration_manager.configuration):  # saved as the model's plans.json / used here
-                record_neighbour_slices(entry, self.neighbour_slices)
+        self._record_neighbour_slices(configuration)
         if self.is_cascaded and self.previous_stage_trainer:
             self.folder_with_segs_from_previous_stage = previous_stage_folder(
                 nnunet_folder("nnUNet_results"), self.plans_manager.dataset_name, self.previous_stage_trainer,
                 self.plans_manager.plans_name, self.configuration_manager.previous_stage_name, configuration)
+
+    def _record_neighbour_slices(self, configuration: str) -> None:
+        """Write :attr:`neighbour_slices` into the plans (the model folder's plans.json, which prediction reads, and
+        this configuration's entry, which builds the network): always for a 2D stage, so plans that carry another
+        count (a model folder's) cannot widen a network the data is not stacked for."""
+        k = self.neighbour_slices
+        if len(self.configuration_manager.patch_size) != 2:
+            if k:
+                raise RuntimeError(f"{type(self).__name__}: neighbour_slices needs a 2D configuration, not "
+                                   f"{configuration!r}")
+            return
+        if k and any(self.configuration_manager.use_mask_for_norm):
+            raise RuntimeError(f"{type(self).__name__}: neighbour_slices with use_mask_for_norm is not supported "
+                               "(nnU-Net's masking addresses image channels by index)")
+        for entry in (self.plans_manager.plans["configurations"][configuration],
+                      self.configuration_manager.configuration):
+            record_neighbour_slices(entry, k)
 
     def initialize(self) -> None:
         was_initialized = self.was_initialized
@@ -113,19 +124,18 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         if self.cpu_bfloat16 and self.device.type == "cpu" and not was_initialized:
             used = set_cpu_autocast(self.network, torch.bfloat16)
             self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
-        if not was_initialized:  # nnU-Net's count, which build_network_architecture widened for neighbour slices
-            self.num_input_channels = stacked_input_channels(self.num_input_channels,
-                                                             self.label_manager.num_segmentation_heads,
-                                                             self.configuration_manager)
+        if not was_initialized:  # from nnU-Net's count to the network's (build_network_architecture widened it)
+            self.num_input_channels = stacked_input_channels(self.num_input_channels, self.configuration_manager)
             if self.neighbour_slices:  # training, per-epoch and final validation read the cases through it
                 self.dataset_class = NeighbourSlicesDatasetClass(self.dataset_class, self.neighbour_slices)
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
-        """nnU-Net's network from the plans, with the input channels of neighbour slices when the plans record
-        them (:attr:`neighbour_slices`)."""
-        channels = stacked_input_channels(num_input_channels, num_output_channels, configuration_manager)
+        """nnU-Net's network from the plans; ``num_input_channels`` is nnU-Net's count
+        (``determine_num_input_channels``), widened here by the neighbour slices the plans record
+        (:attr:`neighbour_slices`)."""
+        channels = stacked_input_channels(num_input_channels, configuration_manager)
         return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, channels,
                                                         num_output_channels, enable_deep_supervision)
 
