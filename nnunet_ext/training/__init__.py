@@ -1,1 +1,1 @@
-"""nnU-Net trainer classes of the cascade (import them only where nnunetv2 and torch are wanted)."""
+"""nnU-Net trainer classes of the cascade (import them only where nnU-Net and torch are wanted)."""
