@@ -112,6 +112,15 @@ def image_channels(configuration) -> int:
     return len(getattr(configuration, "configuration", configuration)["normalization_schemes"])
 
 
+def _network_input_channels(plans_manager, configuration, dataset_json: dict) -> int:
+    """Input channels of a trained stage's network: nnU-Net's count, widened by the neighbour slices its plans
+    record (:func:`stacked_input_channels`)."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    return stacked_input_channels(determine_num_input_channels(plans_manager, configuration, dataset_json),
+                                  configuration)
+
+
 def stacked_input_channels(num_input_channels: int, configuration) -> int:
     """A network's input channels given nnU-Net's count (``determine_num_input_channels``: image channels, plus one
     per foreground label for a cascade stage) when the configuration (a ``ConfigurationManager`` or its dict)
@@ -164,9 +173,8 @@ def synchronize_intensity_channels(transforms) -> int:
     one set of random parameters for all image channels (``synchronize_channels``), so neighbour-slice channels get
     the same multiplier, contrast factor and gamma as the slice they surround (each still applied around its own
     channel's mean and range); returns how many were changed. With several modalities they are synchronised across
-    modalities too. Those applied to a random subset of
-    channels (blur and simulated low resolution, ``p_per_channel`` 0.5) stay per channel: batchgeneratorsv2 fails on
-    a synchronised one that picks no channel."""
+    modalities too. Those applied to a random subset of channels (blur and simulated low resolution,
+    ``p_per_channel`` 0.5) stay per channel: batchgeneratorsv2 fails on a synchronised one that picks no channel."""
     from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
     changed = 0
@@ -197,7 +205,6 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
 
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_ext.networks.precision import set_cpu_autocast
@@ -223,10 +230,9 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
     label_manager = plans_manager.get_label_manager(dataset_json)
     heads = label_manager.num_segmentation_heads
-    network = network_from_architecture(
-        _architecture(configuration),
-        stacked_input_channels(determine_num_input_channels(plans_manager, configuration, dataset_json),
-                               configuration), heads, deep_supervision=False)
+    network = network_from_architecture(_architecture(configuration),
+                                        _network_input_channels(plans_manager, configuration, dataset_json), heads,
+                                        deep_supervision=False)
     parameters = [c["network_weights"] for c in checkpoints]
     network.load_state_dict(parameters[0])
     predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json,
@@ -364,7 +370,7 @@ def stage_geometry(predictor, properties: dict) -> StageGeometry:
     spacing = list(configuration.spacing)
     if len(spacing) < len(transposed):
         spacing = [transposed[0], *spacing]
-    channels = image_channels(configuration) * (2 * neighbour_slices(configuration.configuration) + 1)
+    channels = stacked_input_channels(image_channels(configuration), configuration)  # neighbour slices included
     return StageGeometry(channels, predictor.label_manager.num_segmentation_heads,
                          tuple(int(p) for p in configuration.patch_size), tuple(float(s) for s in spacing),
                          tuple(int(a) for a in predictor.plans_manager.transpose_forward))
@@ -418,7 +424,6 @@ def write_initialised_model(folder: str | Path, plans: dict, dataset_json: dict,
     import json
 
     import torch
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     folder = Path(folder)
@@ -428,10 +433,8 @@ def write_initialised_model(folder: str | Path, plans: dict, dataset_json: dict,
     manager = PlansManager(plans)
     stage = manager.get_configuration(configuration)
     heads = manager.get_label_manager(dataset_json).num_segmentation_heads
-    network = network_from_architecture(
-        _architecture(stage),
-        stacked_input_channels(determine_num_input_channels(manager, stage, dataset_json), stage), heads,
-        deep_supervision=False)
+    network = network_from_architecture(_architecture(stage), _network_input_channels(manager, stage, dataset_json),
+                                        heads, deep_supervision=False)
     checkpoint = {"network_weights": network.state_dict(), "trainer_name": trainer_name,
                   "init_args": {"plans": plans, "configuration": configuration, "fold": fold,
                                 "dataset_json": dataset_json},
