@@ -299,6 +299,39 @@ def test_partial_label_term_only_for_levels_with_an_ignore_label(pipeline, tmp_p
             assert list(loss.weight_factors) == list(nnUNetTrainer._build_loss(trainer).weight_factors)
 
 
+def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path, monkeypatch):
+    """adjacent_level_weight: stage 1 passes the weight, the level classes in anatomical order, its patch size and
+    spacing to the loss; a 2D stage with it is refused (a sagittal slice need not hold the adjacent body)."""
+    import torch
+
+    from measure.levels import level_rank
+    from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
+    from nnunet_ext.training.trainers import nnUNetTrainerSpineCoarse, nnUNetTrainerSpineFine
+
+    for variable in ("nnUNet_results", "nnUNet_preprocessed"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
+    assert "ignore" in dataset_json["labels"]  # spine-convert's --ignore-beyond auto
+    plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+    plans["continue_training"] = False
+
+    class Coarse(nnUNetTrainerSpineCoarse):
+        adjacent_level_weight = 0.5
+
+    class Fine(nnUNetTrainerSpineFine):
+        adjacent_level_weight = 0.5
+
+    loss = Coarse(dict(plans), "3d_lowres", 0, dataset_json, torch.device("cpu"))._build_loss().loss
+    assert isinstance(loss, UnannotatedLevelsLoss) and loss.presence_weight == 0.5
+    levels = {v: k for k, v in dataset_json["labels"].items() if k not in ("background", "ignore")}
+    assert [levels[c] for c in loss.ordered_classes] == sorted(levels.values(), key=level_rank)
+    assert list(loss.patch_size) == plans["configurations"]["3d_lowres"]["patch_size"]
+    assert list(loss.spacing) == plans["configurations"]["3d_lowres"]["spacing"]
+    assert loss.asked_classes == ((dataset_json["labels"]["S1"],) if "S1" in dataset_json["labels"] else ())
+    with pytest.raises(RuntimeError, match="3D configuration"):
+        Fine(dict(plans), "2d_cascade", 0, dataset_json, torch.device("cpu"))._build_loss()
+
+
 def test_spine_predict_torture(pipeline):
     """Unreadable and malformed images in one folder beside the good ones: each gets an error line naming the file
     and the reason, the exit status is 1, and the good cases' masks are byte-identical to the clean run's."""

@@ -97,3 +97,115 @@ def test_only_background_allowed_with_confident_scores_stays_finite():
     penalty.backward()
     assert torch.isfinite(penalty) and penalty.item() == pytest.approx(100.0 + math.log(2), abs=1e-3)
     assert torch.isfinite(logits.grad).all()
+
+
+# --- the presence term: the unannotated level next to an annotated end is looked for beyond it -------------------
+
+PIGNORE = 5  # classes 0 background, 1 L4, 2 L5, 3 S1, 4 S2; label 5 = unannotated
+ORDER = (1, 2, 3, 4)
+
+
+def _chain(length: int = 40, fov_end: int | None = None, axis: int = 0) -> torch.Tensor:
+    """A (1, 1, length, 6, 6) target (at 2 mm, 80 mm along the chain): L4 at 2-5, L5 at 7-10, then unannotated up to
+    ``fov_end`` (padding as background beyond), along ``axis`` (0: caudal = increasing index)."""
+    labels = torch.zeros(length, 6, 6, dtype=torch.long)
+    labels[2:6, 1:5, 1:5] = 1
+    labels[7:11, 1:5, 1:5] = 2
+    labels[11:fov_end or length] = PIGNORE
+    labels = labels.movedim(0, axis)
+    return labels[None, None]
+
+
+def test_presence_term_is_minus_log_of_the_adjacent_level_probability():
+    """Uniform scores over 5 classes: the band's top voxels have p(S1) = 1/5, the term is log 5."""
+    from nnunet_ext.training.partial_loss import adjacent_level_presence_penalty
+
+    target = _chain()
+    logits = torch.zeros(1, 5, *target.shape[2:])
+    value = adjacent_level_presence_penalty(logits, target, PIGNORE, ORDER, (2.0, 2.0, 2.0))
+    assert value.item() == pytest.approx(math.log(5), abs=1e-5)
+
+
+def test_presence_term_is_small_where_the_adjacent_level_is_found_in_the_band_and_only_there():
+    from nnunet_ext.training.partial_loss import PresenceBand, adjacent_level_presence_penalty
+
+    target = _chain()
+    band = PresenceBand(depth_mm=10.0, radius_mm=40.0, top_mm3=8.0)  # 5 slices beyond L5's end (index 10), 1 voxel
+    logits = torch.zeros(1, 5, *target.shape[2:])
+    logits[0, 3, 13, 3, 3] = 20.0  # S1 certain at one voxel 3 slices (6 mm) below L5
+    assert adjacent_level_presence_penalty(logits, target, PIGNORE, ORDER, (2.0,) * 3, band).item() < 1e-6
+    logits = torch.zeros(1, 5, *target.shape[2:])
+    logits[0, 3, 20, 3, 3] = 20.0  # 20 mm below L5: outside the band, which stays uniform
+    assert adjacent_level_presence_penalty(logits, target, PIGNORE, ORDER, (2.0,) * 3, band).item() == \
+        pytest.approx(math.log(5), abs=1e-5)
+
+
+def test_presence_term_needs_the_field_of_view_beyond_the_band_and_an_unannotated_adjacent_level():
+    from nnunet_ext.training.partial_loss import PresenceBand, adjacent_level_presence_penalty
+
+    band = PresenceBand(depth_mm=10.0)
+    short = _chain(fov_end=14)
+    logits = torch.zeros(1, 5, *short.shape[2:], requires_grad=True)  # the image ends 3 slices (6 mm) below L5
+    value = adjacent_level_presence_penalty(logits, short, PIGNORE, ORDER, (2.0,) * 3, band)
+    assert value.item() == 0.0
+    value.backward()
+    assert torch.count_nonzero(logits.grad) == 0
+    annotated = _chain()
+    annotated[0, 0, 12:16, 1:5, 1:5] = 3  # S1 annotated: the adjacent level is S2, and the FOV must reach beyond S1
+    value = adjacent_level_presence_penalty(torch.zeros(1, 5, *annotated.shape[2:]), annotated, PIGNORE, ORDER,
+                                            (2.0,) * 3, band)
+    assert value.item() == pytest.approx(math.log(5), abs=1e-5)
+    only_l5 = _chain()
+    only_l5[only_l5 == 1] = 0  # one annotated level gives no direction
+    assert adjacent_level_presence_penalty(torch.zeros(1, 5, *only_l5.shape[2:]), only_l5, PIGNORE, ORDER, (2.0,) * 3,
+                                           band).item() == 0.0
+
+
+def test_presence_term_reads_the_direction_from_the_annotation_and_respects_spacing():
+    """The chain along the last axis, reversed (caudal = decreasing index): the band is found all the same; with
+    a 4 mm spacing along it the same 10 mm band holds fewer slices."""
+    from nnunet_ext.training.partial_loss import PresenceBand, adjacent_level_presence_penalty
+
+    target = _chain(length=24, axis=2).flip(-1)  # L5 at indices 13-16 of 24, unannotated 0-12
+    band = PresenceBand(depth_mm=10.0, radius_mm=40.0, top_mm3=8.0)
+    logits = torch.zeros(1, 5, *target.shape[2:])
+    logits[0, 3, 3, 3, 10] = 20.0  # 6 mm below L5 at 2 mm spacing
+    assert adjacent_level_presence_penalty(logits, target, PIGNORE, ORDER, (2.0,) * 3, band).item() < 1e-6
+    logits = torch.zeros(1, 5, *target.shape[2:])
+    logits[0, 3, 3, 3, 9] = 20.0  # 16 mm below L5 at 4 mm spacing: outside
+    spacing = (2.0, 2.0, 4.0)
+    assert adjacent_level_presence_penalty(logits, target, PIGNORE, ORDER, spacing, band).item() > 1.0
+
+
+def test_presence_term_in_the_loss_applies_to_full_resolution_outputs_only():
+    """Deep supervision: a half-resolution output of the same patch gets nnU-Net's loss and the partial term only."""
+    base = torch.nn.Module()
+    base.forward = lambda output, target: output.sum() * 0.0
+    loss = UnannotatedLevelsLoss(base, PIGNORE, weight=0.0, presence_weight=1.0, ordered_classes=ORDER,
+                                 patch_size=(40, 6, 6), spacing=(2.0, 2.0, 2.0))
+    target = _chain()
+    assert loss(torch.zeros(1, 5, 40, 6, 6), target).item() == pytest.approx(math.log(5), abs=1e-5)
+    half = target[:, :, ::2, ::2, ::2]
+    assert loss(torch.zeros(1, 5, 20, 3, 3), half).item() == 0.0
+    with pytest.raises(ValueError, match="3D patch"):
+        UnannotatedLevelsLoss(base, PIGNORE, presence_weight=1.0, ordered_classes=ORDER, patch_size=(24, 6),
+                              spacing=(2.0, 2.0))
+
+
+def test_presence_term_asks_only_for_the_listed_levels():
+    """Both ends qualify (L4 above is the chain's cranial end, L3 would be asked for): only S1 asked -> one term."""
+    from nnunet_ext.training.partial_loss import adjacent_level_presence_penalty
+
+    order = (1, 2, 3, 4, 5)  # 1 L3, 2 L4, 3 L5, 4 S1, 5 S2; ignore 6
+    labels = torch.full((60, 6, 6), 6, dtype=torch.long)
+    labels[20:24, 1:5, 1:5] = 2
+    labels[25:29, 1:5, 1:5] = 3
+    labels[24] = 0
+    labels[29] = 0
+    logits = torch.zeros(1, 6, 60, 6, 6)
+    logits[0, 4, 32, 3, 3] = 20.0  # S1 found below L5; L3 above L4 not
+    target = labels[None, None]
+    both = adjacent_level_presence_penalty(logits, target, 6, order, (2.0,) * 3)
+    only_s1 = adjacent_level_presence_penalty(logits, target, 6, order, (2.0,) * 3, asked=(4,))
+    assert only_s1.item() < both.item()
+    assert adjacent_level_presence_penalty(logits, target, 6, order, (2.0,) * 3, asked=(1,)).item() > 1.0

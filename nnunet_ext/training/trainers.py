@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from measure.levels import is_known_level
+from measure.levels import is_known_level, level_rank
 from measure.runtime import nnunet_folder
 from nnunet_ext.compat import (
     NeighbourSlicesDatasetClass,
@@ -52,6 +52,13 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """The most of the scanned extent along the spine a cut removes (a uniform random share up to this)."""
     unannotated_level_weight: float = 1.0
     """Weight of the partial-label term on the unannotated region (:mod:`.partial_loss`; 0 turns it off)."""
+    adjacent_level_weight: float = 0.0
+    """3D stages: weight of the term that asks the unannotated level next to each end of a case's annotated chain to
+    be found beyond it, where the field of view reaches (:func:`.partial_loss.adjacent_level_presence_penalty`)."""
+    adjacent_levels: tuple[str, ...] | None = ("S1",)
+    """The levels that term asks for (None: any level next to an annotated end). S1 only by default: the sacrum is
+    the landmark levels are counted from; asking for T12 above an annotated L1 taught stage 1 to name the most cranial
+    body in view "T12" (docs/benchmarks.md, "Eighth session")."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
@@ -208,8 +215,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         """nnU-Net's loss, plus (level-labelled data with an ignore label) what the unannotated region is known not to
         be (:mod:`.partial_loss`), plus the auxiliary head's output in the deep-supervision weights."""
         inner, weights = unwrap_deep_supervision(super()._build_loss())
-        if self._levels_with_ignore_label and self.unannotated_level_weight:
-            inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight)
+        if self._levels_with_ignore_label and (self.unannotated_level_weight or self.adjacent_level_weight):
+            inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight,
+                                          **self._presence_arguments())
         if weights is None:
             return inner
         if self._has_auxiliary_output:
@@ -218,6 +226,19 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
             decoder[-1] = 1e-6 if self.is_ddp else 0.0  # as nnU-Net: the lowest resolution is not supervised
             weights = [*(decoder / decoder.sum()).tolist(), self.aux_loss_weight]
         return deep_supervision_loss(inner, weights)
+
+    def _presence_arguments(self) -> dict:
+        """The presence term's arguments for :class:`.partial_loss.UnannotatedLevelsLoss` (none when it is off)."""
+        if not self.adjacent_level_weight:
+            return {}
+        patch = list(self.configuration_manager.patch_size)
+        if len(patch) != 3:
+            raise RuntimeError(f"{type(self).__name__}: adjacent_level_weight needs a 3D configuration")
+        labels = self.dataset_json["labels"]
+        levels = sorted((n for n in labels if n.lower() not in ("background", "ignore")), key=level_rank)
+        asked = None if self.adjacent_levels is None else [labels[n] for n in self.adjacent_levels if n in labels]
+        return {"presence_weight": self.adjacent_level_weight, "ordered_classes": [labels[n] for n in levels],
+                "patch_size": patch, "spacing": list(self.configuration_manager.spacing), "asked_classes": asked}
 
     @property
     def _levels_with_ignore_label(self) -> bool:
