@@ -87,11 +87,15 @@ def smooth_across_slices(labels: np.ndarray, spacing: tuple[float, float, float]
 
 
 def dice_counts(prediction: np.ndarray, reference: np.ndarray) -> dict[str, int]:
-    """Overlap counts for micro-averaged Dice: multiclass (same label) and binary (any label)."""
-    both = (prediction > 0) & (reference > 0)
-    return {"multiclass_tp": int(np.count_nonzero(both & (prediction == reference))),
-            "binary_tp": int(np.count_nonzero(both)),
-            "sum": int(np.count_nonzero(prediction) + np.count_nonzero(reference))}
+    """Overlap counts for micro-averaged Dice (``measure.evaluation.overlap``, as spine-evaluate counts them; label
+    values used as class indices): true positives multiclass (same label) and binary (any label), and the
+    foreground voxels of both masks together."""
+    from measure.evaluation.overlap import binary_counts, class_counts, confusion_matrix, micro
+
+    matrix = confusion_matrix(prediction, reference, int(max(prediction.max(), reference.max())))
+    binary = binary_counts(matrix)
+    return {"multiclass_tp": micro(class_counts(matrix)).tp, "binary_tp": binary.tp,
+            "sum": 2 * binary.tp + binary.fp + binary.fn}
 
 
 def measure_case(mask_path: Path) -> dict:

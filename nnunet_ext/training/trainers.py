@@ -235,17 +235,22 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         if len(patch) != 3:
             raise RuntimeError(f"{type(self).__name__}: adjacent_level_weight needs a 3D configuration")
         labels = self.dataset_json["labels"]
-        levels = sorted((n for n in labels if n.lower() not in ("background", "ignore")), key=level_rank)
+        levels = sorted(self._class_names, key=level_rank)
         asked = None if self.adjacent_levels is None else [labels[n] for n in self.adjacent_levels if n in labels]
         return {"presence_weight": self.adjacent_level_weight, "ordered_classes": [labels[n] for n in levels],
                 "patch_size": patch, "spacing": list(self.configuration_manager.spacing), "asked_classes": asked}
+
+    @property
+    def _class_names(self) -> list[str]:
+        """The dataset's class names (dataset.json ``labels`` without background and ignore)."""
+        return [name for name in self.dataset_json["labels"] if name.lower() not in ("background", "ignore")]
 
     @property
     def _levels_with_ignore_label(self) -> bool:
         """The dataset has an ignore label and its classes are vertebral levels (names of the level scheme, no
         regions): each level a case annotates is annotated completely."""
         labels = self.dataset_json["labels"]
-        names = [name for name, value in labels.items() if name.lower() not in ("background", "ignore")]
+        names = self._class_names
         return ("ignore" in labels and bool(names) and all(isinstance(labels[n], int) for n in names)
                 and all(is_known_level(n) for n in names))
 
