@@ -157,15 +157,16 @@ NEIGHBOURS_TRAINER = '''from nnunet_ext.training.variants import nnUNetTrainerSp
 
 class nnUNetTrainerSpineFineSmokeNeighbours(nnUNetTrainerSpineFineSmoke):
     neighbour_slices = 1
+    network_features = (6, 12, 24, 48, 72)  # not the plans' widths (8-96 in the small preset)
     previous_stage_trainer = "nnUNetTrainerSpineCoarseSmoke"
 '''
 
 
 def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
-    """A stage-2 variant with ``neighbour_slices`` (a user's trainer module, found through nnUNet_extTrainer)
-    trains through nnUNetv2_train with 3 image channels (nnU-Net's validation after training fed them too), records
-    them in its model folder's plans.json, and spine-predict feeds them: the fast path and the full sliding window
-    give the same masks."""
+    """A stage-2 variant with ``neighbour_slices`` and its own ``network_features`` (a user's trainer module, found
+    through nnUNet_extTrainer) trains through nnUNetv2_train with 3 image channels (nnU-Net's validation after
+    training fed them too) and those widths, records both in its model folder's plans.json, and spine-predict builds
+    that network and feeds it the slices: the fast path and the full sliding window give the same masks."""
     import torch
 
     (tmp_path / "user_trainers.py").write_text(NEIGHBOURS_TRAINER)
@@ -186,8 +187,10 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     model = pipeline.path("results", NAME, "nnUNetTrainerSpineFineSmokeNeighbours__nnUNetPlans_spine__2d_cascade")
     plans = json.loads((model / "plans.json").read_text())
     assert plans["configurations"]["2d_cascade"]["spine_neighbour_slices"] == 1
+    assert plans["configurations"]["2d_cascade"]["architecture"]["arch_kwargs"]["features_per_stage"] == [
+        6, 12, 24, 48, 72]
     checkpoint = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["network_weights"]["encoder.0.0.conv1.weight"].shape[1] == 3 + 9  # slices s-1, s, s+1
+    assert checkpoint["network_weights"]["encoder.0.0.conv1.weight"].shape[:2] == (6, 3 + 9)  # slices s-1, s, s+1
     assert (model / "fold_0" / "validation" / "summary.json").is_file()  # nnU-Net's final validation got them too
     _assert_same_masks(pipeline, outputs["fast"], outputs["full"])
     # a trainer without neighbours given plans that record some (a model folder's) drops the record: its network
@@ -202,6 +205,12 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     trainer = nnUNetTrainerSpineFine(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
     assert "spine_neighbour_slices" not in plans["configurations"]["2d_cascade"]
     assert stacked_input_channels(10, trainer.configuration_manager) == 10
+
+    class WrongStages(nnUNetTrainerSpineFine):  # widths for another number of stages than the plans' network
+        network_features = (8, 16, 32)
+
+    with pytest.raises(RuntimeError, match=r"network_features \(8, 16, 32\) must give a positive width for each"):
+        WrongStages(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
 
 
 def test_continue_a_killed_training_run(pipeline):

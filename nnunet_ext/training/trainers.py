@@ -12,6 +12,7 @@ Variants (:mod:`.variants`) override class attributes only.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -88,6 +89,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
     (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
     validation gets them too; ``nnUNetv2_predict`` does not stack them and fails on such a model)."""
+    network_features: tuple[int, ...] | None = None
+    """The network's widths per stage (None keeps the plans'); one per stage of the plans' network, recorded in the
+    model folder's plans.json, which prediction builds the network from."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -103,6 +107,7 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
             if value is not None:
                 setattr(self, attribute, value)
         self._record_neighbour_slices(configuration)
+        self._record_network_features(configuration)
         if self.is_cascaded and self.previous_stage_trainer:
             self.folder_with_segs_from_previous_stage = previous_stage_folder(
                 nnunet_folder("nnUNet_results"), self.plans_manager.dataset_name, self.previous_stage_trainer,
@@ -124,6 +129,22 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         for entry in (self.plans_manager.plans["configurations"][configuration],
                       self.configuration_manager.configuration):
             record_neighbour_slices(entry, k)
+
+    def _record_network_features(self, configuration: str) -> None:
+        """Write :attr:`network_features` into the plans (the model folder's plans.json and this configuration's
+        entry, as for the neighbour slices)."""
+        if self.network_features is None:
+            return
+        widths = [int(w) for w in self.network_features]
+        current = self.configuration_manager.network_arch_init_kwargs.get("features_per_stage")
+        if current is None or len(current) != len(widths) or min(widths) < 1:
+            raise RuntimeError(f"{type(self).__name__}: network_features {tuple(widths)} must give a positive width "
+                               f"for each of the {configuration!r} network's stages ({current})")
+        resolved = self.configuration_manager.configuration
+        for entry in (self.plans_manager.plans["configurations"][configuration], resolved):
+            if "architecture" not in entry:  # a configuration that inherits its network from another
+                entry["architecture"] = copy.deepcopy(resolved["architecture"])
+            entry["architecture"]["arch_kwargs"]["features_per_stage"] = widths
 
     def initialize(self) -> None:
         was_initialized = self.was_initialized
