@@ -209,6 +209,7 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     class WrongStages(nnUNetTrainerSpineFine):  # widths for another number of stages than the plans' network
         network_features = (8, 16, 32)
 
+    plans["continue_training"] = False  # nnU-Net's trainer takes it out of the plans it is given
     with pytest.raises(RuntimeError, match=r"network_features \(8, 16, 32\) must give a positive width for each"):
         WrongStages(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
 
