@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -104,6 +105,22 @@ def _architecture(configuration_manager) -> dict:
     return {"network_class_name": configuration_manager.network_arch_class_name,
             "arch_kwargs": configuration_manager.network_arch_init_kwargs,
             "_kw_requires_import": configuration_manager.network_arch_init_kwargs_req_import}
+
+
+def set_features_per_stage(entries: Sequence[dict], configuration_manager, widths: Sequence[int]) -> None:
+    """Write a network's widths per stage (``features_per_stage`` of the ``architecture`` entry's ``arch_kwargs``)
+    into plans configuration dicts (``entries``, e.g. the plans' own entry and ``configuration_manager``'s resolved
+    one, which builds the network); an entry that inherits its network gets a copy of the resolved ``architecture``.
+    Raises ValueError unless there is one positive width per stage of the planned network."""
+    widths = [int(w) for w in widths]
+    current = configuration_manager.network_arch_init_kwargs.get("features_per_stage")
+    if current is None or len(current) != len(widths) or min(widths) < 1:
+        raise ValueError(f"network_features {tuple(widths)} must give a positive width for each of the network's "
+                         f"stages ({current})")
+    for entry in entries:
+        if "architecture" not in entry:  # a configuration that inherits its network from another
+            entry["architecture"] = copy.deepcopy(configuration_manager.configuration["architecture"])
+        entry["architecture"]["arch_kwargs"]["features_per_stage"] = widths
 
 
 def image_channels(configuration) -> int:

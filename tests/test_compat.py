@@ -176,3 +176,25 @@ def test_prediction_internals_we_rely_on():
     assert callable(bounding_box_to_slice)
     slicers = inspect.getsource(nnUNetPredictor._internal_get_sliding_window_slicers)
     assert "for d in range(image_size[0])" in slicers  # a 2D configuration: slices along the first axis, one by one
+
+
+def test_set_features_per_stage_writes_where_nnunet_builds_the_network_from():
+    """The widths land in ``arch_kwargs['features_per_stage']`` of every entry given (an entry without its own
+    ``architecture``, one that inherits it, gets a copy), which ConfigurationManager hands to the network builder;
+    another number of stages, or a width below 1, is refused."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    architecture = {"network_class_name": "nnunet_ext.networks.fine2d.ResidualUNet2D",
+                    "arch_kwargs": {"features_per_stage": [8, 16, 32], "strides": [1, 2, 2]},
+                    "_kw_requires_import": []}
+    manager = ConfigurationManager({"architecture": architecture, "patch_size": [64, 64]})
+    inheriting = {"inherits_from": "2d"}
+    compat.set_features_per_stage([inheriting, manager.configuration], manager, (16, 32, 48))
+    assert manager.network_arch_init_kwargs["features_per_stage"] == [16, 32, 48]
+    assert inheriting["architecture"]["arch_kwargs"] == {"features_per_stage": [16, 32, 48], "strides": [1, 2, 2]}
+    assert inheriting["architecture"]["arch_kwargs"] is not manager.network_arch_init_kwargs
+    for widths in ((16, 32), (0, 16, 32)):
+        with pytest.raises(ValueError, match="must give a positive width for each of the network's stages"):
+            compat.set_features_per_stage([manager.configuration], manager, widths)
+    assert manager.network_arch_init_kwargs["features_per_stage"] == [16, 32, 48]

@@ -12,7 +12,6 @@ Variants (:mod:`.variants`) override class attributes only.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -28,6 +27,7 @@ from nnunet_ext.compat import (
     insert_after_spatial,
     poly_lr_scheduler,
     previous_stage_folder,
+    set_features_per_stage,
     set_spatial_scaling,
     stacked_input_channels,
     synchronize_intensity_channels,
@@ -126,8 +126,7 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         if k and any(self.configuration_manager.use_mask_for_norm):
             raise RuntimeError(f"{type(self).__name__}: neighbour_slices with use_mask_for_norm is not supported "
                                "(nnU-Net's masking addresses image channels by index)")
-        for entry in (self.plans_manager.plans["configurations"][configuration],
-                      self.configuration_manager.configuration):
+        for entry in self._configuration_entries(configuration):
             record_neighbour_slices(entry, k)
 
     def _record_network_features(self, configuration: str) -> None:
@@ -135,16 +134,16 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         entry, as for the neighbour slices)."""
         if self.network_features is None:
             return
-        widths = [int(w) for w in self.network_features]
-        current = self.configuration_manager.network_arch_init_kwargs.get("features_per_stage")
-        if current is None or len(current) != len(widths) or min(widths) < 1:
-            raise RuntimeError(f"{type(self).__name__}: network_features {tuple(widths)} must give a positive width "
-                               f"for each of the {configuration!r} network's stages ({current})")
-        resolved = self.configuration_manager.configuration
-        for entry in (self.plans_manager.plans["configurations"][configuration], resolved):
-            if "architecture" not in entry:  # a configuration that inherits its network from another
-                entry["architecture"] = copy.deepcopy(resolved["architecture"])
-            entry["architecture"]["arch_kwargs"]["features_per_stage"] = widths
+        try:
+            set_features_per_stage(self._configuration_entries(configuration), self.configuration_manager,
+                                   self.network_features)
+        except ValueError as error:
+            raise RuntimeError(f"{type(self).__name__} ({configuration!r}): {error}") from error
+
+    def _configuration_entries(self, configuration: str) -> tuple[dict, dict]:
+        """This configuration's dict in the plans (saved as the model folder's plans.json) and the resolved one of
+        the configuration manager (which builds the network)."""
+        return self.plans_manager.plans["configurations"][configuration], self.configuration_manager.configuration
 
     def initialize(self) -> None:
         was_initialized = self.was_initialized
