@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .neighbours import NeighbourSlicesView, stack_neighbours
-from .plans import neighbour_slices
+from .plans import neighbour_slices, trained_cpu_precision
 
 NNUNET_VERSION = "2.8.1"
 
@@ -203,21 +203,25 @@ def synchronize_intensity_channels(transforms) -> int:
     return changed
 
 
-PRECISIONS = ("float32", "bfloat16")
-"""Compute precisions of :func:`load_predictor` on the CPU."""
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Compute precisions of :func:`load_predictor` on the CPU (``auto``: the one the model was trained in, where the
+CPU has it natively)."""
 
 
 def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None = None,
                    checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
-                   tile_step_size: float = 0.5, precision: str = "float32"):
+                   tile_step_size: float = 0.5, precision: str = "auto"):
     """An ``nnUNetPredictor`` holding one trained model folder (every fold's weights, ``folds`` None: each fold with
     ``checkpoint``). A checkpoint of the project's trainers (``nnUNetTrainerSpine*``, whose networks come from the
     plans alone) is loaded through ``manual_initialization``, skipping nnU-Net's trainer lookup (which imports every
     trainer module: seconds per command); any other trainer goes through ``initialize_from_trained_model_folder``.
 
     ``precision="bfloat16"`` runs the project's networks in bfloat16 autocast on a CPU with native bfloat16
-    (:mod:`nnunet_ext.networks.precision`; raises ValueError on a CPU without it). On CUDA nnU-Net's predictor uses
-    its own float16 autocast either way."""
+    (:mod:`nnunet_ext.networks.precision`; raises ValueError on a CPU without it); ``"auto"`` (the default) does so
+    for a model trained in bfloat16 on the CPU (the model folder's plans.json records it,
+    :func:`~nnunet_ext.plans.trained_cpu_precision`) where the CPU has it natively, float32 otherwise. On CUDA
+    nnU-Net's predictor uses its own float16 autocast either way. The predictor's ``cpu_precision`` attribute says
+    which precision its network computes in on the CPU."""
     import json
 
     import torch
@@ -239,6 +243,7 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     checkpoints = [torch.load(folder / f"fold_{f}" / checkpoint, map_location="cpu", weights_only=False)
                    for f in folds]
     first = checkpoints[0]
+    predictor.cpu_precision = "float32"
     if not str(first["trainer_name"]).startswith("nnUNetTrainerSpine"):
         predictor.initialize_from_trained_model_folder(str(folder), tuple(folds), checkpoint)
         return predictor
@@ -254,10 +259,15 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     network.load_state_dict(parameters[0])
     predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json,
                                     first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
-    if precision == "bfloat16" and torch_device.type == "cpu" and not set_cpu_autocast(predictor.network,
-                                                                                        torch.bfloat16):
-        raise ValueError("bfloat16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one has none: use "
-                         "float32")
+    if precision == "auto":
+        if (torch_device.type == "cpu" and trained_cpu_precision(configuration.configuration) == "bfloat16"
+                and set_cpu_autocast(predictor.network, torch.bfloat16)):
+            predictor.cpu_precision = "bfloat16"
+    elif precision == "bfloat16" and torch_device.type == "cpu":
+        if not set_cpu_autocast(predictor.network, torch.bfloat16):
+            raise ValueError("bfloat16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one has none: use "
+                             "float32")
+        predictor.cpu_precision = "bfloat16"
     return predictor
 
 

@@ -82,8 +82,9 @@ class RunOptions:
     the reference the fast path is checked against)."""
     slice_batch: int = 4
     """Sagittal slices per stage-2 network call (fast path)."""
-    precision: str = "float32"
-    """Network compute on the CPU: ``float32`` or ``bfloat16`` (:func:`~nnunet_ext.compat.load_predictor`)."""
+    precision: str = "auto"
+    """Network compute on the CPU: ``auto`` (each stage in the precision it was trained in, where the CPU has it),
+    ``float32`` or ``bfloat16`` (:func:`~nnunet_ext.compat.load_predictor`)."""
 
 
 @dataclass
@@ -249,9 +250,12 @@ def _segment_case(case: PreparedCase, predictors, output: Path, level_of_value: 
 
 def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model: CascadeModel,
                     run: RunOptions = RunOptions(),
-                    on_case: Callable[[PreparedCase], None] | None = None) -> list[PreparedCase]:
+                    on_case: Callable[[PreparedCase], None] | None = None,
+                    on_loaded: Callable[[dict[str, str]], None] | None = None) -> list[PreparedCase]:
     """Segment every input scan with the two-stage cascade, one case at a time in this process (models loaded
-    once); masks go to ``output_dir/CASE.nii.gz``; ``on_case`` is called as each case ends."""
+    once); masks go to ``output_dir/CASE.nii.gz``; ``on_loaded`` is called once the models are loaded, with each
+    stage's compute precision on the CPU (``{"stage 1": "float32", "stage 2": "bfloat16"}``; empty on CUDA), and
+    ``on_case`` as each case ends."""
     from .segment import load_cascade
 
     for stage in (COARSE_CONFIGURATION, FINE_CONFIGURATION):
@@ -270,6 +274,9 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
     predictors = load_cascade(model.folder(COARSE_CONFIGURATION), model.folder(FINE_CONFIGURATION),
                               model.coarse_folds, model.fine_folds, model.checkpoint, run.device, run.mirroring,
                               run.tile_step_size, run.full_window, run.slice_batch, run.precision)
+    if on_loaded is not None:
+        on_loaded({} if run.device != "cpu" else {"stage 1": predictors.coarse.cpu_precision,
+                                                  "stage 2": predictors.fine.cpu_precision})
     done = []
     for case_id, path in cases:
         start = time.perf_counter()

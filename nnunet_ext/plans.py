@@ -85,6 +85,30 @@ def record_neighbour_slices(configuration: dict[str, Any], k: int) -> None:
         configuration.pop(NEIGHBOUR_SLICES_KEY, None)
 
 
+CPU_PRECISION_KEY = "spine_cpu_precision"
+"""Key of a configuration in a trained model folder's ``plans.json``: ``bfloat16`` when the network was trained in
+bfloat16 autocast on the CPU (trainer attribute ``cpu_bfloat16``); absent for float32 (and for CUDA training)."""
+CPU_PRECISIONS = ("float32", "bfloat16")
+
+
+def trained_cpu_precision(configuration: Mapping[str, Any]) -> str:
+    """The precision a configuration's network was trained in on the CPU (``float32`` when the plans record none)."""
+    precision = str(configuration.get(CPU_PRECISION_KEY, "float32"))
+    if precision not in CPU_PRECISIONS:
+        raise ValueError(f"{CPU_PRECISION_KEY} must be one of {', '.join(CPU_PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+def record_cpu_precision(configuration: dict[str, Any], precision: str) -> None:
+    """Record the precision a configuration's network is trained in on the CPU (removes the entry for float32)."""
+    if precision not in CPU_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(CPU_PRECISIONS)}, not {precision!r}")
+    if precision == "float32":
+        configuration.pop(CPU_PRECISION_KEY, None)
+    else:
+        configuration[CPU_PRECISION_KEY] = precision
+
+
 @dataclass(frozen=True)
 class CascadeSize:
     """Network widths, patch budgets and batch sizes of the two stages (``default`` for GPUs, ``small`` for CPU)."""

@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accepted for nnU-Net-style command lines and ignored: each case is preprocessed in this "
                              "process (worker pools cost more than they save for one case at a time)")
     speed = parser.add_argument_group(
-        "speed against accuracy", "the defaults are the fast path; these options make prediction slower, for what "
-                                  "they say")
+        "speed against accuracy", "the defaults are the fast path; each option says what it trades")
     speed.add_argument("--disable-tta", action="store_true",
                        help="no test-time mirroring (faster; mirroring is left-right only and affects stage 1, "
                             "docs/benchmarks.md has the cost and the Dice either way)")
@@ -53,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--slice-batch", type=int, default=4,
                        help="sagittal slices per stage-2 network call (default 4, the fastest on 2 CPU cores; more "
                             "may suit a GPU; the masks do not change)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help="network compute on the CPU (default float32; bfloat16 needs a CPU with native "
-                             "bfloat16, AVX512-BF16 or AMX: about 1.6x faster there, masks within Dice 0.976-1.0 of "
-                             "float32's, docs/benchmarks.md; on CUDA nnU-Net's float16 autocast is used either way)")
+    speed.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                       help="network compute on the CPU: auto (default) runs each stage in the precision it was "
+                            "trained in (bfloat16 for a trainer with cpu_bfloat16, where the CPU has it natively: "
+                            "AVX512-BF16 or AMX), float32 otherwise; bfloat16 for a float32-trained model is about "
+                            "1.6x faster, masks within Dice 0.976-1.0 of float32's (docs/benchmarks.md); on CUDA "
+                            "nnU-Net's float16 autocast is used either way")
     parser.add_argument("--num-parts", type=int, default=1,
                         help="split the cohort over this many machines (nnU-Net's parts)")
     parser.add_argument("--part-id", type=int, default=0, help="which part this machine runs (0-based)")
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.measure:  # before any work, as spine-measure does
             check_measure_outputs(args.measure, args.qc_dir, args.input, append=args.num_parts > 1, overwrite=True)
-        cases = predict_cascade(args.input, args.output, model, run, on_case=_print_case)
+        cases = predict_cascade(args.input, args.output, model, run, on_case=_print_case, on_loaded=_print_precision)
     except (FileNotFoundError, OutputError, ValueError) as exc:
         print(f"spine-predict: error: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.measure and len(failed) < len(cases):
         status = max(status, _measure_predictions(args))
     return status
+
+
+def _print_precision(precisions: dict[str, str]) -> None:
+    """One line once the models are loaded: each stage's compute precision on the CPU."""
+    if precisions:
+        print("compute precision on the CPU: " + ", ".join(f"{s} {p}" for s, p in precisions.items()), flush=True)
 
 
 def _print_case(case) -> None:

@@ -42,7 +42,7 @@ class CascadePredictors:
 def load_cascade(coarse_folder, fine_folder, coarse_folds=None, fine_folds=None,
                  checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
                  tile_step_size: float = 0.5, full_window: bool = False,
-                 slice_batch: int = DEFAULT_SLICE_BATCH, precision: str = "float32") -> CascadePredictors:
+                 slice_batch: int = DEFAULT_SLICE_BATCH, precision: str = "auto") -> CascadePredictors:
     """Load both stages' trained models once (``precision``: :func:`~nnunet_ext.compat.load_predictor`)."""
     from .compat import load_predictor
 

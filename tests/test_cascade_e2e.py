@@ -158,6 +158,7 @@ NEIGHBOURS_TRAINER = '''from nnunet_ext.training.variants import nnUNetTrainerSp
 class nnUNetTrainerSpineFineSmokeNeighbours(nnUNetTrainerSpineFineSmoke):
     neighbour_slices = 1
     network_features = (6, 12, 24, 48, 72)  # not the plans' widths (8-96 in the small preset)
+    cpu_bfloat16 = True  # recorded where this CPU has it natively: spine-predict's default precision then
     previous_stage_trainer = "nnUNetTrainerSpineCoarseSmoke"
 '''
 
@@ -165,9 +166,12 @@ class nnUNetTrainerSpineFineSmokeNeighbours(nnUNetTrainerSpineFineSmoke):
 def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     """A stage-2 variant with ``neighbour_slices`` and its own ``network_features`` (a user's trainer module, found
     through nnUNet_extTrainer) trains through nnUNetv2_train with 3 image channels (nnU-Net's validation after
-    training fed them too) and those widths, records both in its model folder's plans.json, and spine-predict builds
-    that network and feeds it the slices: the fast path and the full sliding window give the same masks."""
+    training fed them too) and those widths, records both (and bfloat16 training, where the CPU has it) in its model
+    folder's plans.json, and spine-predict builds that network, feeds it the slices and computes in the precision
+    it was trained in: the fast path and the full sliding window give the same masks."""
     import torch
+
+    from nnunet_ext.networks.precision import cpu_bfloat16_supported
 
     (tmp_path / "user_trainers.py").write_text(NEIGHBOURS_TRAINER)
     env = pipeline.env
@@ -175,18 +179,22 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     try:
         pipeline.run("nnUNetv2_train", DATASET, "2d_cascade", "0", "-p", "nnUNetPlans_spine", "-tr",
                      "nnUNetTrainerSpineFineSmokeNeighbours", "-device", "cpu")
-        outputs = {}
+        outputs, printed = {}, {}
         for name, extra in (("fast", ()), ("full", ("--full-window",))):
             outputs[name] = pipeline.path(f"neighbours_{name}")
-            pipeline.run("spine-predict", "-i", str(pipeline.path("unseen_images")), "-o", str(outputs[name]), "-d",
-                         DATASET, "--coarse-trainer", "nnUNetTrainerSpineCoarseSmoke", "--fine-trainer",
-                         "nnUNetTrainerSpineFineSmokeNeighbours", "-f", "0", "--disable-tta", *POST_PROCESSING_OFF,
-                         *extra)
+            printed[name] = pipeline.run(
+                "spine-predict", "-i", str(pipeline.path("unseen_images")), "-o", str(outputs[name]), "-d", DATASET,
+                "--coarse-trainer", "nnUNetTrainerSpineCoarseSmoke", "--fine-trainer",
+                "nnUNetTrainerSpineFineSmokeNeighbours", "-f", "0", "--disable-tta", *POST_PROCESSING_OFF, *extra)
     finally:
         pipeline.env = env
     model = pipeline.path("results", NAME, "nnUNetTrainerSpineFineSmokeNeighbours__nnUNetPlans_spine__2d_cascade")
     plans = json.loads((model / "plans.json").read_text())
     assert plans["configurations"]["2d_cascade"]["spine_neighbour_slices"] == 1
+    bfloat16 = cpu_bfloat16_supported()
+    assert plans["configurations"]["2d_cascade"].get("spine_cpu_precision") == ("bfloat16" if bfloat16 else None)
+    precision = "compute precision on the CPU: stage 1 float32, stage 2 " + ("bfloat16" if bfloat16 else "float32")
+    assert all(precision in done.stdout for done in printed.values()), printed["fast"].stdout
     assert plans["configurations"]["2d_cascade"]["architecture"]["arch_kwargs"]["features_per_stage"] == [
         6, 12, 24, 48, 72]
     checkpoint = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
@@ -205,6 +213,12 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     trainer = nnUNetTrainerSpineFine(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
     assert "spine_neighbour_slices" not in plans["configurations"]["2d_cascade"]
     assert stacked_input_channels(10, trainer.configuration_manager) == 10
+    monkeypatch.setenv("nnUNet_preprocessed", pipeline.env["nnUNet_preprocessed"])  # initialize() reads the dataset
+    monkeypatch.setenv("nnUNet_compile", "f")
+    trainer = nnUNetTrainerSpineFine(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()  # nor is a float32 trainer's model recorded as trained in bfloat16
+    assert "spine_cpu_precision" not in plans["configurations"]["2d_cascade"]
+    assert trainer.network.cpu_autocast_dtype is None
 
     class WrongStages(nnUNetTrainerSpineFine):  # widths for another number of stages than the plans' network
         network_features = (8, 16, 32)

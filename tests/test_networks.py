@@ -273,11 +273,49 @@ def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
     dataset_json = {"labels": PROJECT_LABELS, "channel_names": {"0": "MRI"}, "numTraining": 1,
                     "file_ending": ".nii.gz"}
     write_initialised_model(tmp_path, plans, dataset_json, "2d", "nnUNetTrainerSpineFine", None)
-    assert load_predictor(tmp_path, [0]).network.cpu_autocast_dtype is None
+    predictor = load_predictor(tmp_path, [0])  # auto: trained in float32 (no record in plans.json)
+    assert predictor.network.cpu_autocast_dtype is None and predictor.cpu_precision == "float32"
     with pytest.raises(ValueError, match="precision 'float16'"):
         load_predictor(tmp_path, [0], precision="float16")
     if cpu_bfloat16_supported():
-        assert load_predictor(tmp_path, [0], precision="bfloat16").network.cpu_autocast_dtype == torch.bfloat16
+        predictor = load_predictor(tmp_path, [0], precision="bfloat16")
+        assert predictor.network.cpu_autocast_dtype == torch.bfloat16 and predictor.cpu_precision == "bfloat16"
     else:
         with pytest.raises(ValueError, match="native bfloat16"):
             load_predictor(tmp_path, [0], precision="bfloat16")
+
+
+def test_predictor_defaults_to_the_precision_a_model_was_trained_in(tmp_path):
+    """precision="auto" (the default): bfloat16 for a model folder whose plans.json records bfloat16 training on the
+    CPU, where the CPU has it natively (float32 elsewhere, without an error); float32 asked for is float32."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import load_predictor, write_initialised_model
+    from nnunet_ext.plans import record_cpu_precision
+
+    patch, spacing = (40, 36), (1.0, 1.0)
+    plans = _plans("2d", architecture_entry(FINE_CLASS, fine_arch_kwargs(patch, spacing, **TINY_FINE)), patch, spacing)
+    record_cpu_precision(plans["configurations"]["2d"], "bfloat16")
+    dataset_json = {"labels": PROJECT_LABELS, "channel_names": {"0": "MRI"}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    write_initialised_model(tmp_path, plans, dataset_json, "2d", "nnUNetTrainerSpineFine", None)
+    expected = "bfloat16" if cpu_bfloat16_supported() else "float32"
+    predictor = load_predictor(tmp_path, [0])
+    assert predictor.cpu_precision == expected
+    assert predictor.network.cpu_autocast_dtype == (torch.bfloat16 if expected == "bfloat16" else None)
+    predictor = load_predictor(tmp_path, [0], precision="float32")
+    assert predictor.cpu_precision == "float32" and predictor.network.cpu_autocast_dtype is None
+
+
+def test_plans_record_the_cpu_precision():
+    from nnunet_ext.plans import CPU_PRECISION_KEY, record_cpu_precision, trained_cpu_precision
+
+    configuration = {"patch_size": [8, 8]}
+    assert trained_cpu_precision(configuration) == "float32"
+    record_cpu_precision(configuration, "bfloat16")
+    assert configuration[CPU_PRECISION_KEY] == "bfloat16" and trained_cpu_precision(configuration) == "bfloat16"
+    record_cpu_precision(configuration, "float32")
+    assert CPU_PRECISION_KEY not in configuration
+    with pytest.raises(ValueError, match="float16"):
+        record_cpu_precision(configuration, "float16")
+    with pytest.raises(ValueError, match="float16"):
+        trained_cpu_precision({CPU_PRECISION_KEY: "float16"})

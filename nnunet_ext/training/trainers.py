@@ -34,7 +34,7 @@ from nnunet_ext.compat import (
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import set_cpu_autocast
-from nnunet_ext.plans import CascadeMetadata, record_neighbour_slices
+from nnunet_ext.plans import CascadeMetadata, record_cpu_precision, record_neighbour_slices
 from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 
@@ -140,6 +140,17 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
         except ValueError as error:
             raise RuntimeError(f"{type(self).__name__} ({configuration!r}): {error}") from error
 
+    def _record_cpu_precision(self) -> None:
+        """Switch on :attr:`cpu_bfloat16` where it applies and record the precision the network trains in on the CPU
+        (the model folder's plans.json: ``spine-predict``'s default precision for this model); always, so plans that
+        carry another record cannot pass it on."""
+        used = False
+        if self.cpu_bfloat16 and self.device.type == "cpu":
+            used = set_cpu_autocast(self.network, torch.bfloat16)
+            self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
+        for entry in self._configuration_entries(self.configuration_name):
+            record_cpu_precision(entry, "bfloat16" if used else "float32")
+
     def _configuration_entries(self, configuration: str) -> tuple[dict, dict]:
         """This configuration's dict in the plans (saved as the model folder's plans.json) and the resolved one of
         the configuration manager (which builds the network)."""
@@ -148,10 +159,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     def initialize(self) -> None:
         was_initialized = self.was_initialized
         super().initialize()
-        if self.cpu_bfloat16 and self.device.type == "cpu" and not was_initialized:
-            used = set_cpu_autocast(self.network, torch.bfloat16)
-            self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
-        if not was_initialized:  # from nnU-Net's count to the network's (build_network_architecture widened it)
+        if not was_initialized:
+            self._record_cpu_precision()
+            # from nnU-Net's count to the network's (build_network_architecture widened it)
             self.num_input_channels = stacked_input_channels(self.num_input_channels, self.configuration_manager)
             if self.neighbour_slices:  # training, per-epoch and final validation read the cases through it
                 self.dataset_class = NeighbourSlicesDatasetClass(self.dataset_class, self.neighbour_slices)
