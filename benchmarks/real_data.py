@@ -414,8 +414,11 @@ def predicted(folder: Path, cases: Sequence[str]) -> bool:
 
 def cascade_predict_command(bench: Benchmark, cascade: Cascade, images: Path, output: Path,
                             folds: Sequence[int]) -> list:
-    return ["spine-predict", "-i", images, "-o", output, "-d", cascade.dataset.id, "--variant", cascade.variant,
-            "-f", *folds, "--disable-tta", *bench.device_option]
+    """spine-predict with the trainers by name (``--variant`` takes only the bundled variants; a user's own, trained
+    here through nnU-Net's lookup, is predicted alike)."""
+    return ["spine-predict", "-i", images, "-o", output, "-d", cascade.dataset.id, "--coarse-trainer",
+            cascade.coarse_trainer, "--fine-trainer", cascade.fine_trainer, "-f", *folds, "--disable-tta",
+            *bench.device_option]
 
 
 def gather(sources: Sequence[Path], target: Path) -> None:

@@ -138,9 +138,10 @@ PRESETS = {
                          coarse_max_voxels=24 * 96 * 64, fine_max_size=320, coarse_batch=2, fine_batch=2),
     # the CPU recipe for real scans (docs/benchmarks.md, "CPU recipe"): stage 1 sees every training volume whole at
     # 6 mm (a 381 mm sagittal field of view included: counting the levels needs the sacrum and the thoracic end in
-    # one view; 4 mm costs 2-3x per iteration on 2 cores); stage 2 as "small", batch 4
+    # one view; 4 mm costs 2-3x per iteration on 2 cores); stage 2 16-128 wide (twice "small"'s 8-96, affordable in
+    # bfloat16: binary Dice 0.872 -> 0.886, heights closer; docs/benchmarks.md, "Tenth session"), batch 4
     "cpu": CascadeSize(coarse_features=(8, 16, 32, 48), coarse_blocks=(1, 1, 1, 1), aspp_channels=32,
-                       gcn_hidden=16, fine_features=(8, 16, 32, 64, 96), lowres_factor=6.0,
+                       gcn_hidden=16, fine_features=(16, 32, 64, 96, 128), lowres_factor=6.0,
                        coarse_max_voxels=16 * 64 * 64, fine_max_size=256, coarse_batch=2, fine_batch=4,
                        coarse_cover_percentile=100.0),
 }

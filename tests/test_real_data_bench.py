@@ -220,7 +220,8 @@ def test_cascade_with_test_data_runs_every_fold_and_the_test_ensemble(tmp_path):
     assert all("-tr nnUNetTrainerSpineCoarseCpu" in c for c in commands if " 3d_lowres " in c and "train" in c)
     predictions = [c for c in commands if c.startswith("spine-predict")]
     assert len(predictions) == 3
-    assert all("--variant Cpu" in c and "--disable-tta" in c and "-device cpu" in c for c in predictions)
+    assert all("--coarse-trainer nnUNetTrainerSpineCoarseCpu --fine-trainer nnUNetTrainerSpineFineCpu " in c
+               and "--disable-tta" in c and "-device cpu" in c for c in predictions)
     assert "-f 0 1 --disable-tta" in predictions[2] and "Dataset606_LumbarCPUTest/imagesTr" in predictions[2]
     cv = bench.predictions / "cascade_multiclass" / "cv"
     assert sorted(p.name for p in cv.iterdir()) == [f"LumbarCPU_{i:04d}.nii.gz" for i in range(1, 5)]
@@ -244,7 +245,8 @@ def test_all_models_add_the_binary_cascade_and_nnunet_default_on_one_fold(tmp_pa
     assert len(default) == 1  # after the cascade's trainings, with their wall time per fold as its budget
     assert set(bench.runner.envs[default[0]]) == {"SPINE_TIME_BUDGET_S"}
     assert all(not c.startswith("nnUNetv2_train") for c in commands[default[0] + 1:])
-    assert any("--variant BinaryCpu" in c for c in commands if c.startswith("spine-predict"))
+    predictions = [c for c in commands if c.startswith("spine-predict")]
+    assert any("--fine-trainer nnUNetTrainerSpineFineBinaryCpu " in c for c in predictions)
     assert any(c.startswith("nnUNetv2_predict") and "-f 1 --disable_tta" in c for c in commands)
     reports = sorted(p.name for p in bench.reports.iterdir())
     assert reports == ["cascade_binary_cv", "cascade_binary_fold1", "cascade_multiclass_cv",

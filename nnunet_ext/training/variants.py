@@ -3,8 +3,9 @@
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
-  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade in about 65 minutes on 2 cores (1600
-  + 2500 iterations per fold; stage 2 sees 2 neighbouring sagittal slices each side as extra channels);
+  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2300 iterations per fold,
+  both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels):
+  79 minutes on the 2-core VM of 2026-12-02's tenth session (target 75; "Tenth session");
   ``...BinaryCpu``: the same for M_SC.
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
@@ -66,18 +67,20 @@ class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
 
 
 class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
-    # 1600 iterations, about 12 min per fold on 2 cores; stage 2 follows stage 1's levels, and 960 counted fewer right
+    # 1600 iterations, about 13 min per fold on 2 cores; stage 2 follows stage 1's levels, and 960 counted fewer right
     # (docs/benchmarks.md, "Fourth session")
     epochs, iterations_per_epoch, val_iterations_per_epoch = 40, 40, 5
     optimizer_kind, learning_rate = "adam", 3e-3
+    cpu_bfloat16 = True  # 8 % less per iteration ("Sixth session"), given to the wider stage 2 ("Tenth session")
 
 
 class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 50, 50, 5  # 2500 iterations, about 19 min on 2 cores
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 46, 50, 5  # 2300 iterations, 26-27 min on 2 cores
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
     neighbour_slices = 2  # 2.5D: binary Dice and heights better on real scans, same cost ("Seventh session")
+    cpu_bfloat16 = True  # the preset's 16-128 stage 2 at about the cost of 8-96 in float32 ("Ninth session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
