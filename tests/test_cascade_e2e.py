@@ -213,10 +213,13 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     trainer = nnUNetTrainerSpineFine(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
     assert "spine_neighbour_slices" not in plans["configurations"]["2d_cascade"]
     assert stacked_input_channels(10, trainer.configuration_manager) == 10
+    # nor is a float32 trainer's model recorded as trained in bfloat16 when its plans say so (a model folder's)
     monkeypatch.setenv("nnUNet_preprocessed", pipeline.env["nnUNet_preprocessed"])  # initialize() reads the dataset
     monkeypatch.setenv("nnUNet_compile", "f")
+    plans["continue_training"] = False  # nnU-Net's trainer takes it out of the plans it is given
+    plans["configurations"]["2d_cascade"]["spine_cpu_precision"] = "bfloat16"
     trainer = nnUNetTrainerSpineFine(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
-    trainer.initialize()  # nor is a float32 trainer's model recorded as trained in bfloat16
+    trainer.initialize()
     assert "spine_cpu_precision" not in plans["configurations"]["2d_cascade"]
     assert trainer.network.cpu_autocast_dtype is None
 
