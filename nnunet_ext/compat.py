@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .neighbours import NeighbourSlicesView, stack_neighbours
-from .plans import neighbour_slices, trained_cpu_precision
+from .plans import CPU_PRECISIONS, neighbour_slices, trained_cpu_precision
 
 NNUNET_VERSION = "2.8.1"
 
@@ -203,7 +203,7 @@ def synchronize_intensity_channels(transforms) -> int:
     return changed
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", *CPU_PRECISIONS)
 """Compute precisions of :func:`load_predictor` on the CPU (``auto``: the one the model was trained in, where the
 CPU has it natively)."""
 
