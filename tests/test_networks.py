@@ -319,3 +319,14 @@ def test_plans_record_the_cpu_precision():
         record_cpu_precision(configuration, "float16")
     with pytest.raises(ValueError, match="float16"):
         trained_cpu_precision({CPU_PRECISION_KEY: "float16"})
+
+
+def test_spine_predict_offers_the_precisions_prediction_accepts():
+    """spine-predict's --precision choices are spelled in its parser (its --help imports no torch); they must be the
+    ones compat.load_predictor accepts, which derive from what a trainer records."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import PRECISIONS
+    from nnunet_ext.predict_cli import build_parser
+
+    action = next(a for a in build_parser()._actions if "--precision" in a.option_strings)
+    assert tuple(action.choices) == PRECISIONS and action.default == "auto"
