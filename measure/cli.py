@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a fraction of the body depth (default 0.10)")
     parser.add_argument("--max-obliquity", type=float, default=25.0, metavar="DEG", help="largest angle between the "
                         "slice axis and patient left-right that is measured as it is (default 25)")
+    parser.add_argument("--fov-margin", type=float, default=3.0, metavar="MM", help="a body this close to an in-plane "
+                        "image border is flagged qc_touches_fov_border and not Genant-graded, as it may continue "
+                        "outside the image (default 3; 0: only bodies on the border itself)")
     parser.add_argument("--resample-oblique", action="store_true", help="resample more oblique volumes onto a "
                         "patient-aligned grid instead of refusing them")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="parallel worker processes (default 1)")
@@ -87,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .outputs import OutputError, check_measure_outputs
     from .vertebra import MethodParameters
 
-    if args.jobs < 1 or not 0 < args.inset < 0.5:
-        print("spine-measure: --jobs must be >= 1 and --inset between 0 and 0.5", file=sys.stderr)
+    if args.jobs < 1 or not 0 < args.inset < 0.5 or not 0 <= args.fov_margin <= 50:
+        print("spine-measure: --jobs must be >= 1, --inset between 0 and 0.5 and --fov-margin between 0 and 50 mm",
+              file=sys.stderr)
         return EXIT_USAGE
     if args.labels and args.labels_per_case:
         print("spine-measure: use either --labels or --labels-per-case", file=sys.stderr)
@@ -121,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spine-measure: {exc}", file=sys.stderr)
         return EXIT_USAGE
     params = MethodParameters(inset_fraction=args.inset, slice_selection=args.slice_selection,
-                              max_obliquity_deg=args.max_obliquity, resample_oblique=args.resample_oblique)
+                              max_obliquity_deg=args.max_obliquity, resample_oblique=args.resample_oblique,
+                              fov_margin_mm=args.fov_margin)
     options = MeasureOptions(params=params, label_map=label_map, ignore_unmapped=args.ignore_unmapped,
                              labels_per_case=args.labels_per_case, subregions=args.subregions,
                              bodies_from_shape=args.bodies_from_shape, qc_dir=args.qc_dir, images=args.images)

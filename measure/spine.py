@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -131,8 +131,21 @@ def _add_grades(by_level: dict[str, SpineMeasurement]) -> None:
             if other != level and not is_sacral_level(other) and abs(level_rank(other) - level_rank(level)) <= 2
         ]
         row.genant = genant(h["anterior"], h["middle"], h["posterior"], neighbours)
+        refusal = _grade_refusal(row.vertebra)
+        if refusal and row.genant.grade is not None:
+            row.genant = replace(row.genant, grade=None, deformity_type=None, reason=refusal)
         if row.genant.reason and row.genant.grade is None:
             row.vertebra.note(f"Genant grade: {row.genant.reason}")
+
+
+def _grade_refusal(v: VertebraMeasurement) -> str | None:
+    """Why a vertebra's height ratios must not be read as a Genant grade, or None: a body that may continue outside
+    the image, or one whose heights are outside what a body can be (a fragment of a body, not a fracture)."""
+    if v.touches_fov_border:
+        return "not graded at the border of the field of view (the body may continue outside it)"
+    if v.implausible_height:
+        return "not graded: a height outside the plausible range (the mask is not a whole body)"
+    return None
 
 
 def _set_status(row: SpineMeasurement) -> None:
@@ -147,4 +160,4 @@ def _set_status(row: SpineMeasurement) -> None:
     if flagged or any(math.isnan(h) for h in heights):
         v.status = "warning"
     if v.touches_fov_border:
-        v.note("body touches the border of the field of view")
+        v.note("body touches the border of the field of view or comes within the margin of an in-plane border")

@@ -39,7 +39,8 @@ COLUMNS: dict[str, str] = {
     "height_reduction_crush": "1 - Hp / mean Hp of the adjacent non-sacral vertebrae (fraction)",
     "genant_grade": "Genant grade 0-3 (largest reduction: <20%, 20-25%, 25-40%, >40%); empty if not computable",
     "deformity_type": "none | wedge | biconcave | crush (the kind with the largest reduction)",
-    "qc_touches_fov_border": "the body touches the border of the field of view",
+    "qc_touches_fov_border": "the body touches the border of the field of view, or comes within fov_margin_mm of an "
+                             "in-plane border (no Genant grade then)",
     "qc_several_components": "the label has several large 3D parts (measured on the largest)",
     "qc_missing_neighbour": "an expected caudal neighbour level is absent from the mask",
     "qc_implausible_value": "a height, distance or rotation outside the plausible range",

@@ -52,6 +52,11 @@ class MethodParameters:
     plausible_height_mm: tuple[float, float] = (8.0, 60.0)
     plausible_distance_mm: tuple[float, float] = (0.0, 30.0)
     plausible_rotation_deg: float = 60.0
+    fov_margin_mm: float = 3.0
+    """A body that comes this close to an in-plane image border (anterior, posterior, superior, inferior; laterally
+    only on the border itself) counts as touching the field of view's border (``qc_touches_fov_border``) and gets no
+    Genant grade: near the border of a scan a segmentation often stops a few voxels short of a body that continues
+    outside it, and the part in view then reads as a wedge (docs/measurements.md, "Field of view")."""
     max_body_depth_mm: float = 65.0
     """A section deeper than this, or a largest part longer than this from front to back, is not a vertebral body
     (lumbar bodies are 25-50 mm deep, a whole vertebra with its arch and spinous process 70-100 mm): the vertebra is
@@ -86,6 +91,7 @@ class VertebraMeasurement:
     touches_fov_border: bool = False
     several_components: bool = False
     implausible_value: bool = False
+    implausible_height: bool = False  # a height outside the plausible range: the mask is not a whole body
     missing_neighbour: bool = False
 
     def note(self, message: str) -> None:
@@ -238,10 +244,12 @@ def _note_components(result: VertebraMeasurement, counts: list[int], params: Met
         result.note(f"{len(counts) - len(major)} stray island(s) ignored")
 
 
-def _touches_border(ranges: Sequence[tuple[int, int]], starts: Sequence[int], shape: Sequence[int]) -> bool:
-    """Whether the measured body (ignored islands do not count) reaches the edge of the whole volume."""
-    return any(start + first == 0 or start + last == size - 1
-               for (first, last), start, size in zip(ranges, starts, shape, strict=True))
+def _touches_border(ranges: Sequence[tuple[int, int]], starts: Sequence[int], shape: Sequence[int],
+                    margins: Sequence[int] = (0, 0, 0)) -> bool:
+    """Whether the measured body (ignored islands do not count) comes within ``margins`` voxels (per axis) of the
+    edge of the whole volume."""
+    return any(start + first <= margin or start + last >= size - 1 - margin
+               for (first, last), start, size, margin in zip(ranges, starts, shape, margins, strict=True))
 
 
 def _too_long_for_a_body(ranges: Sequence[tuple[int, int]], spacing_ap: float, level: str | None,
@@ -297,6 +305,7 @@ def _note_implausible(result: VertebraMeasurement, params: MethodParameters) -> 
     low, high = params.plausible_height_mm
     bad = [f"{n} {h:.1f} mm" for n, h in result.heights_mm.items() if math.isfinite(h) and not low <= h <= high]
     if bad:
+        result.implausible_height = True
         result.implausible_value = True
         result.note(f"implausible height ({', '.join(bad)}; expected {low:g}-{high:g} mm)")
     if abs(result.rotation_deg) > params.plausible_rotation_deg:
@@ -328,7 +337,8 @@ def measure_vertebra(
     shape = volume.shape
     starts = [s.start + o for s, o in zip(region.box, volume.offset, strict=True)]  # indices in the whole volume
     ranges = [(extent.start, extent.stop - 1) for extent in foreground_box(body)]  # first and last index per axis
-    result.touches_fov_border = _touches_border(ranges, starts, shape)
+    margins = [0, *(math.ceil(params.fov_margin_mm / float(s) - 1e-9) for s in volume.spacing[1:])]
+    result.touches_fov_border = _touches_border(ranges, starts, shape, margins)
 
     local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)
     result.canonical_slice = local_slice + starts[0]

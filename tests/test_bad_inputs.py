@@ -342,6 +342,66 @@ def test_vertebra_cut_by_the_superior_fov_border(tmp_path: Path, ph: Phantom, go
     assert written.loc[(written["case_id"] == "cut") & (written["level"] == "L1"), HEIGHTS].isna().all().all()
 
 
+@pytest.mark.parametrize("gap_mm, near", [(1, True), (3, True), (4, False), (8, False)])
+def test_whole_body_near_the_superior_fov_border_is_measured_but_not_graded(
+        tmp_path: Path, ph: Phantom, gap_mm: int, near: bool) -> None:
+    """A complete L1 whose top lies ``gap_mm`` below the image's superior border (1 mm voxels along it): within the
+    3-mm margin it keeps its heights but gets no Genant grade, beyond it nothing changes."""
+    top = int(np.nonzero((ph.mask == 3).any(axis=(1, 2)))[0].max())  # axis 0 runs inferior -> superior
+    path = write_array(tmp_path / "near.nii.gz", ph.mask[: top + 1 + gap_mm], ph.mask_image())
+    frame = measure(path)
+    rows = by_level(frame)
+    l1 = rows.loc["L1"]
+    assert bool(l1["qc_touches_fov_border"]) is near
+    assert_close_to_truth(frame, ph)  # the body is whole: its heights are right either way
+    if near:
+        assert pd.isna(l1["genant_grade"]) and l1["deformity_type"] == ""
+        assert "not graded at the border of the field of view" in l1["message"]
+        assert l1["status"] == "warning"
+    else:
+        assert l1["genant_grade"] == 0 and l1["status"] == "ok"
+    assert (rows.loc[["L2", "L3"], "status"] == "ok").all() and (rows.loc[["L2", "L3"], "genant_grade"] == 0).all()
+
+
+def test_fragment_of_a_body_gets_no_grade(tmp_path: Path, ph: Phantom) -> None:
+    """A label that holds only a 5-mm slab of L1 (a network's fragment): heights outside the plausible range, so no
+    Genant grade (a grade 0 or 3 of a fragment would be read as a finding)."""
+    array = ph.mask.copy()
+    rows_l1 = np.nonzero((array == 3).any(axis=(1, 2)))[0]
+    middle = int(rows_l1.mean())
+    keep = np.zeros_like(array, dtype=bool)
+    keep[middle - 2: middle + 3] = True
+    array[(array == 3) & ~keep] = 0
+    rows = by_level(measure(write_array(tmp_path / "fragment.nii.gz", array, ph.mask_image())))
+    l1 = rows.loc["L1"]
+    assert "implausible height" in l1["message"] and l1["status"] == "warning"
+    assert pd.isna(l1["genant_grade"]) and "not graded: a height outside the plausible range" in l1["message"]
+    assert (rows.loc[["L2", "L3"], "genant_grade"] == 0).all()
+
+
+def test_fov_margin_zero_grades_a_body_near_the_border(tmp_path: Path, ph: Phantom) -> None:
+    top = int(np.nonzero((ph.mask == 3).any(axis=(1, 2)))[0].max())
+    path = write_array(tmp_path / "near.nii.gz", ph.mask[: top + 2], ph.mask_image())
+    l1 = by_level(measure(path, MeasureOptions(params=MethodParameters(fov_margin_mm=0.0)))).loc["L1"]
+    assert not l1["qc_touches_fov_border"] and l1["genant_grade"] == 0
+    assert main([str(path), "-o", str(tmp_path / "m.csv"), "--fov-margin", "-1", "--no-progress"]) == 2
+
+
+def test_body_segmented_short_of_the_fov_border_gets_no_false_grade(tmp_path: Path, ph: Phantom) -> None:
+    """The failure seen on a real scan: a body cut by the image top whose mask stops two voxels short of the border
+    (its upper part missed), so the part in view is measured as a whole, smaller body. Its heights are what the mask
+    says; a Genant grade of that part would be a false fracture grade."""
+    rows_l1 = np.nonzero((ph.mask == 3).any(axis=(1, 2)))[0]
+    cut = int(rows_l1.min() + 0.6 * (rows_l1.max() - rows_l1.min()))
+    array = ph.mask[:cut].copy()
+    array[-2:] = 0
+    rows = by_level(measure(write_array(tmp_path / "short.nii.gz", array, ph.mask_image())))
+    l1 = rows.loc["L1"]
+    assert l1["qc_touches_fov_border"] and pd.isna(l1["genant_grade"])
+    assert l1[HEIGHTS].notna().all() and (l1[HEIGHTS] < ph.truth.set_index("level").loc["L1", HEIGHTS]).all()
+    assert "not graded at the border of the field of view" in l1["message"]
+
+
 def test_single_vertebra_is_measured_without_distances(tmp_path: Path, good: Path) -> None:
     single = make(["L3"])
     path = tmp_path / "single.nii.gz"
