@@ -5,7 +5,7 @@ Two steps, run in this order by :func:`tidy_levels`:
 - A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
   as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are removed, most
   contradicted first, until every remaining part agrees with the order of the others' main parts.
-- A chain of bodies that names one level twice is counted again from the sacrum upward
+- A chain of bodies that names one level twice, or skips one above S1, is counted again from the sacrum upward
   (:func:`count_levels_from_sacrum`).
 """
 
@@ -164,6 +164,21 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     return sorted(bodies, key=lambda body: -body.superior_mm)
 
 
+FIRST_SACRAL = "S1"
+"""The level a chain is counted from when it skips a level (a radiologist's landmark on a sagittal lumbar scan)."""
+
+GAP_FACTOR = 1.5
+"""A chain counts as evenly spaced when no gap between neighbouring bodies exceeds this many times their median gap
+(a gap of about two body pitches means a body was missed, and counting up from the sacrum would name the bodies
+above it one level too low)."""
+
+
+def _evenly_spaced(superior_mm: Sequence[float]) -> bool:
+    """Whether bodies at these positions (along superior, any order) follow each other without a missed body."""
+    gaps = np.abs(np.diff(sorted(superior_mm)))
+    return len(gaps) > 0 and float(gaps.max()) <= GAP_FACTOR * float(np.median(gaps))
+
+
 def _cranial_levels(anchor: str, count: int) -> list[str]:
     """``anchor`` and the ``count - 1`` regular levels cranial to it, caudal first (transitional variants such as
     L6 and T13 skipped)."""
@@ -175,12 +190,15 @@ def _cranial_levels(anchor: str, count: int) -> list[str]:
 def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                              direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
     """Relabel the bodies of a multiclass mask by counting up from the sacrum when the predicted chain names one
-    level twice (two separate bodies both "L5"): the usual failure of a network that places levels by position in a
-    field of view unlike its training scans. The sacrum is the run of bodies predicted sacral (S1, S2) at the caudal
-    end (it may come in several pieces, which keep their levels); its most cranial body keeps its level and each body
-    cranial to it gets the next level up, as a radiologist counts on a sagittal lumbar scan; a body counted beyond
-    the levels the mask can hold becomes background. Chains without a repeated level above the sacrum, or without a
-    sacral body at the caudal end, are left alone. Returns the mask and one note when it relabelled."""
+    level twice (two separate bodies both "L5") or, above an S1, skips one (an "L4" directly above S1; "L1" then
+    "L3"): the usual failures of a network that places levels by position in a field of view unlike its training
+    scans. The sacrum is the run of bodies predicted sacral (S1, S2) at the caudal end (it may come in several
+    pieces, which keep their levels); its most cranial body keeps its level and each body cranial to it gets the next
+    level up, as a radiologist counts on a sagittal lumbar scan; a body counted beyond the levels the mask can hold
+    becomes background. A skipped level is counted again only when the bodies follow each other evenly (no gap over
+    :data:`GAP_FACTOR` times the median: a missed body would make the count one too low) and none is a transitional
+    variant (L6, T13). Chains named in order, or without a sacral body at the caudal end, are left alone. Returns the
+    mask and one note when it relabelled."""
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []
@@ -192,10 +210,16 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     while sacrum > 0 and is_sacral_level(predicted[sacrum - 1]):
         sacrum -= 1
     above = predicted[:sacrum]
-    if sacrum == len(predicted) or len(set(above)) == len(above):
+    if sacrum == len(predicted) or sacrum == 0:
         return labels_kji, []
     anchor = predicted[sacrum]  # the most cranial sacral body keeps its level; the sacral pieces below stay
-    counted = _cranial_levels(anchor, sacrum + 1)[::-1][:-1] + predicted[sacrum:]
+    expected = _cranial_levels(anchor, sacrum + 1)[::-1][:-1]
+    repeated = len(set(above)) < len(above)
+    skipped = (anchor == FIRST_SACRAL and above != expected and not any(map(is_optional_level, above))
+               and _evenly_spaced([body.superior_mm for body in bodies[:sacrum + 1]]))
+    if not (repeated or skipped):
+        return labels_kji, []
+    counted = expected + predicted[sacrum:]
     value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
     relabelled = labels_kji.copy()
     for body, level in zip(bodies[:sacrum], counted[:sacrum], strict=True):

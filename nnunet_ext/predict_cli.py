@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "e.g. a 'T12' below L5; each removal is reported)")
     parser.add_argument("--keep-predicted-levels", action="store_true",
                         help="keep the network's level names even when two bodies above the sacrum get the same "
-                             "one (by default such a chain is counted again up from the sacrum, when its caudal end "
-                             "is predicted sacral; each relabelling is reported)")
+                             "one, or the chain above S1 skips one (by default such a chain is counted again up from "
+                             "the sacrum, when its caudal end is predicted sacral and no body is missing from it; "
+                             "each relabelling is reported)")
     _add_nnunet_spellings(parser)
     return add_version_option(parser)
 

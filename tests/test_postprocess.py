@@ -1,5 +1,5 @@
-"""Parts out of cranio-caudal order are removed from predicted masks; chains naming a level twice are counted again
-up from the sacrum; ordered masks are left as they are."""
+"""Parts out of cranio-caudal order are removed from predicted masks; chains naming a level twice, or skipping one
+above S1, are counted again up from the sacrum; ordered masks are left as they are."""
 
 from __future__ import annotations
 
@@ -95,6 +95,30 @@ def test_a_chain_without_a_repeated_level_or_without_a_sacral_end_is_left_alone(
         labels = stack(order)
         counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
         assert notes == [] and counted is labels, order
+
+
+@pytest.mark.parametrize("order, expected, predicted", [
+    ([8, 6, 5, 4, 3], [8, 7, 6, 5, 4], "L1 L2 L3 L4 S1"),  # "L4" directly above S1: the chain one level too high
+    ([8, 7, 6, 4, 3], [8, 7, 6, 5, 4], "L1 L2 L4 L5 S1"),  # L3 skipped in the middle: the bodies above it too high
+])
+def test_a_level_skipped_above_s1_is_counted_again_up_from_the_sacrum(order, expected, predicted):
+    counted, notes = count_levels_from_sacrum(stack(order), CHAIN, SPACING)
+    assert body_values(counted) == expected
+    assert notes == [f"levels counted up from S1: the bodies predicted {predicted} (cranial first) are "
+                     "L2 L3 L4 L5 S1"]
+
+
+def test_a_skip_across_a_missed_body_or_above_s2_is_left_alone():
+    """A gap of two body pitches means a body is missing from the chain (its neighbours' names may be right, and
+    counting up would name every body above the gap one level too low); a chain ending in S2 has no S1 to count
+    from (only a repeated level is counted from S2)."""
+    labels = stack([8, 6, 0, 5, 4])  # S1, L4, an unsegmented body, L3, L2: the names are right
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert notes == [] and counted is labels
+    with_s2 = {**CHAIN, 9: "S2"}
+    labels = stack([9, 7, 6, 5])  # S2, L5, L4, L3: S1 not predicted
+    counted, notes = count_levels_from_sacrum(labels, with_s2, SPACING)
+    assert notes == [] and counted is labels
 
 
 def test_a_sacrum_in_two_pieces_is_the_sacrum_not_a_repeated_level():
