@@ -43,18 +43,20 @@ def _reference_as_previous(preprocessed: Path, out: Path) -> Path:
     return out
 
 
-class _Timed:
-    """A transform that adds its wall time to ``totals[name]``."""
+def _timer(totals: dict[str, float]):
+    """A wrapper for :func:`nnunet_ext.compat.instrument_batch_pipeline` that adds each call's wall time to
+    ``totals[name]``."""
 
-    def __init__(self, transform, totals: dict) -> None:
-        self.transform, self.totals = transform, totals
-        self.name = type(getattr(transform, "transform", transform)).__name__  # what a RandomTransform wraps
+    def wrap(name: str, call):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = call(*args, **kwargs)
+            totals[name] += time.perf_counter() - start
+            return out
 
-    def __call__(self, **data_dict):
-        start = time.perf_counter()
-        out = self.transform(**data_dict)
-        self.totals[self.name] += time.perf_counter() - start
-        return out
+        return timed
+
+    return wrap
 
 
 def bench(dataset: str, configuration: str, trainer_name: str, plans: str, previous: str | None, iterations: int,
@@ -62,10 +64,11 @@ def bench(dataset: str, configuration: str, trainer_name: str, plans: str, previ
     """Seconds per batch for the pipeline (per transform) and per training step (per phase)."""
     os.environ["nnUNet_n_proc_DA"] = "0"  # the pipeline runs in this process, timed transform by transform
     import torch
-    from nnunetv2.run.run_training import get_trainer_from_args
     from threadpoolctl import threadpool_limits
 
-    trainer = get_trainer_from_args(dataset, configuration, fold, trainer_name, plans, device=torch.device("cpu"))
+    from nnunet_ext.compat import instrument_batch_pipeline, trainer_from_args, training_batches
+
+    trainer = trainer_from_args(dataset, configuration, fold, trainer_name, plans, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as scratch:
         if trainer.is_cascaded:
             if previous == "reference":
@@ -77,19 +80,9 @@ def bench(dataset: str, configuration: str, trainer_name: str, plans: str, previ
         if trainer.is_cascaded and previous:
             trainer.folder_with_segs_from_previous_stage = previous
         torch.set_num_threads(threads)
-        loader, _ = trainer.get_dataloaders()
-        pipeline = loader.data_loader
+        loader, pipeline = training_batches(trainer)
         totals: dict[str, float] = collections.defaultdict(float)
-        pipeline.transforms.transforms = [_Timed(t, totals) for t in pipeline.transforms.transforms]
-        load_case = pipeline._data.load_case
-
-        def timed_load(key):
-            start = time.perf_counter()
-            out = load_case(key)
-            totals["load_case"] += time.perf_counter() - start
-            return out
-
-        pipeline._data.load_case = timed_load
+        instrument_batch_pipeline(pipeline, _timer(totals))
         with threadpool_limits(1):  # as nnU-Net's data loader runs
             next(loader)
             totals.clear()

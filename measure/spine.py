@@ -141,7 +141,7 @@ def _add_grades(by_level: dict[str, SpineMeasurement]) -> None:
 def _grade_refusal(v: VertebraMeasurement) -> str | None:
     """Why a vertebra's height ratios must not be read as a Genant grade, or None: a body that may continue outside
     the image, or one whose heights are outside what a body can be (a fragment of a body, not a fracture)."""
-    if v.touches_fov_border:
+    if v.at_inplane_border:
         return "not graded at the border of the field of view (the body may continue outside it)"
     if v.implausible_height:
         return "not graded: a height outside the plausible range (the mask is not a whole body)"

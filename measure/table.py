@@ -40,7 +40,7 @@ COLUMNS: dict[str, str] = {
     "genant_grade": "Genant grade 0-3 (largest reduction: <20%, 20-25%, 25-40%, >40%); empty if not computable",
     "deformity_type": "none | wedge | biconcave | crush (the kind with the largest reduction)",
     "qc_touches_fov_border": "the body touches the border of the field of view, or comes within fov_margin_mm of an "
-                             "in-plane border (no Genant grade then)",
+                             "in-plane border (no Genant grade then; on the lateral slab edge it keeps its grade)",
     "qc_several_components": "the label has several large 3D parts (measured on the largest)",
     "qc_missing_neighbour": "an expected caudal neighbour level is absent from the mask",
     "qc_implausible_value": "a height, distance or rotation outside the plausible range",

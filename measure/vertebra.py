@@ -54,9 +54,10 @@ class MethodParameters:
     plausible_rotation_deg: float = 60.0
     fov_margin_mm: float = 3.0
     """A body that comes this close to an in-plane image border (anterior, posterior, superior, inferior; laterally
-    only on the border itself) counts as touching the field of view's border (``qc_touches_fov_border``) and gets no
-    Genant grade: near the border of a scan a segmentation often stops a few voxels short of a body that continues
-    outside it, and the part in view then reads as a wedge (docs/measurements.md, "Field of view")."""
+    only on the border itself) counts as touching the field of view's border (``qc_touches_fov_border``); near an
+    in-plane border it gets no Genant grade: there a segmentation often stops a few voxels short of a body that
+    continues outside the image, and the part in view then reads as a wedge (docs/measurements.md, "Field of view").
+    A body on the lateral slab edge keeps its grade (its measured sagittal section is whole)."""
     max_body_depth_mm: float = 65.0
     """A section deeper than this, or a largest part longer than this from front to back, is not a vertebral body
     (lumbar bodies are 25-50 mm deep, a whole vertebra with its arch and spinous process 70-100 mm): the vertebra is
@@ -92,6 +93,7 @@ class VertebraMeasurement:
     several_components: bool = False
     implausible_value: bool = False
     implausible_height: bool = False  # a height outside the plausible range: the mask is not a whole body
+    at_inplane_border: bool = False  # on or within fov_margin_mm of an in-plane border: the body may continue there
     missing_neighbour: bool = False
 
     def note(self, message: str) -> None:
@@ -339,6 +341,7 @@ def measure_vertebra(
     ranges = [(extent.start, extent.stop - 1) for extent in foreground_box(body)]  # first and last index per axis
     margins = [0, *(math.ceil(params.fov_margin_mm / float(s) - 1e-9) for s in volume.spacing[1:])]
     result.touches_fov_border = _touches_border(ranges, starts, shape, margins)
+    result.at_inplane_border = _touches_border(ranges[1:], starts[1:], shape[1:], margins[1:])
 
     local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)
     result.canonical_slice = local_slice + starts[0]

@@ -488,3 +488,26 @@ def stretch_poly_schedule(scheduler, epochs: int) -> None:
     (its ``max_steps``; ``step(epoch)`` recomputes the rate from it every epoch)."""
     scheduler.max_steps = epochs
 
+
+
+def trainer_from_args(dataset: str, configuration: str, fold: int, trainer_name: str, plans: str, device):
+    """The trainer ``nnUNetv2_train DATASET CONFIGURATION FOLD -tr TRAINER -p PLANS`` builds (not yet initialised)."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    return get_trainer_from_args(dataset, configuration, fold, trainer_name, plans, device=device)
+
+
+def training_batches(trainer):
+    """An initialised trainer's training augmenter (``next()`` gives a batch) and the data loader behind it, built as
+    nnU-Net's training builds them (in this process when ``nnUNet_n_proc_DA=0``)."""
+    augmenter, _ = trainer.get_dataloaders()
+    return augmenter, augmenter.data_loader
+
+
+def instrument_batch_pipeline(loader, wrap) -> None:
+    """Replace each transform of a data loader's pipeline and its case loading by ``wrap(name, callable)`` (the name:
+    the transform's class, or the class a ``RandomTransform`` wraps; ``load_case`` for loading), e.g. to time them."""
+    transforms = loader.transforms.transforms
+    for n, transform in enumerate(transforms):
+        transforms[n] = wrap(type(getattr(transform, "transform", transform)).__name__, transform)
+    loader._data.load_case = wrap("load_case", loader._data.load_case)

@@ -379,6 +379,18 @@ def test_fragment_of_a_body_gets_no_grade(tmp_path: Path, ph: Phantom) -> None:
     assert (rows.loc[["L2", "L3"], "genant_grade"] == 0).all()
 
 
+def test_bodies_on_the_lateral_slab_edge_keep_their_grade(tmp_path: Path) -> None:
+    """A slab narrower than the 40-mm bodies: every body touches the lateral border (flagged), but its measured
+    sagittal section is whole, so it is graded."""
+    spine = typical_spine(LEVELS)
+    narrow = make_phantom("c", spine, GridSpec(fov_for(spine, lateral_mm=30.0), SPACING, "LPS"), with_image=False)
+    path = tmp_path / "narrow.nii.gz"
+    sitk.WriteImage(narrow.mask_image(), str(path))
+    rows = by_level(measure(path))
+    assert rows["qc_touches_fov_border"].all()
+    assert (rows["genant_grade"] == 0).all()
+
+
 def test_fov_margin_zero_grades_a_body_near_the_border(tmp_path: Path, ph: Phantom) -> None:
     top = int(np.nonzero((ph.mask == 3).any(axis=(1, 2)))[0].max())
     path = write_array(tmp_path / "near.nii.gz", ph.mask[: top + 2], ph.mask_image())

@@ -198,3 +198,26 @@ def test_set_features_per_stage_writes_where_nnunet_builds_the_network_from():
         with pytest.raises(ValueError, match="must give a positive width for each of the network's stages"):
             compat.set_features_per_stage([manager.configuration], manager, widths)
     assert manager.network_arch_init_kwargs["features_per_stage"] == [16, 32, 48]
+
+
+def test_training_batch_pipeline_names():
+    """What benchmarks/bench_training_step.py reaches through compat: get_trainer_from_args, the augmenter's
+    data_loader, the loader's transforms (a ComposeTransforms list whose RandomTransforms hold .transform) and its
+    dataset's load_case."""
+    pytest.importorskip("nnunetv2")
+    from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+    from nnunetv2.run.run_training import get_trainer_from_args
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset
+
+    parameters = list(inspect.signature(get_trainer_from_args).parameters)
+    assert parameters[:5] == ["dataset_name_or_id", "configuration", "fold", "trainer_name", "plans_identifier"]
+    assert "device" in parameters
+    assert "self.data_loader = data_loader" in inspect.getsource(SingleThreadedAugmenter.__init__)
+    assert "self.transforms = transforms" in inspect.getsource(nnUNetDataLoader.__init__)
+    assert "self.transforms = transforms" in inspect.getsource(ComposeTransforms.__init__)
+    assert "self.transform = transform" in inspect.getsource(RandomTransform.__init__)
+    assert "self._data.load_case(" in inspect.getsource(nnUNetDataLoader.generate_train_batch)
+    assert hasattr(nnUNetBaseDataset, "load_case")
