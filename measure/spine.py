@@ -129,6 +129,7 @@ def _add_grades(by_level: dict[str, SpineMeasurement]) -> None:
             by_level[other].vertebra.heights_mm["posterior"]
             for other in levels[max(0, i - 1) : i + 2]
             if other != level and not is_sacral_level(other) and abs(level_rank(other) - level_rank(level)) <= 2
+            and _grade_refusal(by_level[other].vertebra) is None  # a fragment's height is no reference for crush
         ]
         row.genant = genant(h["anterior"], h["middle"], h["posterior"], neighbours)
         refusal = _grade_refusal(row.vertebra)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .neighbours import NeighbourSlicesView, stack_neighbours
 from .plans import CPU_PRECISIONS, neighbour_slices, trained_cpu_precision
@@ -489,15 +489,14 @@ def stretch_poly_schedule(scheduler, epochs: int) -> None:
     scheduler.max_steps = epochs
 
 
-
-def trainer_from_args(dataset: str, configuration: str, fold: int, trainer_name: str, plans: str, device):
+def trainer_from_args(dataset: str, configuration: str, fold: int, trainer_name: str, plans: str, device) -> Any:
     """The trainer ``nnUNetv2_train DATASET CONFIGURATION FOLD -tr TRAINER -p PLANS`` builds (not yet initialised)."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
     return get_trainer_from_args(dataset, configuration, fold, trainer_name, plans, device=device)
 
 
-def training_batches(trainer):
+def training_batches(trainer) -> tuple[Any, Any]:
     """An initialised trainer's training augmenter (``next()`` gives a batch) and the data loader behind it, built as
     nnU-Net's training builds them (in this process when ``nnUNet_n_proc_DA=0``)."""
     augmenter, _ = trainer.get_dataloaders()

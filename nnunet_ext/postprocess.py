@@ -174,9 +174,10 @@ above it one level too low)."""
 
 
 def _evenly_spaced(superior_mm: Sequence[float]) -> bool:
-    """Whether bodies at these positions (along superior, any order) follow each other without a missed body."""
-    gaps = np.abs(np.diff(sorted(superior_mm)))
-    return len(gaps) > 0 and float(gaps.max()) <= GAP_FACTOR * float(np.median(gaps))
+    """Whether bodies at these positions (along superior, any order; at least four) follow each other without a
+    missed body."""
+    gaps = np.abs(np.diff(sorted(superior_mm)))  # with fewer than three gaps a missed body cannot be told apart
+    return len(gaps) >= 3 and float(gaps.max()) <= GAP_FACTOR * float(np.median(gaps))
 
 
 def _cranial_levels(anchor: str, count: int) -> list[str]:
@@ -195,10 +196,10 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     scans. The sacrum is the run of bodies predicted sacral (S1, S2) at the caudal end (it may come in several
     pieces, which keep their levels); its most cranial body keeps its level and each body cranial to it gets the next
     level up, as a radiologist counts on a sagittal lumbar scan; a body counted beyond the levels the mask can hold
-    becomes background. A skipped level is counted again only when the bodies follow each other evenly (no gap over
-    :data:`GAP_FACTOR` times the median: a missed body would make the count one too low) and none is a transitional
-    variant (L6, T13). Chains named in order, or without a sacral body at the caudal end, are left alone. Returns the
-    mask and one note when it relabelled."""
+    becomes background. A skipped level is counted again only when at least three bodies lie above S1, they follow
+    each other evenly (no gap over :data:`GAP_FACTOR` times the median: a missed body would make the count one too
+    low) and none is a transitional variant (L6, T13). Chains named in order, or without a sacral body at the caudal
+    end, are left alone. Returns the mask and one note when it relabelled."""
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []

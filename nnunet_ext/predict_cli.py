@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-predicted-levels", action="store_true",
                         help="keep the network's level names even when two bodies above the sacrum get the same "
                              "one, or the chain above S1 skips one (by default such a chain is counted again up from "
-                             "the sacrum, when its caudal end is predicted sacral and no body is missing from it; "
-                             "each relabelling is reported)")
+                             "the sacrum when its caudal end is predicted sacral; a skip only when at least three "
+                             "evenly spaced bodies, none L6 or T13, lie above S1; each relabelling is reported)")
     _add_nnunet_spellings(parser)
     return add_version_option(parser)
 

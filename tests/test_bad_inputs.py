@@ -377,6 +377,7 @@ def test_fragment_of_a_body_gets_no_grade(tmp_path: Path, ph: Phantom) -> None:
     assert "implausible height" in l1["message"] and l1["status"] == "warning"
     assert pd.isna(l1["genant_grade"]) and "not graded: a height outside the plausible range" in l1["message"]
     assert (rows.loc[["L2", "L3"], "genant_grade"] == 0).all()
+    assert pd.isna(rows.loc["L2", "height_reduction_crush"])  # the fragment is no neighbour to compare L2's height with
 
 
 def test_bodies_on_the_lateral_slab_edge_keep_their_grade(tmp_path: Path) -> None:

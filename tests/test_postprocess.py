@@ -112,8 +112,13 @@ def test_a_skip_across_a_missed_body_or_above_s2_is_left_alone():
     """A gap of two body pitches means a body is missing from the chain (its neighbours' names may be right, and
     counting up would name every body above the gap one level too low); a chain ending in S2 has no S1 to count
     from (only a repeated level is counted from S2)."""
-    labels = stack([8, 6, 0, 5, 4])  # S1, L4, an unsegmented body, L3, L2: the names are right
-    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    for order in ([8, 6, 0, 5, 4], [8, 0, 6, 5], [8, 0, 6]):  # an unsegmented body in the chain: the names are right
+        labels = stack(order)
+        counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+        assert notes == [] and counted is labels, order
+    transitional = {**CHAIN, 9: "L6"}
+    labels = stack([8, 9, 6, 5, 4])  # S1, L6, L4, L3, L2: a transitional vertebra named, not counted over
+    counted, notes = count_levels_from_sacrum(labels, transitional, SPACING)
     assert notes == [] and counted is labels
     with_s2 = {**CHAIN, 9: "S2"}
     labels = stack([9, 7, 6, 5])  # S2, L5, L4, L3: S1 not predicted
