@@ -247,9 +247,10 @@ def _note_components(result: VertebraMeasurement, counts: list[int], params: Met
 
 
 def _touches_border(ranges: Sequence[tuple[int, int]], starts: Sequence[int], shape: Sequence[int],
-                    margins: Sequence[int] = (0, 0, 0)) -> bool:
-    """Whether the measured body (ignored islands do not count) comes within ``margins`` voxels (per axis) of the
-    edge of the whole volume."""
+                    margins: Sequence[int] | None = None) -> bool:
+    """Whether the measured body (ignored islands do not count) comes within ``margins`` voxels (per axis; None: 0)
+    of the edge of the whole volume along the axes given."""
+    margins = [0] * len(ranges) if margins is None else margins
     return any(start + first <= margin or start + last >= size - 1 - margin
                for (first, last), start, size, margin in zip(ranges, starts, shape, margins, strict=True))
 
@@ -339,9 +340,9 @@ def measure_vertebra(
     shape = volume.shape
     starts = [s.start + o for s, o in zip(region.box, volume.offset, strict=True)]  # indices in the whole volume
     ranges = [(extent.start, extent.stop - 1) for extent in foreground_box(body)]  # first and last index per axis
-    margins = [0, *(math.ceil(params.fov_margin_mm / float(s) - 1e-9) for s in volume.spacing[1:])]
-    result.touches_fov_border = _touches_border(ranges, starts, shape, margins)
-    result.at_inplane_border = _touches_border(ranges[1:], starts[1:], shape[1:], margins[1:])
+    in_plane = [math.ceil(params.fov_margin_mm / float(s) - 1e-9) for s in volume.spacing[1:]]  # voxels
+    result.at_inplane_border = _touches_border(ranges[1:], starts[1:], shape[1:], in_plane)
+    result.touches_fov_border = result.at_inplane_border or _touches_border(ranges[:1], starts[:1], shape[:1])
 
     local_slice = choose_slice(body, params.slice_selection, params.slice_area_tolerance)
     result.canonical_slice = local_slice + starts[0]
