@@ -124,7 +124,8 @@ SPLIT_MM = 15.0
 more than this apart along superior-inferior (about half a lumbar body height)."""
 
 MIN_BODY_FRACTION = 0.2
-"""Connected parts smaller than this fraction of the largest one (islands, slivers) do not count as bodies."""
+"""Bodies smaller than this fraction of the largest one (islands, slivers) do not count; a level's pieces at one
+height are joined first (:func:`_fragments_joined`)."""
 
 
 @dataclass
@@ -138,8 +139,8 @@ class _Body:
 def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz, direction,
             offset_kji: Sequence[int]) -> list[_Body]:
     """The vertebral bodies of a labelled sub-array (cranial first): connected parts of the labelled voxels, a part
-    split by level where its levels lie more than :data:`SPLIT_MM` apart, parts below :data:`MIN_BODY_FRACTION`
-    of the largest left out."""
+    split by level where its levels lie more than :data:`SPLIT_MM` apart, separate parts of one level at one height
+    joined, bodies below :data:`MIN_BODY_FRACTION` of the largest left out."""
     values = [v for v, level in level_of_value.items() if is_known_level(level)]
     labelled = np.isin(labels_kji, values)
     component, count = ndimage.label(labelled)
@@ -159,9 +160,26 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
             centre = np.add(ndimage.center_of_mass(mask), offset_kji)
             bodies.append(_Body(mask, int(mask.sum()), _superior_mm(centre, spacing_xyz, direction),
                                 level_of_value[int(np.argmax(votes))]))
+    bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
     bodies = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
     return sorted(bodies, key=lambda body: -body.superior_mm)
+
+
+def _fragments_joined(bodies: list[_Body]) -> list[_Body]:
+    """Separate parts of one level whose centres lie within :data:`SPLIT_MM` of each other along superior-inferior
+    as one body: a body predicted in pieces (a sacrum no training case annotated, left and right halves of a body
+    cut by a thin gap) is one body, and only together its pieces are large enough to count."""
+    joined: list[_Body] = []
+    for body in sorted(bodies, key=lambda body: (body.level, -body.superior_mm)):
+        last = joined[-1] if joined else None
+        if last is None or last.level != body.level or abs(last.superior_mm - body.superior_mm) > SPLIT_MM:
+            joined.append(body)
+            continue
+        voxels = last.voxels + body.voxels
+        superior = (last.superior_mm * last.voxels + body.superior_mm * body.voxels) / voxels
+        joined[-1] = _Body(last.mask | body.mask, voxels, superior, last.level)
+    return joined
 
 
 FIRST_SACRAL = "S1"
@@ -190,16 +208,17 @@ def _cranial_levels(anchor: str, count: int) -> list[str]:
 
 def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                              direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
-    """Relabel the bodies of a multiclass mask by counting up from the sacrum when the predicted chain names one
-    level twice (two separate bodies both "L5") or, above an S1, skips one (an "L4" directly above S1; "L1" then
-    "L3"): the usual failures of a network that places levels by position in a field of view unlike its training
-    scans. The sacrum is the run of bodies predicted sacral (S1, S2) at the caudal end (it may come in several
-    pieces, which keep their levels); its most cranial body keeps its level and each body cranial to it gets the next
-    level up, as a radiologist counts on a sagittal lumbar scan; a body counted beyond the levels the mask can hold
-    becomes background. A skipped level is counted again only when at least three bodies lie above S1, they follow
-    each other evenly (no gap over :data:`GAP_FACTOR` times the median: a missed body would make the count one too
-    low) and none is a transitional variant (L6, T13). Chains named in order, or without a sacral body at the caudal
-    end, are left alone. Returns the mask and one note when it relabelled."""
+    """Relabel the bodies of a multiclass mask by counting up from the sacrum when the predicted chain names one level
+    twice (two separate bodies both "L5") or, above an S1, skips one (an "L4" directly above S1; "L1" then "L3"): the
+    usual failures of a network that places levels by position in a field of view unlike its training scans. The sacrum
+    is the run of bodies predicted sacral (S1, S2) at the caudal end (it may come in several pieces, which keep their
+    levels; pieces of one level side by side are one body, so a sacrum predicted in slivers too small to count alone
+    still anchors the count); its most cranial body keeps its level and each body cranial to it gets the next level up,
+    as a radiologist counts on a sagittal lumbar scan; a body counted beyond the levels the mask can hold becomes
+    background. A skipped level is counted again only when at least three bodies lie above S1, they follow each other
+    evenly (no gap over :data:`GAP_FACTOR` times the median: a missed body would make the count one too low) and none is
+    a transitional variant (L6, T13). Chains named in order, or without a sacral body at the caudal end, are left alone.
+    Returns the mask and one note when it relabelled."""
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []

@@ -171,3 +171,20 @@ def test_tidy_levels_removes_out_of_order_parts_then_counts():
     tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert body_values(tidied) == [0, 8, 7, 6, 5, 4] and len(notes) == 2
     assert tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), False, False) == (labels, [])
+
+
+def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
+    """A sacrum no training case annotated often comes out in small pieces side by side: each is too small to be a
+    body (under MIN_BODY_FRACTION of the largest), together they are one, and a chain skipping L5 above it is counted
+    again from it. Alone, the same pieces are specks and nothing changes."""
+    labels = stack([0, 6, 5, 4, 3])  # L4, L3, L2, L1 above an empty slot...
+    labels[5:15, 2:10, 2] = 8  # ...where two slivers of "S1", 80 voxels each (a body: 640), lie side by side
+    labels[5:15, 2:10, 9] = 8
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted)[1:] == [7, 6, 5, 4] and (counted[5:15, 2:10, 2] == 8).all()
+    assert notes == ["levels counted up from S1: the bodies predicted L1 L2 L3 L4 S1 (cranial first) are "
+                     "L2 L3 L4 L5 S1"]
+    one = labels.copy()
+    one[5:15, 2:10, 9] = 0  # one sliver alone: a speck, no sacral end
+    counted, notes = count_levels_from_sacrum(one, CHAIN, SPACING)
+    assert notes == [] and counted is one
