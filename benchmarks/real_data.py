@@ -127,9 +127,13 @@ class Runner:
         self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.exists() else {}
         self.env = {**os.environ, "nnUNet_raw": str(work / "raw"), "nnUNet_preprocessed": str(work / "pp"),
                     "nnUNet_results": str(work / "res"), "nnUNet_compile": "f"}
+        self.stage2_env: dict[str, str] = {}
         if device == "cpu":  # 2 cores: one augmentation worker; nnU-Net's predictor caps torch's threads at
             # nnUNet_def_n_proc, so 1 would predict on one core
             self.env.update(nnUNet_n_proc_DA="1", nnUNet_def_n_proc=str(min(2, os.cpu_count() or 1)))
+            if (os.cpu_count() or 1) <= 2:  # stage 2's augmentation in the training process: its 2D batches cost
+                # 0.07 s there, and a worker beside the network's two threads slows every step ("Twelfth session")
+                self.stage2_env = {"nnUNet_n_proc_DA": "0"}
 
     def run(self, command: Sequence[str], ok_codes: tuple[int, ...] = (0,), env: dict | None = None) -> None:
         executable = Path(sys.executable).parent / command[0]
@@ -385,7 +389,7 @@ def train(bench: Benchmark) -> None:
                                               ("stage2", "2d_cascade", cascade.fine_trainer)):
             for fold in bench.folds:
                 train_model(bench, f"train_{cascade.key}_{stage}_fold{fold}", cascade.dataset, configuration, fold,
-                            SPINE_PLANS, trainer)
+                            SPINE_PLANS, trainer, bench.runner.stage2_env if stage == "stage2" else None)
     if bench.with_default:
         budget = training_seconds_per_fold(bench.runner.timings, bench.cascades[0].key, bench.folds)
         env = {BUDGET_VARIABLE: f"{budget:.0f}"} if bench.profile.equal_time and budget is not None else None

@@ -75,8 +75,9 @@ class RunOptions:
     level_order: bool = True
     """Remove parts whose level is out of cranio-caudal order (:mod:`.postprocess`; ``--keep-out-of-order``)."""
     count_from_sacrum: bool = True
-    """Count the levels up from the sacrum when the chain names a level twice or skips one above S1
-    (:mod:`.postprocess`; ``--keep-predicted-levels``)."""
+    """Count the levels up from the sacrum when the chain names a level twice or skips one above S1 (by the voxels'
+    votes when it names one twice and has no sacrum), and give each body one level (:mod:`.postprocess`;
+    ``--keep-predicted-levels``)."""
     full_window: bool = False
     """Stage 2 over every slice with nnU-Net's sliding window instead of only around stage 1's vertebrae (slower,
     the reference the fast path is checked against)."""

@@ -1,12 +1,14 @@
 """Anatomical post-processing of a predicted multiclass mask: levels must follow each other from cranial to caudal.
 
-Two steps, run in this order by :func:`tidy_levels`:
+The steps, run in this order by :func:`tidy_levels`:
 
 - A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
   as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are removed, most
   contradicted first, until every remaining part agrees with the order of the others' main parts.
 - A chain of bodies that names one level twice, or skips one above S1, is counted again from the sacrum upward
-  (:func:`count_levels_from_sacrum`).
+  (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral body at its caudal end is named
+  by the run of consecutive levels its voxels voted for most (:func:`count_levels_by_votes`).
+- Every body gets one level, the level of most of its voxels (:func:`one_level_per_body`).
 """
 
 from __future__ import annotations
@@ -250,15 +252,83 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     return relabelled, [note + (f"; {', '.join(dropped)} not in the label map, set to background" if dropped else "")]
 
 
+def _consecutive_runs(count: int, value_of_level: Mapping[str, int]) -> list[list[str]]:
+    """Every run of ``count`` consecutive regular levels (cranial first) that the label map holds."""
+    order = [level for level in level_order() if not is_optional_level(level)]
+    runs = [order[start:start + count] for start in range(len(order) - count + 1)]
+    return [run for run in runs if all(level in value_of_level for level in run)]
+
+
+def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+                          direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
+    """Relabel a chain that names one level twice and has no sacral body at its caudal end (so that
+    :func:`count_levels_from_sacrum` has nothing to count from): its bodies get consecutive levels, the run that most
+    of their voxels were predicted as (each body's voxels vote for the level given them). An "L5" below an L5 that is
+    mostly "L5" and in good part "S1" (a sacrum no training case annotated) becomes S1. Only for a chain of at least
+    four bodies that follow each other evenly (:func:`_evenly_spaced`: a missed body breaks the run) and name no
+    transitional variant (L6, T13). Returns the mask and one note when it relabelled."""
+    values = _level_values(labels_kji, level_of_value)
+    if len(values) < 2:
+        return labels_kji, []
+    box = foreground_box(labels_kji)
+    bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
+                     [b.start for b in box])
+    predicted = [body.level for body in bodies]
+    if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1]) or len(bodies) < 4
+            or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])):
+        return labels_kji, []
+    value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
+    votes = [np.bincount(labels_kji[box][body.mask], minlength=max(level_of_value) + 1) for body in bodies]
+    runs = _consecutive_runs(len(bodies), value_of_level)
+    if not runs:
+        return labels_kji, []
+    def score(run: list[str]) -> int:
+        return sum(int(v[value_of_level[level]]) for v, level in zip(votes, run, strict=True))
+
+    counted = max(runs, key=score)
+    relabelled = labels_kji.copy()
+    for body, level in zip(bodies, counted, strict=True):
+        relabelled[box][body.mask] = value_of_level[level]
+    return relabelled, [f"levels named by the votes of their voxels: the bodies predicted {' '.join(predicted)} "
+                        f"(cranial first) are {' '.join(counted)}"]
+
+
+def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+                       direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
+    """Give every voxel of a body the level of most of its voxels (a body is one vertebra: stage 2 sometimes calls
+    the lower part of L5 "L4" or half the sacrum "L5"). A connected part whose levels lie more than :data:`SPLIT_MM`
+    apart is two bodies grown together and keeps its levels; islands (:data:`MIN_BODY_FRACTION`) keep theirs.
+    Returns the mask and one note when it relabelled voxels."""
+    values = _level_values(labels_kji, level_of_value)
+    if len(values) < 2:
+        return labels_kji, []
+    box = foreground_box(labels_kji)
+    bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
+                     [b.start for b in box])
+    value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
+    relabelled, changed = labels_kji.copy(), 0
+    for body in bodies:
+        value = value_of_level[body.level]
+        changed += int(np.count_nonzero(relabelled[box][body.mask] != value))
+        relabelled[box][body.mask] = value
+    if not changed:
+        return labels_kji, []
+    return relabelled, [f"one level per body: {changed} voxel(s) given their body's level"]
+
+
 def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-                direction: Sequence[float], order: bool = True, count_from_sacrum: bool = True
+                direction: Sequence[float], order: bool = True, count_levels: bool = True
                 ) -> tuple[np.ndarray, list[str]]:
-    """Both steps of this module on one mask (each can be switched off); the mask and their notes."""
+    """The steps of this module on one mask, in order: parts out of order removed (``order``); the chain counted from
+    the sacrum, or else by its voxels' votes, and one level per body (``count_levels``). The mask and their notes."""
     notes: list[str] = []
     if order:
         labels_kji, removed = remove_out_of_order_parts(labels_kji, level_of_value, spacing_xyz, direction)
         notes += removed
-    if count_from_sacrum:
+    if count_levels:
         labels_kji, counted = count_levels_from_sacrum(labels_kji, level_of_value, spacing_xyz, direction)
-        notes += counted
+        if not counted:
+            labels_kji, counted = count_levels_by_votes(labels_kji, level_of_value, spacing_xyz, direction)
+        labels_kji, uniform = one_level_per_body(labels_kji, level_of_value, spacing_xyz, direction)
+        notes += counted + uniform
     return labels_kji, notes

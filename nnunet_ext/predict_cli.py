@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the network's level names even when two bodies above the sacrum get the same "
                              "one, or the chain above S1 skips one (by default such a chain is counted again up from "
                              "the sacrum when its caudal end is predicted sacral; a skip only when at least three "
-                             "evenly spaced bodies, none L6 or T13, lie above S1; each relabelling is reported)")
+                             "evenly spaced bodies, none L6 or T13, lie above S1; a chain naming a level twice "
+                             "without a sacrum gets the consecutive levels its voxels voted for most), and the "
+                             "network's level for every voxel (by default each body gets the level of most of its "
+                             "voxels); each relabelling is reported")
     _add_nnunet_spellings(parser)
     return add_version_option(parser)
 

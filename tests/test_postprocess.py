@@ -1,5 +1,6 @@
 """Parts out of cranio-caudal order are removed from predicted masks; chains naming a level twice, or skipping one
-above S1, are counted again up from the sacrum; ordered masks are left as they are."""
+above S1, are counted again up from the sacrum (or, without a sacrum, by their voxels' votes); each body gets one
+level; ordered masks are left as they are."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 pytest.importorskip("scipy")
 
 from nnunet_ext.postprocess import (  # noqa: E402
+    count_levels_by_votes,
     count_levels_from_sacrum,
+    one_level_per_body,
     remove_out_of_order_parts,
     tidy_levels,
 )
@@ -188,3 +191,45 @@ def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
     one[5:15, 2:10, 9] = 0  # one sliver alone: a speck, no sacral end
     counted, notes = count_levels_from_sacrum(one, CHAIN, SPACING)
     assert notes == [] and counted is one
+
+
+def test_a_repeat_without_a_sacrum_is_named_by_the_votes_of_its_voxels():
+    """L2 L3 L4 L5 "L5" with no sacral body: the bottom body, 60 % "L5" and 40 % "S1" (the sacrum no training case
+    annotates), is S1 by the run of consecutive levels most voxels voted for; a pure repeat too (four bodies outvote
+    one)."""
+    labels = stack([7, 7, 6, 5, 4])
+    labels[5:9, 2:10, 2:10] = 8  # the lower 4 of the bottom body's 10 slices called S1
+    counted, notes = count_levels_by_votes(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[5:15][labels[5:15] > 0] == 8).all()
+    assert notes == ["levels named by the votes of their voxels: the bodies predicted L2 L3 L4 L5 L5 (cranial first) "
+                     "are L2 L3 L4 L5 S1"]
+    counted, _ = count_levels_by_votes(stack([7, 7, 6, 5, 4]), CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4]
+
+
+def test_votes_leave_consistent_gapped_transitional_and_sacral_chains_alone():
+    transitional = {**CHAIN, 9: "L6"}
+    for order, level_map in (([7, 6, 5, 4, 3], CHAIN),  # named once each
+                             ([7, 7, 6, 0, 5, 4], CHAIN),  # a missed body: the run of consecutive levels breaks
+                             ([9, 9, 7, 6, 5], transitional),  # L6 named: a variant, not counted over
+                             ([8, 7, 7, 6, 5], CHAIN),  # a sacral end: count_levels_from_sacrum's case
+                             ([7, 7, 6], CHAIN)):  # too few bodies to outvote anything
+        labels = stack(order)
+        counted, notes = count_levels_by_votes(labels, level_map, SPACING)
+        assert notes == [] and counted is labels, order
+
+
+def test_every_voxel_of_a_body_gets_the_level_of_most_of_them():
+    labels = stack([8, 7, 6, 5, 4])
+    labels[20:23, 2:10, 2:10] = 6  # the lower 3 of L5's 10 slices called L4
+    labels[50:52, 2:10, 2:10] = 4  # the lower 2 of L3's slices called L2
+    labels[0:2, 0:2, 0:2] = 3  # an island of "L1" far away: not a body, left alone
+    uniform, notes = one_level_per_body(labels, CHAIN, SPACING)
+    assert body_values(uniform) == [8, 7, 6, 5, 4]
+    assert (uniform[20:30, 2:10, 2:10] == 7).all() and (uniform[50:60, 2:10, 2:10] == 5).all()
+    assert (uniform[0:2, 0:2, 0:2] == 3).all()
+    assert notes == ["one level per body: 320 voxel(s) given their body's level"]
+    grown = stack([8, 7, 6, 5, 4])
+    grown[15:20, 2:10, 2:10] = 8  # S1 and L5 grown together across the disc: two bodies, both keep their levels
+    assert one_level_per_body(grown, CHAIN, SPACING) == (grown, [])
+    assert one_level_per_body(stack([8, 7, 6, 5, 4]), CHAIN, SPACING)[1] == []
