@@ -31,18 +31,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 
-def _reference_as_previous(preprocessed: Path, out: Path) -> Path:
-    """Each case's preprocessed reference (``KEY_seg.b2nd``, channel 0) written as ``KEY.b2nd``, the layout of
-    nnU-Net's ``predicted_next_stage`` folders."""
-    import blosc2
-    import numpy as np
-
-    for seg_file in sorted(preprocessed.glob("*_seg.b2nd")):
-        seg = blosc2.open(str(seg_file), mode="r")[:]
-        blosc2.asarray(np.ascontiguousarray(seg[0]), urlpath=str(out / seg_file.name.replace("_seg", "")), mode="w")
-    return out
-
-
 def _timer(totals: dict[str, float]):
     """A wrapper for :func:`nnunet_ext.compat.instrument_batch_pipeline` that adds each call's wall time to
     ``totals[name]``."""
@@ -66,14 +54,19 @@ def bench(dataset: str, configuration: str, trainer_name: str, plans: str, previ
     import torch
     from threadpoolctl import threadpool_limits
 
-    from nnunet_ext.compat import instrument_batch_pipeline, trainer_from_args, training_batches
+    from nnunet_ext.compat import (
+        instrument_batch_pipeline,
+        reference_as_previous_stage,
+        trainer_from_args,
+        training_batches,
+    )
 
     trainer = trainer_from_args(dataset, configuration, fold, trainer_name, plans, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as scratch:
         if trainer.is_cascaded:
             if previous == "reference":
                 folder = Path(trainer.preprocessed_dataset_folder_base) / trainer.configuration_manager.data_identifier
-                previous = str(_reference_as_previous(folder, Path(scratch)))
+                previous = str(reference_as_previous_stage(folder, scratch))
             if previous:
                 trainer.folder_with_segs_from_previous_stage = previous
         trainer.initialize()
@@ -99,26 +92,15 @@ def bench(dataset: str, configuration: str, trainer_name: str, plans: str, previ
 
 def _time_steps(trainer, batches: Sequence[dict]) -> dict[str, float]:
     """Mean seconds of forward, loss, backward and optimiser step over ``batches`` (two warm-up steps first), as
-    nnU-Net's ``train_step`` runs them on the CPU (gradient clipping at 12)."""
-    import torch
+    nnU-Net's ``train_step`` runs them on the CPU."""
+    from nnunet_ext.compat import timed_train_step
 
     trainer.network.train()
     totals = dict.fromkeys(("forward", "loss", "backward", "optimiser"), 0.0)
     for i in range(len(batches) + 2):
-        batch = batches[i % len(batches)]
-        trainer.optimizer.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        output = trainer.network(batch["data"])
-        t1 = time.perf_counter()
-        loss = trainer.loss(output, batch["target"])
-        t2 = time.perf_counter()
-        loss.backward()
-        t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
-        trainer.optimizer.step()
-        t4 = time.perf_counter()
+        phases = timed_train_step(trainer, batches[i % len(batches)], time.perf_counter)
         if i >= 2:
-            for key, value in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            for key, value in phases.items():
                 totals[key] += value
     return {key: value / len(batches) for key, value in totals.items()}
 

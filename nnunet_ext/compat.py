@@ -510,3 +510,41 @@ def instrument_batch_pipeline(loader, wrap) -> None:
     for n, transform in enumerate(transforms):
         transforms[n] = wrap(type(getattr(transform, "transform", transform)).__name__, transform)
     loader._data.load_case = wrap("load_case", loader._data.load_case)
+
+
+def reference_as_previous_stage(preprocessed: str | Path, out: str | Path) -> Path:
+    """Each preprocessed case's reference (its first channel) saved in ``out`` as a previous stage's prediction of it,
+    so that a cascade stage can be built and timed without training stage 1; nnU-Net's blosc2 dataset reads and
+    writes the files (the layout of its ``predicted_next_stage`` folders)."""
+    import numpy as np
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    dataset = nnUNetDatasetBlosc2(str(preprocessed))
+    for identifier in dataset.identifiers:
+        segmentation = dataset.load_case(identifier)[1]
+        nnUNetDatasetBlosc2.save_seg(np.ascontiguousarray(segmentation[0]), str(Path(out) / identifier))
+    return Path(out)
+
+
+GRADIENT_CLIP_NORM = 12.0
+"""The norm nnU-Net's ``train_step`` clips gradients to."""
+
+
+def timed_train_step(trainer, batch: dict, clock) -> dict[str, float]:
+    """One step of nnU-Net's ``train_step`` on the CPU (no gradient scaler) on a batch already on the trainer's
+    device, its phases timed apart with ``clock()`` (seconds): forward, loss, backward, optimiser (gradient clipping
+    and the step)."""
+    import torch
+
+    trainer.optimizer.zero_grad(set_to_none=True)
+    t0 = clock()
+    output = trainer.network(batch["data"])
+    t1 = clock()
+    loss = trainer.loss(output, batch["target"])
+    t2 = clock()
+    loss.backward()
+    t3 = clock()
+    torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), GRADIENT_CLIP_NORM)
+    trainer.optimizer.step()
+    t4 = clock()
+    return {"forward": t1 - t0, "loss": t2 - t1, "backward": t3 - t2, "optimiser": t4 - t3}

@@ -221,3 +221,31 @@ def test_training_batch_pipeline_names():
     assert "self.transform = transform" in inspect.getsource(RandomTransform.__init__)
     assert "self._data.load_case(" in inspect.getsource(nnUNetDataLoader.generate_train_batch)
     assert hasattr(nnUNetBaseDataset, "load_case")
+
+
+def test_train_step_phases_and_previous_stage_layout(tmp_path):
+    """compat.timed_train_step repeats nnU-Net's CPU train_step (gradient clipping at 12); a reference saved by
+    compat.reference_as_previous_stage is what nnU-Net's blosc2 dataset loads as the previous stage's segmentation."""
+    pytest.importorskip("nnunetv2")
+    import pickle
+
+    import numpy as np
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext import compat
+
+    source = inspect.getsource(nnUNetTrainer.train_step)
+    assert f"clip_grad_norm_(self.network.parameters(), {compat.GRADIENT_CLIP_NORM:g})" in source
+    assert "self.network(data)" in source and "self.loss(output, target)" in source
+
+    preprocessed, previous = tmp_path / "pp", tmp_path / "previous"
+    preprocessed.mkdir(), previous.mkdir()
+    rng = np.random.default_rng(0)
+    seg = rng.integers(0, 4, (1, 3, 8, 8)).astype(np.int16)
+    nnUNetDatasetBlosc2.save_case(rng.random((1, 3, 8, 8), dtype=np.float32), seg, {}, str(preprocessed / "case_0"),
+                                  (1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8))
+    (preprocessed / "case_0.pkl").write_bytes(pickle.dumps({}))
+    assert compat.reference_as_previous_stage(preprocessed, previous) == previous
+    loaded = nnUNetDatasetBlosc2(str(preprocessed), folder_with_segs_from_previous_stage=str(previous))
+    np.testing.assert_array_equal(loaded.load_case("case_0")[2][:], seg[0])
