@@ -74,10 +74,10 @@ class RunOptions:
     """Keep the cropped inputs and both stages' raw outputs in this folder (for inspection)."""
     level_order: bool = True
     """Remove parts whose level is out of cranio-caudal order (:mod:`.postprocess`; ``--keep-out-of-order``)."""
-    count_from_sacrum: bool = True
+    count_levels: bool = True
     """Count the levels up from the sacrum when the chain names a level twice or skips one above S1 (by the voxels'
     votes when it names one twice and has no sacrum), and give each body one level (:mod:`.postprocess`;
-    ``--keep-predicted-levels``)."""
+    ``--keep-predicted-levels`` switches it off)."""
     full_window: bool = False
     """Stage 2 over every slice with nnU-Net's sliding window instead of only around stage 1's vertebrae (slower,
     the reference the fast path is checked against)."""
@@ -205,9 +205,9 @@ def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: 
     mask = sitk.Cast(mask, sitk.sitkUInt8)
     mask.CopyInformation(original)
     run = run or RunOptions()
-    if level_of_value and (run.level_order or run.count_from_sacrum):
+    if level_of_value and (run.level_order or run.count_levels):
         cleaned, notes = tidy_levels(sitk.GetArrayViewFromImage(mask), level_of_value, original.GetSpacing(),
-                                     original.GetDirection(), run.level_order, run.count_from_sacrum)
+                                     original.GetDirection(), run.level_order, run.count_levels)
         if notes:
             ordered = sitk.GetImageFromArray(cleaned)
             ordered.CopyInformation(original)

@@ -35,10 +35,16 @@ class _Part:
     superior_mm: float  # centroid along the patient's superior axis
 
 
+def _position_mm(centroid_kji: Sequence[float], spacing_xyz: Sequence[float], direction: Sequence[float]
+                 ) -> np.ndarray:
+    """Physical position (LPS, mm, relative to the origin) of an array index (k, j, i)."""
+    scaled = np.asarray(spacing_xyz, float) * np.asarray(centroid_kji, float)[::-1]
+    return np.asarray(direction, float).reshape(3, 3) @ scaled
+
+
 def _superior_mm(centroid_kji: Sequence[float], spacing_xyz: Sequence[float], direction: Sequence[float]) -> float:
     """Superior coordinate (LPS z, mm, relative to the origin) of an array index (k, j, i)."""
-    offset = np.asarray(direction, float).reshape(3, 3) @ (np.asarray(spacing_xyz, float) * centroid_kji[::-1])
-    return float(offset[2])
+    return float(_position_mm(centroid_kji, spacing_xyz, direction)[2])
 
 
 def _level_values(labels_kji: np.ndarray, level_of_value: Mapping[int, str]) -> list[int]:
@@ -125,6 +131,10 @@ SPLIT_MM = 15.0
 """Two levels inside one connected part are two bodies (grown together across a thin disc) when their centroids lie
 more than this apart along superior-inferior (about half a lumbar body height)."""
 
+BODY_WIDTH_MM = 40.0
+"""Pieces of one level count as one body only when their centres lie within this of each other (about a lumbar body's
+width: the pieces of a sacrum or of a body, not a false positive beside the spine at the same height)."""
+
 MIN_BODY_FRACTION = 0.2
 """Bodies smaller than this fraction of the largest one (islands, slivers) do not count; a level's pieces at one
 height are joined first (:func:`_fragments_joined`)."""
@@ -136,6 +146,7 @@ class _Body:
     voxels: int
     superior_mm: float
     level: str  # the level of most of its voxels
+    position_mm: np.ndarray  # centroid (LPS, mm, relative to the origin)
 
 
 def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz, direction,
@@ -159,9 +170,9 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
             mask = np.zeros_like(labelled)
             mask[box] = piece
             votes = np.bincount(labels_kji[mask].ravel())
-            centre = np.add(ndimage.center_of_mass(mask), offset_kji)
-            bodies.append(_Body(mask, int(mask.sum()), _superior_mm(centre, spacing_xyz, direction),
-                                level_of_value[int(np.argmax(votes))]))
+            position = _position_mm(np.add(ndimage.center_of_mass(mask), offset_kji), spacing_xyz, direction)
+            bodies.append(_Body(mask, int(mask.sum()), float(position[2]), level_of_value[int(np.argmax(votes))],
+                                position))
     bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
     bodies = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
@@ -169,19 +180,33 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
 
 
 def _fragments_joined(bodies: list[_Body]) -> list[_Body]:
-    """Separate parts of one level whose centres lie within :data:`SPLIT_MM` of each other along superior-inferior
-    as one body: a body predicted in pieces (a sacrum no training case annotated, left and right halves of a body
-    cut by a thin gap) is one body, and only together its pieces are large enough to count."""
+    """Separate parts of one level as one body when each part's centre lies within :data:`SPLIT_MM` along
+    superior-inferior and :data:`BODY_WIDTH_MM` in all of the centre of the parts joined so far (cranial first): a
+    body predicted in pieces (a sacrum no training case annotated, left and right halves of a body cut by a thin gap)
+    is one body, and only together its pieces are large enough to count."""
     joined: list[_Body] = []
     for body in sorted(bodies, key=lambda body: (body.level, -body.superior_mm)):
         last = joined[-1] if joined else None
-        if last is None or last.level != body.level or abs(last.superior_mm - body.superior_mm) > SPLIT_MM:
+        if (last is None or last.level != body.level or abs(last.superior_mm - body.superior_mm) > SPLIT_MM
+                or float(np.linalg.norm(last.position_mm - body.position_mm)) > BODY_WIDTH_MM):
             joined.append(body)
             continue
         voxels = last.voxels + body.voxels
-        superior = (last.superior_mm * last.voxels + body.superior_mm * body.voxels) / voxels
-        joined[-1] = _Body(last.mask | body.mask, voxels, superior, last.level)
+        position = (last.position_mm * last.voxels + body.position_mm * body.voxels) / voxels
+        joined[-1] = _Body(last.mask | body.mask, voxels, float(position[2]), last.level, position)
     return joined
+
+
+def _chain(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+           direction: Sequence[float]) -> tuple[tuple[slice, ...], list[_Body]]:
+    """The labelled box of a whole mask and its bodies there (cranial first); no bodies when fewer than two levels
+    are present (labelling the parts only in the labelled box is the same, and faster)."""
+    values = _level_values(labels_kji, level_of_value)
+    if len(values) < 2:
+        return (), []
+    box = foreground_box(labels_kji)
+    return box, _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
+                        [b.start for b in box])
 
 
 FIRST_SACRAL = "S1"
@@ -221,12 +246,9 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     evenly (no gap over :data:`GAP_FACTOR` times the median: a missed body would make the count one too low) and none is
     a transitional variant (L6, T13). Chains named in order, or without a sacral body at the caudal end, are left alone.
     Returns the mask and one note when it relabelled."""
-    values = _level_values(labels_kji, level_of_value)
-    if len(values) < 2:
+    box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
+    if not bodies:
         return labels_kji, []
-    box = foreground_box(labels_kji)  # labelling the parts only in the labelled box is the same, and faster
-    bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
-                     [b.start for b in box])
     predicted = [body.level for body in bodies]
     sacrum = len(predicted)  # the caudal run of sacral bodies (the sacrum may come in several pieces)
     while sacrum > 0 and is_sacral_level(predicted[sacrum - 1]):
@@ -259,32 +281,39 @@ def _consecutive_runs(count: int, value_of_level: Mapping[str, int]) -> list[lis
     return [run for run in runs if all(level in value_of_level for level in run)]
 
 
+VOTE_SHARE = 0.25
+"""A body is renamed by :func:`count_levels_by_votes` only when at least this share of its voxels was predicted as
+its new level (evidence in the image, not only the count of its neighbours)."""
+
+
 def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                           direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
     """Relabel a chain that names one level twice and has no sacral body at its caudal end (so that
     :func:`count_levels_from_sacrum` has nothing to count from): its bodies get consecutive levels, the run that most
-    of their voxels were predicted as (each body's voxels vote for the level given them). An "L5" below an L5 that is
-    mostly "L5" and in good part "S1" (a sacrum no training case annotated) becomes S1. Only for a chain of at least
-    four bodies that follow each other evenly (:func:`_evenly_spaced`: a missed body breaks the run) and name no
-    transitional variant (L6, T13). Returns the mask and one note when it relabelled."""
-    values = _level_values(labels_kji, level_of_value)
-    if len(values) < 2:
-        return labels_kji, []
-    box = foreground_box(labels_kji)
-    bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
-                     [b.start for b in box])
+    of their voxels were predicted as (each body's voxels vote for the level given them; of equal runs the most
+    cranial), provided every body it renames had at least :data:`VOTE_SHARE` of its voxels predicted as its new level.
+    An "L5" below an L5 that is in good part "S1" (a sacrum no training case annotated) becomes S1; a repeat without
+    such evidence is left alone. Only for a chain that follows itself evenly (:func:`_evenly_spaced`, at least four
+    bodies: a missed body breaks the run) and names no transitional variant (L6, T13). Returns the mask and one note
+    when it relabelled."""
+    box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
     predicted = [body.level for body in bodies]
-    if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1]) or len(bodies) < 4
+    if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
             or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])):
         return labels_kji, []
     value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
     votes = [np.bincount(labels_kji[box][body.mask], minlength=max(level_of_value) + 1) for body in bodies]
-    runs = _consecutive_runs(len(bodies), value_of_level)
-    if not runs:
-        return labels_kji, []
+
+    def supported(run: list[str]) -> bool:
+        return all(old == new or v[value_of_level[new]] >= VOTE_SHARE * body.voxels
+                   for v, body, old, new in zip(votes, bodies, predicted, run, strict=True))
+
     def score(run: list[str]) -> int:
         return sum(int(v[value_of_level[level]]) for v, level in zip(votes, run, strict=True))
 
+    runs = [run for run in _consecutive_runs(len(bodies), value_of_level) if supported(run)]
+    if not runs:
+        return labels_kji, []
     counted = max(runs, key=score)
     relabelled = labels_kji.copy()
     for body, level in zip(bodies, counted, strict=True):
@@ -295,22 +324,23 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
 
 def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                        direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
-    """Give every voxel of a body the level of most of its voxels (a body is one vertebra: stage 2 sometimes calls
-    the lower part of L5 "L4" or half the sacrum "L5"). A connected part whose levels lie more than :data:`SPLIT_MM`
-    apart is two bodies grown together and keeps its levels; islands (:data:`MIN_BODY_FRACTION`) keep theirs.
-    Returns the mask and one note when it relabelled voxels."""
-    values = _level_values(labels_kji, level_of_value)
-    if len(values) < 2:
-        return labels_kji, []
-    box = foreground_box(labels_kji)
-    bodies = _bodies(labels_kji[box], {v: level_of_value[v] for v in values}, spacing_xyz, direction,
-                     [b.start for b in box])
+    """Give the voxels of a body the level of most of its voxels where their own level's centre in the body lies
+    within :data:`SPLIT_MM` of the body's centre along superior-inferior (a body is one vertebra: stage 2 sometimes
+    calls the lower part of L5 "L4"); a level whose voxels lie further off (a small piece of sacrum grown onto L5)
+    keeps its voxels, as do islands (:data:`MIN_BODY_FRACTION`). Returns the mask and one note when it relabelled
+    voxels."""
+    box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
     value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
     relabelled, changed = labels_kji.copy(), 0
+    offset = [b.start for b in box]
     for body in bodies:
-        value = value_of_level[body.level]
-        changed += int(np.count_nonzero(relabelled[box][body.mask] != value))
-        relabelled[box][body.mask] = value
+        value, inside = value_of_level[body.level], relabelled[box]
+        for other in np.unique(inside[body.mask]):
+            voxels = body.mask & (inside == other)
+            centre = _superior_mm(np.add(ndimage.center_of_mass(voxels), offset), spacing_xyz, direction)
+            if other != value and abs(centre - body.superior_mm) <= SPLIT_MM:
+                changed += int(np.count_nonzero(voxels))
+                inside[voxels] = value
     if not changed:
         return labels_kji, []
     return relabelled, [f"one level per body: {changed} voxel(s) given their body's level"]

@@ -72,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "one, or the chain above S1 skips one (by default such a chain is counted again up from "
                              "the sacrum when its caudal end is predicted sacral; a skip only when at least three "
                              "evenly spaced bodies, none L6 or T13, lie above S1; a chain naming a level twice "
-                             "without a sacrum gets the consecutive levels its voxels voted for most), and the "
-                             "network's level for every voxel (by default each body gets the level of most of its "
-                             "voxels); each relabelling is reported")
+                             "without a sacrum gets the consecutive levels its voxels voted for most, where a quarter "
+                             "of each renamed body voted for its new level), and the network's level for every voxel "
+                             "(by default a body's voxels near its centre get the level of most of them); each "
+                             "relabelling is reported")
     _add_nnunet_spellings(parser)
     return add_version_option(parser)
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      part_id=args.part_id, num_parts=args.num_parts,
                      keep_intermediate=Path(args.keep_intermediate) if args.keep_intermediate else None,
                      level_order=not args.keep_out_of_order,
-                     count_from_sacrum=not args.keep_predicted_levels, full_window=args.full_window,
+                     count_levels=not args.keep_predicted_levels, full_window=args.full_window,
                      slice_batch=args.slice_batch, precision=args.precision)
     try:
         if args.measure:  # before any work, as spine-measure does

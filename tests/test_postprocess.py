@@ -191,20 +191,34 @@ def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
     one[5:15, 2:10, 9] = 0  # one sliver alone: a speck, no sacral end
     counted, notes = count_levels_from_sacrum(one, CHAIN, SPACING)
     assert notes == [] and counted is one
+    apart = np.pad(one, ((0, 0), (0, 0), (0, 60)))
+    apart[5:15, 2:10, 60] = 8  # the second sliver 58 mm off to the side (beyond BODY_WIDTH_MM): not the same body
+    counted, notes = count_levels_from_sacrum(apart, CHAIN, SPACING)
+    assert notes == [] and counted is apart
 
 
 def test_a_repeat_without_a_sacrum_is_named_by_the_votes_of_its_voxels():
     """L2 L3 L4 L5 "L5" with no sacral body: the bottom body, 60 % "L5" and 40 % "S1" (the sacrum no training case
-    annotates), is S1 by the run of consecutive levels most voxels voted for; a pure repeat too (four bodies outvote
-    one)."""
+    annotates), is S1 by the run of consecutive levels most voxels voted for."""
     labels = stack([7, 7, 6, 5, 4])
     labels[5:9, 2:10, 2:10] = 8  # the lower 4 of the bottom body's 10 slices called S1
     counted, notes = count_levels_by_votes(labels, CHAIN, SPACING)
     assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[5:15][labels[5:15] > 0] == 8).all()
     assert notes == ["levels named by the votes of their voxels: the bodies predicted L2 L3 L4 L5 L5 (cranial first) "
                      "are L2 L3 L4 L5 S1"]
-    counted, _ = count_levels_by_votes(stack([7, 7, 6, 5, 4]), CHAIN, SPACING)
-    assert body_values(counted) == [8, 7, 6, 5, 4]
+
+
+def test_votes_rename_no_body_without_evidence_for_its_new_level():
+    """Without voxels of the new level in a body (at least VOTE_SHARE) its name stays: a pure repeat (the sacrum not
+    segmented: which of the two is L5 cannot be told), a chain whose top body is T10 called T11 (the most cranial
+    class; moving all the others down would make seven right names wrong), a repeat in the middle."""
+    for order in ([7, 7, 6, 5, 4], [7, 6, 5, 4, 3, 2, 1, 1], [7, 6, 5, 5, 4, 3]):
+        labels = stack(order)
+        counted, notes = count_levels_by_votes(labels, CHAIN, SPACING)
+        assert notes == [] and counted is labels, order
+    labels = stack([7, 7, 6, 5, 4])
+    labels[5:7, 2:10, 2:10] = 8  # 20 % of the bottom body called S1: below VOTE_SHARE
+    assert count_levels_by_votes(labels, CHAIN, SPACING)[1] == []
 
 
 def test_votes_leave_consistent_gapped_transitional_and_sacral_chains_alone():
@@ -213,8 +227,10 @@ def test_votes_leave_consistent_gapped_transitional_and_sacral_chains_alone():
                              ([7, 7, 6, 0, 5, 4], CHAIN),  # a missed body: the run of consecutive levels breaks
                              ([9, 9, 7, 6, 5], transitional),  # L6 named: a variant, not counted over
                              ([8, 7, 7, 6, 5], CHAIN),  # a sacral end: count_levels_from_sacrum's case
-                             ([7, 7, 6], CHAIN)):  # too few bodies to outvote anything
+                             ([7, 7, 6], CHAIN)):  # too few bodies to tell a missed one
         labels = stack(order)
+        if order == [7, 7, 6, 0, 5, 4] or order == [7, 7, 6]:
+            labels[5:9, 2:10, 2:10] = 8  # evidence for S1 in the bottom body: still left alone
         counted, notes = count_levels_by_votes(labels, level_map, SPACING)
         assert notes == [] and counted is labels, order
 
@@ -231,5 +247,29 @@ def test_every_voxel_of_a_body_gets_the_level_of_most_of_them():
     assert notes == ["one level per body: 320 voxel(s) given their body's level"]
     grown = stack([8, 7, 6, 5, 4])
     grown[15:20, 2:10, 2:10] = 8  # S1 and L5 grown together across the disc: two bodies, both keep their levels
-    assert one_level_per_body(grown, CHAIN, SPACING) == (grown, [])
-    assert one_level_per_body(stack([8, 7, 6, 5, 4]), CHAIN, SPACING)[1] == []
+    result, notes = one_level_per_body(grown, CHAIN, SPACING)
+    assert result is grown and notes == []
+    result, notes = one_level_per_body(stack([8, 7, 6, 5, 4]), CHAIN, SPACING)
+    assert notes == []
+
+
+def test_a_small_piece_of_another_level_far_from_the_body_centre_keeps_its_level():
+    """A sliver of sacrum grown onto the bottom of L5 (under a quarter of the part, so the part is not split) lies
+    more than SPLIT_MM from the body's centre: it keeps its S1 label, the landmark counting needs."""
+    labels = stack([0, 7, 6, 5, 4])
+    labels[4:20, 2:10, 5] = 8  # a 1-voxel-wide S1 strip, 128 voxels, from L5's bottom down 32 mm
+    result, notes = one_level_per_body(labels, CHAIN, SPACING)
+    assert result is labels and notes == []
+
+
+def test_tidy_levels_switches():
+    labels = stack([8, 7, 6, 5, 4])
+    labels[20:23, 2:10, 2:10] = 6  # the lower part of L5 called L4
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert (tidied[20:30, 2:10, 2:10] == 7).all()
+    assert notes == ["one level per body: 192 voxel(s) given their body's level"]
+    assert tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), True, False) == (labels, [])
+    labels = stack([7, 7, 6, 5, 4])
+    labels[5:9, 2:10, 2:10] = 8
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert body_values(tidied) == [8, 7, 6, 5, 4] and notes[0].startswith("levels named by the votes")
