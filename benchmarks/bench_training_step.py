@@ -56,22 +56,23 @@ def bench(dataset: str, configuration: str, trainer_name: str, plans: str, previ
 
     from nnunet_ext.compat import (
         instrument_batch_pipeline,
+        is_cascade_stage,
         reference_as_previous_stage,
         trainer_from_args,
         training_batches,
+        use_previous_stage_folder,
     )
 
     trainer = trainer_from_args(dataset, configuration, fold, trainer_name, plans, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as scratch:
-        if trainer.is_cascaded:
-            if previous == "reference":
-                folder = Path(trainer.preprocessed_dataset_folder_base) / trainer.configuration_manager.data_identifier
-                previous = str(reference_as_previous_stage(folder, scratch))
-            if previous:
-                trainer.folder_with_segs_from_previous_stage = previous
+        cascaded = is_cascade_stage(trainer)
+        if cascaded and previous == "reference":
+            previous = str(reference_as_previous_stage(trainer, scratch))
+        if cascaded and previous:
+            use_previous_stage_folder(trainer, previous)
         trainer.initialize()
-        if trainer.is_cascaded and previous:
-            trainer.folder_with_segs_from_previous_stage = previous
+        if cascaded and previous:
+            use_previous_stage_folder(trainer, previous)
         torch.set_num_threads(threads)
         loader, pipeline = training_batches(trainer)
         totals: dict[str, float] = collections.defaultdict(float)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .neighbours import NeighbourSlicesView, stack_neighbours
 from .plans import CPU_PRECISIONS, neighbour_slices, trained_cpu_precision
@@ -512,13 +512,25 @@ def instrument_batch_pipeline(loader, wrap) -> None:
     loader._data.load_case = wrap("load_case", loader._data.load_case)
 
 
-def reference_as_previous_stage(preprocessed: str | Path, out: str | Path) -> Path:
-    """Each preprocessed case's reference (its first channel) saved in ``out`` as a previous stage's prediction of it,
-    so that a cascade stage can be built and timed without training stage 1; nnU-Net's blosc2 dataset reads and
-    writes the files (the layout of its ``predicted_next_stage`` folders)."""
+def is_cascade_stage(trainer) -> bool:
+    """Whether a trainer's configuration reads a previous stage's segmentations."""
+    return bool(trainer.is_cascaded)
+
+
+def use_previous_stage_folder(trainer, folder: str | Path) -> None:
+    """Point a cascade stage's trainer at another folder of previous-stage segmentations (before and after
+    ``initialize()``, which may set it again)."""
+    trainer.folder_with_segs_from_previous_stage = str(folder)
+
+
+def reference_as_previous_stage(trainer, out: str | Path) -> Path:
+    """Each of a trainer's preprocessed training cases' reference (its first channel) saved in ``out`` as a previous
+    stage's prediction of it, so that a cascade stage can be built and timed without training stage 1; nnU-Net's
+    blosc2 dataset reads and writes the files (the layout of its ``predicted_next_stage`` folders)."""
     import numpy as np
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
+    preprocessed = Path(trainer.preprocessed_dataset_folder_base) / trainer.configuration_manager.data_identifier
     dataset = nnUNetDatasetBlosc2(str(preprocessed))
     for identifier in dataset.identifiers:
         segmentation = dataset.load_case(identifier)[1]
@@ -530,7 +542,7 @@ GRADIENT_CLIP_NORM = 12.0
 """The norm nnU-Net's ``train_step`` clips gradients to."""
 
 
-def timed_train_step(trainer, batch: dict, clock) -> dict[str, float]:
+def timed_train_step(trainer, batch: dict, clock: Callable[[], float]) -> dict[str, float]:
     """One step of nnU-Net's ``train_step`` on the CPU (no gradient scaler) on a batch already on the trainer's
     device, its phases timed apart with ``clock()`` (seconds): forward, loss, backward, optimiser (gradient clipping
     and the step)."""

@@ -8,7 +8,8 @@ The steps, run in this order by :func:`tidy_levels`:
 - A chain of bodies that names one level twice, or skips one above S1, is counted again from the sacrum upward
   (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral body at its caudal end is named
   by the run of consecutive levels its voxels voted for most (:func:`count_levels_by_votes`).
-- Every body gets one level, the level of most of its voxels (:func:`one_level_per_body`).
+- Every body gets one level, the level of most of its voxels, where the other levels' voxels lie near its centre
+  (:func:`one_level_per_body`).
 """
 
 from __future__ import annotations
@@ -181,9 +182,9 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
 
 def _fragments_joined(bodies: list[_Body]) -> list[_Body]:
     """Separate parts of one level as one body when each part's centre lies within :data:`SPLIT_MM` along
-    superior-inferior and :data:`BODY_WIDTH_MM` in all of the centre of the parts joined so far (cranial first): a
-    body predicted in pieces (a sacrum no training case annotated, left and right halves of a body cut by a thin gap)
-    is one body, and only together its pieces are large enough to count."""
+    superior-inferior, and within :data:`BODY_WIDTH_MM` in space, of the centre of the parts joined so far (cranial
+    first): a body predicted in pieces (a sacrum no training case annotated, left and right halves of a body cut by a
+    thin gap) is one body, and only together its pieces are large enough to count."""
     joined: list[_Body] = []
     for body in sorted(bodies, key=lambda body: (body.level, -body.superior_mm)):
         last = joined[-1] if joined else None

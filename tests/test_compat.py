@@ -228,6 +228,7 @@ def test_train_step_phases_and_previous_stage_layout(tmp_path):
     compat.reference_as_previous_stage is what nnU-Net's blosc2 dataset loads as the previous stage's segmentation."""
     pytest.importorskip("nnunetv2")
     import pickle
+    from types import SimpleNamespace
 
     import numpy as np
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
@@ -246,6 +247,11 @@ def test_train_step_phases_and_previous_stage_layout(tmp_path):
     nnUNetDatasetBlosc2.save_case(rng.random((1, 3, 8, 8), dtype=np.float32), seg, {}, str(preprocessed / "case_0"),
                                   (1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8))
     (preprocessed / "case_0.pkl").write_bytes(pickle.dumps({}))
-    assert compat.reference_as_previous_stage(preprocessed, previous) == previous
+    trainer = SimpleNamespace(preprocessed_dataset_folder_base=str(tmp_path),
+                              configuration_manager=SimpleNamespace(data_identifier="pp"), is_cascaded=True)
+    for name in ("preprocessed_dataset_folder_base", "is_cascaded", "folder_with_segs_from_previous_stage"):
+        assert f"self.{name} =" in inspect.getsource(nnUNetTrainer.__init__)
+    assert compat.is_cascade_stage(trainer)
+    assert compat.reference_as_previous_stage(trainer, previous) == previous
     loaded = nnUNetDatasetBlosc2(str(preprocessed), folder_with_segs_from_previous_stage=str(previous))
     np.testing.assert_array_equal(loaded.load_case("case_0")[2][:], seg[0])
