@@ -198,6 +198,11 @@ def _fragments_joined(bodies: list[_Body]) -> list[_Body]:
     return joined
 
 
+def _value_of_level(level_of_value: Mapping[int, str]) -> dict[str, int]:
+    """The label map read the other way round, for the known level names only."""
+    return {level: value for value, level in level_of_value.items() if is_known_level(level)}
+
+
 def _chain(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
            direction: Sequence[float]) -> tuple[tuple[slice, ...], list[_Body]]:
     """The labelled box of a whole mask and its bodies there (cranial first); no bodies when fewer than two levels
@@ -265,7 +270,7 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     if not (repeated or skipped):
         return labels_kji, []
     counted = expected + predicted[sacrum:]
-    value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
+    value_of_level = _value_of_level(level_of_value)
     relabelled = labels_kji.copy()
     for body, level in zip(bodies[:sacrum], counted[:sacrum], strict=True):
         relabelled[box][body.mask] = value_of_level.get(level, 0)
@@ -302,7 +307,7 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
     if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
             or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])):
         return labels_kji, []
-    value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
+    value_of_level = _value_of_level(level_of_value)
     votes = [np.bincount(labels_kji[box][body.mask], minlength=max(level_of_value) + 1) for body in bodies]
 
     def supported(run: list[str]) -> bool:
@@ -331,7 +336,7 @@ def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str]
     keeps its voxels, as do islands (:data:`MIN_BODY_FRACTION`). Returns the mask and one note when it relabelled
     voxels."""
     box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
-    value_of_level = {level: value for value, level in level_of_value.items() if is_known_level(level)}
+    value_of_level = _value_of_level(level_of_value)
     relabelled, changed = labels_kji.copy(), 0
     offset = [b.start for b in box]
     for body in bodies:
