@@ -63,7 +63,7 @@ PAPER = {  # Table 1 of the paper (validation set, micro-averaged, percent)
     "M_MCBM (multiclass model, evaluated binary)": (97.3, 94.6),
 }
 STEPS = ("convert", "plan", "train", "predict", "evaluate", "table")
-MODELS = ("cascade", "all")
+MODELS = ("cascade", "binary", "all")
 SPINE_PLANS = "nnUNetPlans_spine"
 CONVERT_OPTIONS = ("--ignore-beyond", "auto", "--no-progress")  # the same for the training and the test export
 TEST_ID_OFFSET = 5
@@ -220,6 +220,11 @@ class Benchmark:
         return self.models == "all"
 
     @property
+    def with_binary(self) -> bool:
+        """``--models binary`` or ``all``: the binary cascade M_SC on its own ``--binary`` dataset."""
+        return self.models in ("binary", "all")
+
+    @property
     def default_key(self) -> str:
         """Folder name under predictions/ and prefix of the reports of nnU-Net's default."""
         return f"nnunet_{self.profile.default_configuration}"
@@ -228,7 +233,7 @@ class Benchmark:
     def cascades(self) -> tuple[Cascade, ...]:
         multi = Cascade("cascade_multiclass", "M_MC", self.multi, self.profile.variant)
         binary = Cascade("cascade_binary", "M_SC", self.binary, self.profile.binary_variant)
-        return (multi, binary) if self.with_default else (multi,)
+        return {"cascade": (multi,), "binary": (binary,), "all": (multi, binary)}[self.models]
 
     @property
     def splits_file(self) -> Path:
@@ -239,8 +244,9 @@ class Benchmark:
 
     def table_setup(self) -> TableSetup:
         p = self.profile
-        note = (f"Cascade: preset {p.preset}, trainers nnUNetTrainerSpine{{Coarse,Fine}}{p.variant}"
-                + (f" and ...{p.binary_variant}; nnU-Net default: {p.default_configuration}, {self.default_trainer}, "
+        variants = " and ...".join(c.variant for c in self.cascades)
+        note = (f"Cascade: preset {p.preset}, trainers nnUNetTrainerSpine{{Coarse,Fine}}{variants}"
+                + (f"; nnU-Net default: {p.default_configuration}, {self.default_trainer}, "
                    f"plans {p.default_plans}, fold {self.fold} only" if self.with_default else "") + ".")
         return TableSetup(self.models, self.fold, p.folds, self.test_export is not None, note,
                           p.default_configuration)
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "converted alike, predicted with every fold's cascade and evaluated as a test set")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--models", choices=MODELS, default="all", help="cascade: the multiclass cascade M_MC only; "
+                        "binary: the binary cascade M_SC only; "
                         "all (default): also the binary cascade M_SC and nnU-Net's default")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N case folders of the export")
@@ -326,8 +333,8 @@ def convert_dataset(bench: Benchmark, export: Path, dataset: Dataset, *extra: st
 
 
 def convert(bench: Benchmark) -> None:
-    convert_dataset(bench, bench.export, bench.multi)
-    if bench.with_default:
+    convert_dataset(bench, bench.export, bench.multi)  # always: its images, references and split serve every model
+    if bench.with_binary:
         convert_dataset(bench, bench.export, bench.binary, "--binary")
         if split_by_number(bench.raw, bench.multi) != split_by_number(bench.raw, bench.binary):
             raise SystemExit("the binary and multiclass datasets got different splits; cannot compare them")
@@ -514,7 +521,7 @@ def evaluate(bench: Benchmark) -> None:
 
 @dataclass(frozen=True)
 class TableSetup:
-    models: str  # "cascade" or "all"
+    models: str  # "cascade", "binary" or "all"
     fold: int  # nnU-Net's default model's fold
     folds: int
     test: bool
@@ -556,11 +563,20 @@ def partial_note(report: dict, label: str) -> list[str]:
             "predicted voxels there were left out."]
 
 
+def cascade_keys(models: str) -> list[tuple[str, str]]:
+    """(model, report prefix) of the cascades ``--models`` trains, in table order."""
+    multi, binary = ("ours M_MC (cascade)", "cascade_multiclass"), ("ours M_SC (binary cascade)", "cascade_binary")
+    return {"cascade": [multi], "binary": [binary], "all": [multi, binary]}[models]
+
+
+def summary_model(models: str) -> tuple[str, str]:
+    """(label, report prefix) of the model the summary line and the partial-annotation notes describe."""
+    return ("M_SC", "cascade_binary") if models == "binary" else ("M_MC", "cascade_multiclass")
+
+
 def evaluations(setup: TableSetup) -> list[tuple[str, str, str]]:
     """(model, evaluated on, report name) of every evaluation the setup makes, in table order."""
-    keys = [("ours M_MC (cascade)", "cascade_multiclass")]
-    if setup.models == "all":
-        keys.append(("ours M_SC (binary cascade)", "cascade_binary"))
+    keys = cascade_keys(setup.models)
     rows = [(model, f"cross-validation, {setup.folds} folds", f"{key}_cv") for model, key in keys]
     if setup.test:
         rows += [(model, "test export, all folds", f"{key}_test") for model, key in keys]
@@ -575,10 +591,11 @@ def evaluations(setup: TableSetup) -> list[tuple[str, str, str]]:
 def table_one(reports: Path, setup: TableSetup) -> list[str]:
     """The paper's Table 1 (micro Dice / Jaccard, percent): cross-validation and test next to the paper."""
     parts = ["cv"] + (["test"] if setup.test else [])
-    rows = [("M_MC (multiclass model)", "cascade_multiclass", "multiclass"),
+    rows = [("M_SC (binary model)", "cascade_binary", "binary"),
+            ("M_MC (multiclass model)", "cascade_multiclass", "multiclass"),
             ("M_MCBM (multiclass model, evaluated binary)", "cascade_multiclass", "binary")]
-    if setup.models == "all":
-        rows.insert(0, ("M_SC (binary model)", "cascade_binary", "binary"))
+    trained = {key for _, key in cascade_keys(setup.models)}
+    rows = [row for row in rows if row[1] in trained]
     header = "| model | " + " | ".join(f"{p} Dice | {p} Jaccard" for p in parts) + " | paper Dice | paper Jaccard |"
     lines = [header, "|---|" + "---:|" * (2 * len(parts) + 2)]
     for name, key, view in rows:
@@ -626,8 +643,9 @@ def comparison_table(reports: Path, setup: TableSetup, timings: dict) -> str:
     lines += ["", "Percent; levels right: share of reference vertebrae whose predicted level is right (off by one: "
               "labelled one level up or down); cases with all levels right of the cases evaluated.", ""]
     lines += figures_table(reports, setup)
-    notes = [n for part in ("cv", "test") for n in partial_note(load_report(reports, f"cascade_multiclass_{part}"),
-                                                                 f"M_MC, {part}")]
+    label, key = summary_model(setup.models)
+    notes = [n for part in ("cv", "test") for n in partial_note(load_report(reports, f"{key}_{part}"),
+                                                                 f"{label}, {part}")]
     lines += [""] + notes if notes else []
     per_class = per_class_table(reports, setup)
     lines += [""] + per_class if per_class else []
@@ -647,10 +665,12 @@ def summary_figures(report: dict) -> str:
 
 
 def summary_line(reports: Path, setup: TableSetup, timings: dict) -> str:
-    """``SUMMARY cv: ... | test: ... | wall N s``: M_MC's figures; wall: every recorded step's wall time summed."""
-    parts = [f"cv: {summary_figures(load_report(reports, 'cascade_multiclass_cv'))}"]
+    """``SUMMARY cv: ... | test: ... | wall N s``: M_MC's figures (M_SC's with ``--models binary``); wall: every
+    recorded step's wall time summed."""
+    key = summary_model(setup.models)[1]
+    parts = [f"cv: {summary_figures(load_report(reports, f'{key}_cv'))}"]
     if setup.test:
-        parts.append(f"test: {summary_figures(load_report(reports, 'cascade_multiclass_test'))}")
+        parts.append(f"test: {summary_figures(load_report(reports, f'{key}_test'))}")
     wall = sum(value.get("wall_s", 0.0) for value in timings.values())
     return "SUMMARY " + " | ".join(parts) + f" | wall {wall:.0f} s"
 

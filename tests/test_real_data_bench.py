@@ -104,7 +104,7 @@ def test_arguments():
     args = parser.parse_args(["--data", "d", "--work", "w", "--models", "cascade", "--test-data", "t"])
     assert (args.models, args.test_data) == ("cascade", Path("t"))
     with pytest.raises(SystemExit):
-        parser.parse_args(["--data", "d", "--work", "w", "--models", "binary"])
+        parser.parse_args(["--data", "d", "--work", "w", "--models", "multiclass"])
 
 
 def test_main_rejects_a_fold_beyond_the_profile_and_a_missing_test_folder(tmp_path):
@@ -256,6 +256,35 @@ def test_all_models_add_the_binary_cascade_and_nnunet_default_on_one_fold(tmp_pa
 
     bench.runner.commands.clear()  # resumed: only the evaluations run again
     assert {c.split()[0] for c in run_steps(bench)} == {"spine-evaluate"}
+
+
+def test_binary_models_train_and_test_the_binary_cascade_alone(tmp_path):
+    (tmp_path / "test").mkdir()
+    bench = simulated_benchmark(tmp_path, "--models", "binary", "--test-data", str(tmp_path / "test"))
+    commands = run_steps(bench)
+    converted = [c for c in commands if c.startswith("spine-convert")]
+    assert len(converted) == 3 and sum("--binary" in c for c in converted) == 1  # references and split: multiclass
+    trainings = [c.split("nnUNetv2_train ")[1].split(" -device")[0] for c in commands if c.startswith("nnUNetv2_train")]
+    assert trainings == [f"602 {configuration} {fold} -p nnUNetPlans_spine -tr nnUNetTrainerSpine{stage}BinaryCpu"
+                         for configuration, stage in (("3d_lowres", "Coarse"), ("2d_cascade", "Fine"))
+                         for fold in (0, 1)]
+    assert [c.split()[3] for c in commands if c.startswith("spine-nnunet plan")] == ["602"]
+    predictions = [c for c in commands if c.startswith("spine-predict")]
+    assert len(predictions) == 3 and all(" -d 602 " in c for c in predictions)
+    assert "nnUNetv2_predict" not in {c.split()[0] for c in commands}
+    assert sorted(p.name for p in bench.reports.iterdir()) == ["cascade_binary_cv", "cascade_binary_test"]
+    evaluations = [c for c in commands if c.startswith("spine-evaluate")]
+    assert all("Dataset602_LumbarCPUBinary/dataset.json" in c.split("--pred-labels ")[1].split()[0]
+               for c in evaluations)
+    assert "Dataset601_LumbarCPU/labelsTr" in evaluations[0]
+    setup = bench.table_setup()
+    assert "BinaryCpu" in setup.note and "...Cpu" not in setup.note
+    table = (bench.work / "table.md").read_text()
+    assert "M_SC (binary model)" in table and "M_MC" not in table
+    write_report(tmp_path / "reports", "cascade_binary_cv", None, 0.91)
+    write_report(tmp_path / "reports", "cascade_multiclass_cv", 0.8, 0.85)
+    assert real_data.summary_line(tmp_path / "reports", setup, {}).startswith(
+        "SUMMARY cv: dice_multiclass=n/a dice_binary=0.910 level_identity=n/a | test:")
 
 
 # --- learning curves -------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
   recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2300 iterations per fold,
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels):
-  79 minutes on the 2-core VM of 2026-12-02's tenth session (target 75; "Tenth session");
-  ``...BinaryCpu``: the same for M_SC.
+  67-79 minutes on the 2-core VMs of 2026-12-02 (target 75; "Tenth" to "Twelfth session");
+  ``...BinaryCpu``: the same for M_SC with a shorter schedule (800 + 1400 iterations), the issue's 45 minutes.
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
   iterations, a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU (375 and 750
@@ -85,7 +85,9 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
     expected_num_classes = 2
+    epochs = 20  # 800 iterations: M_SC's stage 1 finds the spine and counts no levels; the 45-minute budget
 
 
 class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
+    epochs = 28  # 1400 iterations: both stages of both folds in the 45-minute budget on 2 cores
