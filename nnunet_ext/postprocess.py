@@ -203,8 +203,13 @@ def _value_of_level(level_of_value: Mapping[int, str]) -> dict[str, int]:
     return {level: value for value, level in level_of_value.items() if is_known_level(level)}
 
 
+Chain = tuple[tuple[slice, ...], list[_Body]]
+"""A mask's labelled box and its bodies there (cranial first), as :func:`_chain` finds them; the level steps take it
+precomputed (``chain=``) when the mask has not changed since."""
+
+
 def _chain(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-           direction: Sequence[float]) -> tuple[tuple[slice, ...], list[_Body]]:
+           direction: Sequence[float]) -> Chain:
     """The labelled box of a whole mask and its bodies there (cranial first); no bodies when fewer than two levels
     are present (labelling the parts only in the labelled box is the same, and faster)."""
     values = _level_values(labels_kji, level_of_value)
@@ -240,7 +245,8 @@ def _cranial_levels(anchor: str, count: int) -> list[str]:
 
 
 def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-                             direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
+                             direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                             *, chain: Chain | None = None) -> tuple[np.ndarray, list[str]]:
     """Relabel the bodies of a multiclass mask by counting up from the sacrum when the predicted chain names one level
     twice (two separate bodies both "L5") or, above an S1, skips one (an "L4" directly above S1; "L1" then "L3"): the
     usual failures of a network that places levels by position in a field of view unlike its training scans. The sacrum
@@ -252,7 +258,7 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     evenly (no gap over :data:`GAP_FACTOR` times the median: a missed body would make the count one too low) and none is
     a transitional variant (L6, T13). Chains named in order, or without a sacral body at the caudal end, are left alone.
     Returns the mask and one note when it relabelled."""
-    box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
+    box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     if not bodies:
         return labels_kji, []
     predicted = [body.level for body in bodies]
@@ -293,7 +299,8 @@ its new level (evidence in the image, not only the count of its neighbours)."""
 
 
 def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-                          direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
+                          direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                          *, chain: Chain | None = None) -> tuple[np.ndarray, list[str]]:
     """Relabel a chain that names one level twice and has no sacral body at its caudal end (so that
     :func:`count_levels_from_sacrum` has nothing to count from): its bodies get consecutive levels, the run that most
     of their voxels were predicted as (each body's voxels vote for the level given them; of equal runs the most
@@ -302,7 +309,7 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
     such evidence is left alone. Only for a chain that follows itself evenly (:func:`_evenly_spaced`, at least four
     bodies: a missed body breaks the run) and names no transitional variant (L6, T13). Returns the mask and one note
     when it relabelled."""
-    box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
+    box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     predicted = [body.level for body in bodies]
     if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
             or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])):
@@ -329,13 +336,14 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
 
 
 def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-                       direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> tuple[np.ndarray, list[str]]:
+                       direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                       *, chain: Chain | None = None) -> tuple[np.ndarray, list[str]]:
     """Give the voxels of a body the level of most of its voxels where their own level's centre in the body lies
     within :data:`SPLIT_MM` of the body's centre along superior-inferior (a body is one vertebra: stage 2 sometimes
     calls the lower part of L5 "L4"); a level whose voxels lie further off (a small piece of sacrum grown onto L5)
     keeps its voxels, as do islands (:data:`MIN_BODY_FRACTION`). Returns the mask and one note when it relabelled
     voxels."""
-    box, bodies = _chain(labels_kji, level_of_value, spacing_xyz, direction)
+    box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     value_of_level = _value_of_level(level_of_value)
     relabelled, changed = labels_kji.copy(), 0
     offset = [b.start for b in box]
@@ -361,10 +369,14 @@ def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spaci
     if order:
         labels_kji, removed = remove_out_of_order_parts(labels_kji, level_of_value, spacing_xyz, direction)
         notes += removed
-    if count_levels:
-        labels_kji, counted = count_levels_from_sacrum(labels_kji, level_of_value, spacing_xyz, direction)
+    if count_levels:  # the bodies are found once, and again only after a step relabelled them
+        chain = _chain(labels_kji, level_of_value, spacing_xyz, direction)
+        labels_kji, counted = count_levels_from_sacrum(labels_kji, level_of_value, spacing_xyz, direction,
+                                                       chain=chain)
         if not counted:
-            labels_kji, counted = count_levels_by_votes(labels_kji, level_of_value, spacing_xyz, direction)
-        labels_kji, uniform = one_level_per_body(labels_kji, level_of_value, spacing_xyz, direction)
+            labels_kji, counted = count_levels_by_votes(labels_kji, level_of_value, spacing_xyz, direction,
+                                                        chain=chain)
+        labels_kji, uniform = one_level_per_body(labels_kji, level_of_value, spacing_xyz, direction,
+                                                 chain=None if counted else chain)
         notes += counted + uniform
     return labels_kji, notes

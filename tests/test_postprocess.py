@@ -273,3 +273,30 @@ def test_tidy_levels_switches():
     labels[5:9, 2:10, 2:10] = 8
     tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert body_values(tidied) == [8, 7, 6, 5, 4] and notes[0].startswith("levels named by the votes")
+
+
+def test_tidy_levels_finds_the_bodies_again_only_after_a_relabelling(monkeypatch):
+    """The bodies are found once for the three level steps when none relabels, once more after a relabelling (the
+    chain changed), and the result is the steps' own, one after the other."""
+    import nnunet_ext.postprocess as postprocess
+
+    calls = []
+    original = postprocess._chain
+
+    def counted_chain(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(postprocess, "_chain", counted_chain)
+    direction = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    labels = stack([8, 7, 6, 5, 4])
+    labels[20:23, 2:10, 2:10] = 6  # only one level per body changes voxels
+    tidied, _ = tidy_levels(labels, CHAIN, SPACING, direction, order=False)
+    assert len(calls) == 1 and (tidied[20:30, 2:10, 2:10] == 7).all()
+    calls.clear()
+    labels = stack([7, 7, 6, 5, 4])
+    labels[5:9, 2:10, 2:10] = 8  # renamed by the votes: the bodies are found again for one level per body
+    tidied, _ = tidy_levels(labels, CHAIN, SPACING, direction, order=False)
+    assert len(calls) == 2
+    step_by_step = one_level_per_body(count_levels_by_votes(labels, CHAIN, SPACING)[0], CHAIN, SPACING)[0]
+    assert np.array_equal(tidied, step_by_step)
