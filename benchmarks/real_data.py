@@ -1,6 +1,7 @@
-"""Real-data benchmark: the cascade (multiclass M_MC, and with ``--models all`` the binary M_SC and nnU-Net's default
-at equal training time) on a patient-level cross-validation of ../shared/data/lumbar_mri, optionally tested on a
-second export, evaluated with spine-evaluate, as a Table-1-style comparison with level identity.
+"""Real-data benchmark: the cascade (multiclass M_MC; with ``--models binary`` the binary M_SC instead; with
+``--models all`` both and nnU-Net's default at equal training time) on a patient-level cross-validation of
+../shared/data/lumbar_mri, optionally tested on a second export, evaluated with spine-evaluate, as a Table-1-style
+comparison with level identity.
 
 Every step runs the stock commands (spine-convert, nnUNetv2_*, spine-nnunet, spine-predict, spine-evaluate) in
 subprocesses, logs them to WORK/commands.log, records its wall time in WORK/timings.json and is skipped when its
@@ -9,7 +10,8 @@ time: they are cheap and follow spine-evaluate's current report).
 
 What it runs:
 * ``convert``: spine-convert with ``--ignore-beyond auto`` (anatomy present but not annotated gets the ignore label)
-  into dataset ID (and ID + 1 ``--binary`` for M_SC); ``--test-data DIR`` with the same options into ID + 5.
+  into dataset ID (always: its images, references and split serve every model) and ID + 1 ``--binary`` for M_SC;
+  ``--test-data DIR`` with the same options into ID + 5.
 * ``plan``: nnU-Net's planner, ``spine-nnunet plan --preset P``, nnUNetv2_preprocess (and nnU-Net's default plans).
 * ``train``: both stages of the cascade on every fold (stage 1 of all folds first: stage 2 trains on stage 1's
   out-of-fold predictions); nnU-Net's default on ``--fold`` only, given the cascade's training wall time per fold
@@ -18,12 +20,13 @@ What it runs:
   WORK/predictions/MODEL/cv/; the test export with every fold (nnU-Net's ensemble) into WORK/predictions/MODEL/test/.
 * ``evaluate``: spine-evaluate of every cross-validation case (reports/MODEL_cv), of the test cases (MODEL_test) and,
   with ``--models all``, of ``--fold``'s validation cases for every model (MODEL_foldK, nnunet_CONFIG_foldK).
-* ``table``: WORK/table.md; the last line printed is ``SUMMARY cv: ... | test: ... | wall N s`` (M_MC's figures;
-  wall: the sum of every step's recorded wall time).
+* ``table``: WORK/table.md; the last line printed is ``SUMMARY cv: ... | test: ... | wall N s`` (M_MC's figures,
+  M_SC's with ``--models binary``; wall: the sum of every step's recorded wall time).
 
 Profiles:
 * ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``cpu`` preset and the ``Cpu`` /
-  ``BinaryCpu`` trainers; nnU-Net's default plans (its own planner, nothing overwritten) in its ``2d``
+  ``BinaryCpu`` trainers (M_SC's schedule is shorter, 800 + 1400 iterations against 1600 + 2300: its 45-minute
+  budget); nnU-Net's default plans (its own planner, nothing overwritten) in its ``2d``
   configuration, trained with ``nnUNetTrainerTimeBudget`` (nnU-Net's trainer, only the schedule fitted) for the
   cascade's training wall time per fold: the comparison at equal wall time. ``2d`` rather than ``3d_fullres``
   because on 2 cores predicting the 24 validation cases with 3d_fullres alone takes about an hour (docs/benchmarks.md).
@@ -216,7 +219,7 @@ class Benchmark:
 
     @property
     def with_default(self) -> bool:
-        """``--models all``: also the binary cascade and nnU-Net's default."""
+        """``--models all``: nnU-Net's default too (trained on ``--fold``, given M_MC's training time)."""
         return self.models == "all"
 
     @property
@@ -260,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "converted alike, predicted with every fold's cascade and evaluated as a test set")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--models", choices=MODELS, default="all", help="cascade: the multiclass cascade M_MC only; "
-                        "binary: the binary cascade M_SC only; "
-                        "all (default): also the binary cascade M_SC and nnU-Net's default")
+                        "binary: the binary cascade M_SC only; all (default): M_MC, M_SC and nnU-Net's default")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N case folders of the export")
     parser.add_argument("--fold", type=int, default=0, help="the fold nnU-Net's default is trained on "

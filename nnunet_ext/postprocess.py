@@ -204,8 +204,9 @@ def _value_of_level(level_of_value: Mapping[int, str]) -> dict[str, int]:
 
 
 Chain = tuple[tuple[slice, ...], list[_Body]]
-"""A mask's labelled box and its bodies there (cranial first), as :func:`_chain` finds them; the level steps take it
-precomputed (``chain=``) when the mask has not changed since."""
+"""A mask's labelled box and its bodies there (cranial first), as :func:`_chain` finds them. The level steps below
+take it precomputed (``chain=``, as :func:`tidy_levels` passes it) only for the very mask it was found on: a chain
+of a mask relabelled since gives wrong results."""
 
 
 def _chain(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],

@@ -276,8 +276,8 @@ def test_tidy_levels_switches():
 
 
 def test_tidy_levels_finds_the_bodies_again_only_after_a_relabelling(monkeypatch):
-    """The bodies are found once for the three level steps when none relabels, once more after a relabelling (the
-    chain changed), and the result is the steps' own, one after the other."""
+    """The bodies are found once for the three level steps when none relabels, once more after a relabelling (by the
+    sacrum count or by the votes: the chain changed), and the result is the steps' own, one after the other."""
     import nnunet_ext.postprocess as postprocess
 
     calls = []
@@ -287,16 +287,23 @@ def test_tidy_levels_finds_the_bodies_again_only_after_a_relabelling(monkeypatch
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(postprocess, "_chain", counted_chain)
-    direction = (1, 0, 0, 0, 1, 0, 0, 0, 1)
-    labels = stack([8, 7, 6, 5, 4])
-    labels[20:23, 2:10, 2:10] = 6  # only one level per body changes voxels
-    tidied, _ = tidy_levels(labels, CHAIN, SPACING, direction, order=False)
-    assert len(calls) == 1 and (tidied[20:30, 2:10, 2:10] == 7).all()
-    calls.clear()
-    labels = stack([7, 7, 6, 5, 4])
-    labels[5:9, 2:10, 2:10] = 8  # renamed by the votes: the bodies are found again for one level per body
-    tidied, _ = tidy_levels(labels, CHAIN, SPACING, direction, order=False)
-    assert len(calls) == 2
-    step_by_step = one_level_per_body(count_levels_by_votes(labels, CHAIN, SPACING)[0], CHAIN, SPACING)[0]
-    assert np.array_equal(tidied, step_by_step)
+    def step_by_step(labels: np.ndarray) -> np.ndarray:
+        counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+        if not notes:
+            counted = count_levels_by_votes(labels, CHAIN, SPACING)[0]
+        return one_level_per_body(counted, CHAIN, SPACING)[0]
+
+    uniform = stack([8, 7, 6, 5, 4])
+    uniform[20:23, 2:10, 2:10] = 6  # only one level per body changes voxels
+    voted = stack([7, 7, 6, 5, 4])
+    voted[5:9, 2:10, 2:10] = 8  # renamed by the votes
+    counted = stack([8, 7, 7, 6, 5])  # a repeat above S1: counted up from the sacrum
+    counted[35:38, 2:10, 2:10] = 5  # and a part of a body called another level
+    for labels, searches in ((uniform, 1), (voted, 2), (counted, 2)):
+        expected = step_by_step(labels)
+        monkeypatch.setattr(postprocess, "_chain", counted_chain)
+        calls.clear()
+        tidied, _ = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), order=False)
+        monkeypatch.setattr(postprocess, "_chain", original)
+        assert len(calls) == searches and np.array_equal(tidied, expected)
+        assert not np.array_equal(tidied, labels)

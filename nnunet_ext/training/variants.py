@@ -6,7 +6,8 @@
   recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2300 iterations per fold,
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels):
   67-79 minutes on the 2-core VMs of 2026-12-02 (target 75; "Tenth" to "Twelfth session");
-  ``...BinaryCpu``: the same for M_SC with a shorter schedule (800 + 1400 iterations), the issue's 45 minutes.
+  ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations: both folds in 45 minutes on
+  2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth session").
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
   iterations, a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU (375 and 750
