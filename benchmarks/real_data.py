@@ -67,6 +67,12 @@ PAPER = {  # Table 1 of the paper (validation set, micro-averaged, percent)
 }
 STEPS = ("convert", "plan", "train", "predict", "evaluate", "table")
 MODELS = ("cascade", "binary", "all")
+TRAINED = {"cascade": ("cascade_multiclass",), "binary": ("cascade_binary",),
+           "all": ("cascade_multiclass", "cascade_binary")}
+"""The cascades (their report prefixes, in table order) each ``--models`` choice trains; the first is the one the
+summary line describes."""
+CASCADE_LABELS = {"cascade_multiclass": ("M_MC", "ours M_MC (cascade)"),
+                  "cascade_binary": ("M_SC", "ours M_SC (binary cascade)")}  # short, and in the tables
 SPINE_PLANS = "nnUNetPlans_spine"
 CONVERT_OPTIONS = ("--ignore-beyond", "auto", "--no-progress")  # the same for the training and the test export
 TEST_ID_OFFSET = 5
@@ -106,8 +112,7 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Cascade:
-    key: str  # folder name under predictions/ and prefix of the reports
-    label: str
+    key: str  # folder name under predictions/ and prefix of the reports (its labels: CASCADE_LABELS)
     dataset: Dataset
     variant: str
 
@@ -225,7 +230,7 @@ class Benchmark:
     @property
     def with_binary(self) -> bool:
         """``--models binary`` or ``all``: the binary cascade M_SC on its own ``--binary`` dataset."""
-        return self.models in ("binary", "all")
+        return "cascade_binary" in TRAINED[self.models]
 
     @property
     def default_key(self) -> str:
@@ -234,9 +239,9 @@ class Benchmark:
 
     @property
     def cascades(self) -> tuple[Cascade, ...]:
-        multi = Cascade("cascade_multiclass", "M_MC", self.multi, self.profile.variant)
-        binary = Cascade("cascade_binary", "M_SC", self.binary, self.profile.binary_variant)
-        return {"cascade": (multi,), "binary": (binary,), "all": (multi, binary)}[self.models]
+        multi = Cascade("cascade_multiclass", self.multi, self.profile.variant)
+        binary = Cascade("cascade_binary", self.binary, self.profile.binary_variant)
+        return tuple(c for c in (multi, binary) if c.key in TRAINED[self.models])
 
     @property
     def splits_file(self) -> Path:
@@ -567,13 +572,13 @@ def partial_note(report: dict, label: str) -> list[str]:
 
 def cascade_keys(models: str) -> list[tuple[str, str]]:
     """(model, report prefix) of the cascades ``--models`` trains, in table order."""
-    multi, binary = ("ours M_MC (cascade)", "cascade_multiclass"), ("ours M_SC (binary cascade)", "cascade_binary")
-    return {"cascade": [multi], "binary": [binary], "all": [multi, binary]}[models]
+    return [(CASCADE_LABELS[key][1], key) for key in TRAINED[models]]
 
 
 def summary_model(models: str) -> tuple[str, str]:
     """(label, report prefix) of the model the summary line and the partial-annotation notes describe."""
-    return ("M_SC", "cascade_binary") if models == "binary" else ("M_MC", "cascade_multiclass")
+    key = TRAINED[models][0]
+    return CASCADE_LABELS[key][0], key
 
 
 def evaluations(setup: TableSetup) -> list[tuple[str, str, str]]:
