@@ -326,6 +326,31 @@ def test_partial_label_term_only_for_levels_with_an_ignore_label(pipeline, tmp_p
             assert list(loss.weight_factors) == list(nnUNetTrainer._build_loss(trainer).weight_factors)
 
 
+def test_union_dice_term_wired_for_level_labels_only(pipeline, tmp_path, monkeypatch):
+    """union_dice_weight: a multiclass stage adds the Dice of "any vertebra" with the dataset's ignore label inside
+    nnU-Net's deep supervision (every output gets it); a binary dataset, whose one class already is that, does not."""
+    import torch
+
+    from nnunet_ext.training.trainers import nnUNetTrainerSpineFine
+    from nnunet_ext.training.union_loss import UnionDiceLoss
+
+    for variable in ("nnUNet_results", "nnUNet_preprocessed"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
+
+    class Fine(nnUNetTrainerSpineFine):
+        union_dice_weight = 0.5
+
+    for labels, expected in ((dataset_json["labels"], True), ({"background": 0, "vertebra": 1}, False)):
+        plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+        plans["continue_training"] = False
+        trainer = Fine(plans, "2d_cascade", 0, {**dataset_json, "labels": labels}, torch.device("cpu"))
+        loss = trainer._build_loss().loss
+        assert isinstance(loss, UnionDiceLoss) is expected
+        if expected:
+            assert loss.weight == 0.5 and loss.ignore_label == labels["ignore"]
+
+
 def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path, monkeypatch):
     """adjacent_level_weight: stage 1 passes the weight, the level classes in anatomical order, its patch size and
     spacing to the loss; a 2D stage with it is refused (a sagittal slice need not hold the adjacent body)."""

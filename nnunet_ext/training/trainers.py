@@ -37,6 +37,7 @@ from nnunet_ext.networks.precision import set_cpu_autocast
 from nnunet_ext.plans import CascadeMetadata, record_cpu_precision, record_neighbour_slices
 from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
+from nnunet_ext.training.union_loss import UnionDiceLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
 
@@ -60,6 +61,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """The levels that term asks for (None: any level next to an annotated end). S1 only by default: the sacrum is
     the landmark levels are counted from; asking for T12 above an annotated L1 taught stage 1 to name the most cranial
     body in view "T12" (docs/benchmarks.md, "Eighth session")."""
+    union_dice_weight: float = 0.0
+    """Level-labelled data: weight of a soft Dice of "any vertebra" added to nnU-Net's per-level loss
+    (:mod:`.union_loss`; 0 turns it off)."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
@@ -243,11 +247,14 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
 
     def _build_loss(self):
         """nnU-Net's loss, plus (level-labelled data with an ignore label) what the unannotated region is known not to
-        be (:mod:`.partial_loss`), plus the auxiliary head's output in the deep-supervision weights."""
+        be (:mod:`.partial_loss`), plus (more than one class, :attr:`union_dice_weight`) the Dice of "any vertebra",
+        plus the auxiliary head's output in the deep-supervision weights."""
         inner, weights = unwrap_deep_supervision(super()._build_loss())
         if self._levels_with_ignore_label and (self.unannotated_level_weight or self.adjacent_level_weight):
             inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight,
                                           **self._presence_arguments())
+        if self.union_dice_weight and len(self._class_names) > 1:
+            inner = UnionDiceLoss(inner, self.union_dice_weight, self.label_manager.ignore_label)
         if weights is None:
             return inner
         if self._has_auxiliary_output:

@@ -4,7 +4,8 @@
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
   recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2300 iterations per fold,
-  both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels):
+  both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels and
+  adds the Dice of "any vertebra" to its per-level loss):
   67-79 minutes on the 2-core VMs of 2026-12-02 (target 75; "Tenth" to "Twelfth session");
   ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations: both folds in 45 minutes on
   2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth session").
@@ -82,6 +83,8 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
     neighbour_slices = 2  # 2.5D: binary Dice and heights better on real scans, same cost ("Seventh session")
     cpu_bfloat16 = True  # the preset's 16-128 stage 2 at about the cost of 8-96 in float32 ("Ninth session")
+    union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
+    # (fold 0: binary 0.860 -> 0.878, anterior height MAE 3.00 -> 2.12 mm; docs/benchmarks.md, "Fourteenth session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):

@@ -1,0 +1,70 @@
+"""The Dice of "any vertebra" added to the level-wise loss (nnunet_ext.training.union_loss): analytic values."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nnunet_ext.training.union_loss import UnionDiceLoss, union_dice_loss  # noqa: E402
+
+IGNORE = 3  # classes 0 (background), 1, 2; label 3 = unannotated
+
+
+def _confident(labels: torch.Tensor, classes: int = 3, score: float = 30.0) -> torch.Tensor:
+    """Logits (1, classes, *spatial) that give each voxel its label with probability ~1."""
+    logits = torch.full((1, classes, *labels.shape), -score)
+    for c in range(classes):
+        logits[0, c][labels == c] = score
+    return logits
+
+
+def test_a_wrong_level_costs_nothing_a_missed_voxel_does():
+    """Voxels called the wrong level still lie inside the outline; a vertebra voxel called background does not."""
+    target = torch.tensor([[1, 1, 2, 2], [0, 0, 0, 0]])
+    swapped = torch.tensor([[2, 2, 1, 1], [0, 0, 0, 0]])
+    assert union_dice_loss(_confident(swapped), target[None, None].float()).item() == pytest.approx(-1.0)
+    one_missed = torch.tensor([[1, 1, 2, 0], [0, 0, 0, 0]])  # 3 of 4 found: Dice 2 * 3 / (3 + 4)
+    assert union_dice_loss(_confident(one_missed), target[None, None].float()).item() == pytest.approx(-6 / 7)
+
+
+def test_unannotated_voxels_count_neither_way():
+    target = torch.tensor([[1, 1, IGNORE, IGNORE], [0, 0, IGNORE, 0]])
+    called_vertebra = torch.tensor([[1, 1, 2, 2], [0, 0, 1, 0]])
+    called_background = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])
+    for prediction in (called_vertebra, called_background):
+        value = union_dice_loss(_confident(prediction), target[None, None].float(), ignore_label=IGNORE)
+        assert value.item() == pytest.approx(-1.0)
+    # without an ignore label the unannotated value is one more foreground class, and the miss counts
+    value = union_dice_loss(_confident(called_background), target[None, None].float())
+    assert value.item() == pytest.approx(-2 * 2 / (2 + 5), abs=1e-5)
+
+
+def test_soft_probabilities_over_the_batch():
+    """Uniform scores: P(vertebra) = 2/3 everywhere; Dice = 2 * (2/3 * F) / (2/3 * N + F) over the whole batch."""
+    target = torch.zeros(2, 1, 2, 3)
+    target[0, 0, 0, :2] = 1
+    target[1, 0, 1, 0] = 2  # F = 3 vertebra voxels of N = 12
+    value = union_dice_loss(torch.zeros(2, 3, 2, 3), target)
+    assert value.item() == pytest.approx(-(2 * 2 / 3 * 3) / (2 / 3 * 12 + 3), abs=1e-5)
+
+
+def test_gradient_raises_every_level_against_background_on_a_missed_vertebra():
+    target = torch.tensor([[[[1, 0]]]]).float()
+    logits = torch.zeros(1, 3, 1, 2, requires_grad=True)
+    union_dice_loss(logits, target).backward()
+    gradient = logits.grad[0, :, 0, 0]
+    assert gradient[0] > 0 and gradient[1] < 0 and gradient[2] < 0  # descent lowers background, raises both levels
+    assert gradient[1] == pytest.approx(gradient[2].item())  # and prefers no level: that is the level-wise loss's job
+
+
+def test_loss_adds_the_weighted_term_to_the_base_loss():
+    class Constant(torch.nn.Module):
+        def forward(self, net_output, target):
+            return torch.tensor(0.25)
+
+    target = torch.tensor([[[[1, 0]]]]).float()
+    logits = _confident(torch.tensor([[0, 0]]))  # the vertebra voxel missed: Dice 0
+    assert UnionDiceLoss(Constant(), 0.5, IGNORE)(logits, target).item() == pytest.approx(0.25, abs=1e-5)
+    logits = _confident(torch.tensor([[1, 0]]))
+    assert UnionDiceLoss(Constant(), 0.5, IGNORE)(logits, target).item() == pytest.approx(0.25 - 0.5, abs=1e-5)
