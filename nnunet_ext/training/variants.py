@@ -84,7 +84,8 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     neighbour_slices = 2  # 2.5D: binary Dice and heights better on real scans, same cost ("Seventh session")
     cpu_bfloat16 = True  # the preset's 16-128 stage 2 at about the cost of 8-96 in float32 ("Ninth session")
     union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
-    # (fold 0: binary 0.860 -> 0.878, anterior height MAE 3.00 -> 2.12 mm; docs/benchmarks.md, "Fourteenth session")
+    # (cross-validation: binary 0.881 -> 0.894, heights MAE 2.10 -> 1.62 mm anterior; docs/benchmarks.md, "Fourteenth
+    # session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
