@@ -327,28 +327,41 @@ def test_partial_label_term_only_for_levels_with_an_ignore_label(pipeline, tmp_p
 
 
 def test_union_dice_term_wired_for_level_labels_only(pipeline, tmp_path, monkeypatch):
-    """union_dice_weight: a multiclass stage adds the Dice of "any vertebra" with the dataset's ignore label inside
-    nnU-Net's deep supervision (every output gets it); a binary dataset, whose one class already is that, does not."""
+    """union_dice_weight: a multiclass stage adds the Dice of "any vertebra" around the partial-label term, with the
+    dataset's ignore label, inside nnU-Net's deep supervision (every output gets it); without an ignore label it
+    wraps nnU-Net's loss alone; a binary dataset, whose one class already is that, does not get it; a region-based
+    one is refused (its outputs are sigmoids, not a softmax with a background)."""
     import torch
 
+    from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
     from nnunet_ext.training.trainers import nnUNetTrainerSpineFine
     from nnunet_ext.training.union_loss import UnionDiceLoss
 
     for variable in ("nnUNet_results", "nnUNet_preprocessed"):
         monkeypatch.setenv(variable, str(tmp_path / variable))
     dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
+    levels = dataset_json["labels"]
+    assert "ignore" in levels
 
     class Fine(nnUNetTrainerSpineFine):
         union_dice_weight = 0.5
 
-    for labels, expected in ((dataset_json["labels"], True), ({"background": 0, "vertebra": 1}, False)):
+    def trainer(labels, **extra):
         plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
         plans["continue_training"] = False
-        trainer = Fine(plans, "2d_cascade", 0, {**dataset_json, "labels": labels}, torch.device("cpu"))
-        loss = trainer._build_loss().loss
-        assert isinstance(loss, UnionDiceLoss) is expected
-        if expected:
-            assert loss.weight == 0.5 and loss.ignore_label == labels["ignore"]
+        return Fine(plans, "2d_cascade", 0, {**dataset_json, "labels": labels, **extra}, torch.device("cpu"))
+
+    loss = trainer(levels)._build_loss().loss
+    assert isinstance(loss, UnionDiceLoss) and loss.weight == 0.5 and loss.ignore_label == levels["ignore"]
+    assert isinstance(loss.base, UnannotatedLevelsLoss)  # wraps the partial-label term, does not replace it
+    without_ignore = {name: value for name, value in levels.items() if name != "ignore"}
+    loss = trainer(without_ignore)._build_loss().loss
+    assert isinstance(loss, UnionDiceLoss) and loss.ignore_label is None
+    assert not isinstance(loss.base, UnannotatedLevelsLoss)
+    assert not isinstance(trainer({"background": 0, "vertebra": 1})._build_loss().loss, UnionDiceLoss)
+    regions = {"background": 0, "lumbar": [1, 2], "L2": 2}
+    with pytest.raises(RuntimeError, match="region-based"):
+        trainer(regions, regions_class_order=[1, 2])._build_loss()
 
 
 def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path, monkeypatch):

@@ -68,3 +68,30 @@ def test_loss_adds_the_weighted_term_to_the_base_loss():
     assert UnionDiceLoss(Constant(), 0.5, IGNORE)(logits, target).item() == pytest.approx(0.25, abs=1e-5)
     logits = _confident(torch.tensor([[1, 0]]))
     assert UnionDiceLoss(Constant(), 0.5, IGNORE)(logits, target).item() == pytest.approx(0.25 - 0.5, abs=1e-5)
+
+
+def test_integer_targets_give_the_float_targets_value():
+    """nnU-Net hands targets as float tensors, a DataLoader of labels as integers: the same value either way."""
+    target = torch.tensor([[1, 2, 0, IGNORE], [0, 0, 2, 0]])[None, None]
+    logits = _confident(torch.tensor([[1, 0, 0, 2], [0, 1, 2, 0]]))  # 2 of 3 found, 1 false positive, 1 ignored
+    expected = -2 * 2 / (3 + 3)
+    for dtype in (torch.long, torch.uint8, torch.float32):
+        value = union_dice_loss(logits, target.to(dtype), ignore_label=IGNORE)
+        assert value.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_wrapper_passes_gradients_to_both_terms():
+    class Squares(torch.nn.Module):
+        def forward(self, net_output, target):
+            return (net_output ** 2).sum()
+
+    target = torch.tensor([[[[1, 0]]]]).float()
+    logits = torch.zeros(1, 3, 1, 2, requires_grad=True)
+    UnionDiceLoss(Squares(), 1.0)(logits, target).backward()
+    alone = torch.zeros(1, 3, 1, 2, requires_grad=True)
+    union_dice_loss(alone, target).backward()
+    # the base term's gradient (2 * logits) is zero at zero logits: what is left is the union term's
+    assert torch.allclose(logits.grad, alone.grad)
+    logits.grad = None
+    UnionDiceLoss(Squares(), 0.0)(logits + 1.0, target).backward()
+    assert torch.allclose(logits.grad, torch.full_like(logits, 2.0))  # weight 0: the base term's alone

@@ -62,8 +62,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     the landmark levels are counted from; asking for T12 above an annotated L1 taught stage 1 to name the most cranial
     body in view "T12" (docs/benchmarks.md, "Eighth session")."""
     union_dice_weight: float = 0.0
-    """Level-labelled data: weight of a soft Dice of "any vertebra" added to nnU-Net's per-level loss
-    (:mod:`.union_loss`; 0 turns it off)."""
+    """Data with more than one class (label-based, not regions): weight of a soft Dice of "any vertebra" added to
+    nnU-Net's per-class loss (:mod:`.union_loss`; 0 turns it off; a single class skips it, its Dice is already the
+    union's)."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
@@ -254,6 +255,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
             inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight,
                                           **self._presence_arguments())
         if self.union_dice_weight and len(self._class_names) > 1:
+            if self.label_manager.has_regions:
+                raise RuntimeError(f"{type(self).__name__}: union_dice_weight needs label-based training (softmax); "
+                                   "this dataset is region-based: use a variant with union_dice_weight = 0")
             inner = UnionDiceLoss(inner, self.union_dice_weight, self.label_manager.ignore_label)
         if weights is None:
             return inner

@@ -1,12 +1,15 @@
 """A Dice term on "any vertebra" for level-labelled (multiclass) training.
 
 nnU-Net's multiclass loss averages one soft Dice per level: each level's own outline counts as much as any other's,
-and a voxel on the border between two levels that is called the wrong level costs as much Dice as one called
-background. The measurements and the binary figures, though, depend on the outline of the vertebral bodies taken
-together, which the single-class model M_SC optimises directly. :func:`union_dice_loss` is that Dice: the soft Dice
-of the probability of "any vertebra" (one minus the background probability) against the union of the levels, over
-the batch's annotated voxels (the unannotated region, nnU-Net's ignore label, may hold vertebrae or not and is left
-out).
+and nothing in it rewards a voxel for staying inside the outline of the vertebral bodies taken together (a voxel
+called the wrong level costs even more than one called background: it is missed by one level and wrongly added to
+another). The measurements and the binary figures, though, depend on that outline, which the single-class model
+M_SC optimises directly. :func:`union_dice_loss` is its Dice: the soft Dice of the probability of "any vertebra"
+(one minus the background probability) against the union of the levels, over the batch's annotated voxels (the
+unannotated region, nnU-Net's ignore label, may hold vertebrae or not and is left out).
+
+The Dice is reduced over the local batch only: under DDP, where nnU-Net's batch Dice gathers its sums across
+processes, each process's term sees its own share of the batch.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def union_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label: in
     reference = ((labels > 0) & annotated).float()
     predicted = foreground_probability * annotated.float()
     intersection = (predicted * reference).sum()
-    return -(2.0 * intersection + smooth) / (predicted.sum() + reference.sum() + smooth)
+    return -(2.0 * intersection + smooth) / (predicted.sum() + reference.sum() + smooth).clamp_min(1e-8)
 
 
 class UnionDiceLoss(nn.Module):
