@@ -1,5 +1,6 @@
 """The cranial field-of-view cut (stage 1's augmentation): the cranial end found from the level labels in any
-orientation, the right share turned into nnU-Net's padding, and the transform in the cascade trainer's pipeline."""
+orientation, the right share turned into nnU-Net's padding, and the transform in the cascade trainer's pipeline; the
+contrast inversion: image channels negated together, a cascade's previous-stage channels never."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from nnunet_ext.training.augmentation import (  # noqa: E402 - after the importorskip
     PADDING_SEG,
+    ContrastInversion,
     CranialFieldOfViewCrop,
     cranial_axis,
     cut_cranial_end,
@@ -110,3 +112,37 @@ def test_the_cut_is_a_class_attribute_for_stage_1_variants_of_level_datasets() -
     assert crops(nnUNetTrainerSpineCoarseCpu, list(range(1, 10))) == 0
     assert crops(Cut, list(range(1, 10))) == 1
     assert crops(CutBinary, [1]) == 0
+
+
+def test_contrast_inversion_negates_every_image_channel_and_nothing_else():
+    image, seg = torch.rand(3, 6, 7) + 1, torch.ones(1, 6, 7)
+    out = ContrastInversion(1.0)(image=image.clone(), segmentation=seg.clone())
+    assert torch.equal(out["image"], -image) and torch.equal(out["segmentation"], seg)
+    kept = ContrastInversion(0.0)(image=image.clone(), segmentation=seg.clone())
+    assert torch.equal(kept["image"], image)
+    torch.manual_seed(0)
+    flips = sum(bool(ContrastInversion(0.3)(image=image)["image"][0, 0, 0] < 0) for _ in range(400))
+    assert 80 <= flips <= 160  # 120 expected
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0])
+def test_a_cascade_stage_inverts_its_image_but_not_the_previous_stage_channels(probability):
+    """In a stage-2 pipeline (``is_cascaded``) the previous stage's segmentation becomes one-hot image channels after
+    the inversion: those stay 0/1 while the image's sign follows the attribute (off by default)."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training.trainers import nnUNetTrainerSpine
+
+    class Inverting(nnUNetTrainerSpine):
+        contrast_inversion_probability = probability
+
+    transforms = Inverting.get_training_transforms((32, 32), (0.0, 0.0), None, (), False, is_cascaded=True,
+                                                   foreground_labels=[1, 2])
+    assert sum(isinstance(t, ContrastInversion) for t in transforms.transforms) == (probability > 0)
+    torch.manual_seed(1)
+    seg = torch.zeros(2, 32, 32, dtype=torch.int16)
+    seg[:, 8:20, 10:22] = 1
+    seg[:, 20:26, 10:22] = 2
+    out = transforms(image=torch.rand(1, 32, 32) + 2, segmentation=seg)
+    assert out["image"].shape[0] == 3  # the image and one channel per foreground class of the previous stage
+    assert set(out["image"][1:].unique().tolist()) <= {0.0, 1.0}
+    assert (out["image"][0].mean() < 0) == (probability == 1.0)

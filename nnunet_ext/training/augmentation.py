@@ -75,3 +75,24 @@ class CranialFieldOfViewCrop:
     def __repr__(self) -> str:
         return (f"CranialFieldOfViewCrop(probability={self.probability}, max_fraction={self.max_fraction}, "
                 f"levels={self.level_values})")
+
+
+class ContrastInversion:
+    """A batchgeneratorsv2-style transform: with ``probability``, the patch's image channels negated together.
+
+    Lumbar MRI comes in contrasts that order the same tissues differently (T1: marrow bright, discs dark; T2 and
+    fat-suppressed water or STIR images: discs bright, marrow darker). nnU-Net's z-scored images make negation the
+    inversion of a patch's contrast around its mean; a network trained on both polarities cannot take one contrast's
+    brightness order as the cue for a level or an outline (TotalSpineSeg augments MRI contrasts the same way). Only the
+    ``image`` entry is changed; a cascade's previous-stage channels are added to it later by nnU-Net's transforms."""
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+
+    def __call__(self, **data_dict) -> dict:
+        if float(torch.rand(())) < self.probability:
+            data_dict["image"] = -data_dict["image"]
+        return data_dict
+
+    def __repr__(self) -> str:
+        return f"ContrastInversion(probability={self.probability})"

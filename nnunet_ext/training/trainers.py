@@ -35,7 +35,7 @@ from nnunet_ext.compat import (
 )
 from nnunet_ext.networks.precision import set_cpu_autocast
 from nnunet_ext.plans import CascadeMetadata, record_cpu_precision, record_neighbour_slices
-from nnunet_ext.training.augmentation import CranialFieldOfViewCrop
+from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 from nnunet_ext.training.union_loss import UnionDiceLoss
 
@@ -52,6 +52,9 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     """Share of training patches whose cranial end is cut off (:mod:`.augmentation`; 0: never)."""
     cranial_crop_max_fraction: float = 0.35
     """The most of the scanned extent along the spine a cut removes (a uniform random share up to this)."""
+    contrast_inversion_probability: float = 0.0
+    """Share of training patches whose image is negated (:class:`.augmentation.ContrastInversion`; 0: never), before
+    nnU-Net's intensity augmentation."""
     unannotated_level_weight: float = 1.0
     """Weight of the partial-label term on the unannotated region (:mod:`.partial_loss`; 0 turns it off)."""
     adjacent_level_weight: float = 0.0
@@ -229,9 +232,12 @@ class nnUNetTrainerSpine(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conven
     @classmethod
     def get_training_transforms(cls, *args, **kwargs):
         """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`, and the cranial
-        field-of-view cut of :attr:`cranial_crop_probability` after the spatial transform (level datasets only)."""
+        field-of-view cut of :attr:`cranial_crop_probability` after the spatial transform (level datasets only), and
+        the contrast inversion of :attr:`contrast_inversion_probability` (before nnU-Net's intensity transforms)."""
         transforms = super().get_training_transforms(*args, **kwargs)
         set_spatial_scaling(transforms, cls.scaling_range)
+        if cls.contrast_inversion_probability > 0:
+            insert_after_spatial(transforms, ContrastInversion(cls.contrast_inversion_probability))
         if cls.neighbour_slices:
             synchronize_intensity_channels(transforms)
         levels = [v for v in kwargs.get("foreground_labels") or () if v != kwargs.get("ignore_label")]
