@@ -146,3 +146,23 @@ def test_a_cascade_stage_inverts_its_image_but_not_the_previous_stage_channels(p
     assert out["image"].shape[0] == 3  # the image and one channel per foreground class of the previous stage
     assert set(out["image"][1:].unique().tolist()) <= {0.0, 1.0}
     assert (out["image"][0].mean() < 0) == (probability == 1.0)
+
+
+def test_the_recipe_inverts_in_stage_1_only() -> None:
+    """The CPU recipe's stage 1 inverts contrasts (docs/benchmarks.md, "Sixteenth session"); its stage 2 and the binary
+    M_SC's stage 1, not measured with it, do not."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training.variants import (
+        nnUNetTrainerSpineCoarseBinaryCpu,
+        nnUNetTrainerSpineCoarseCpu,
+        nnUNetTrainerSpineFineCpu,
+    )
+
+    def inversions(trainer, patch) -> int:
+        transforms = trainer.get_training_transforms(patch, (0.0, 0.0), None, (), False,
+                                                     foreground_labels=list(range(1, 10)), ignore_label=10)
+        return sum(isinstance(t, ContrastInversion) for t in transforms.transforms)
+
+    assert inversions(nnUNetTrainerSpineCoarseCpu, (16, 64, 64)) == 1
+    assert inversions(nnUNetTrainerSpineCoarseBinaryCpu, (16, 64, 64)) == 0
+    assert inversions(nnUNetTrainerSpineFineCpu, (64, 64)) == 0
