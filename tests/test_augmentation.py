@@ -38,6 +38,13 @@ def chain(axis: int, cranial_high: bool, length: int = 40) -> tuple[torch.Tensor
     return image, seg
 
 
+def transforms_of_kind(trainer, kind: type, patch: tuple[int, ...], **kwargs) -> int:
+    """How many ``kind`` transforms ``trainer``'s training pipeline for ``patch`` holds (no rotation, no mirroring;
+    ``kwargs``: foreground_labels, ignore_label, is_cascaded as nnU-Net passes them)."""
+    return sum(isinstance(t, kind) for t in trainer.get_training_transforms(patch, (0.0, 0.0), None, (), False,
+                                                                            **kwargs).transforms)
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("cranial_high", [True, False])
 def test_the_cranial_end_is_found_from_the_levels_and_cut(axis, cranial_high):
@@ -105,9 +112,7 @@ def test_the_cut_is_a_class_attribute_for_stage_1_variants_of_level_datasets() -
         cranial_crop_probability = 0.5
 
     def crops(trainer, labels) -> int:
-        transforms = trainer.get_training_transforms((10, 40, 14), (0.0, 0.0), None, (), False,
-                                                     foreground_labels=labels)
-        return sum(isinstance(t, CranialFieldOfViewCrop) for t in transforms.transforms)
+        return transforms_of_kind(trainer, CranialFieldOfViewCrop, (10, 40, 14), foreground_labels=labels)
 
     assert crops(nnUNetTrainerSpineCoarseCpu, list(range(1, 10))) == 0
     assert crops(Cut, list(range(1, 10))) == 1
@@ -159,9 +164,8 @@ def test_the_recipe_inverts_in_stage_1_only() -> None:
     )
 
     def inversions(trainer, patch) -> int:
-        transforms = trainer.get_training_transforms(patch, (0.0, 0.0), None, (), False,
-                                                     foreground_labels=list(range(1, 10)), ignore_label=10)
-        return sum(isinstance(t, ContrastInversion) for t in transforms.transforms)
+        return transforms_of_kind(trainer, ContrastInversion, patch, foreground_labels=list(range(1, 10)),
+                                  ignore_label=10)
 
     assert inversions(nnUNetTrainerSpineCoarseCpu, (16, 64, 64)) == 1
     assert inversions(nnUNetTrainerSpineCoarseBinaryCpu, (16, 64, 64)) == 0
