@@ -25,7 +25,7 @@ What it runs:
 
 Profiles:
 * ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``cpu`` preset and the ``Cpu`` /
-  ``BinaryCpu`` trainers (M_SC's schedule is shorter, 800 + 1400 iterations against 1600 + 2300: its 45-minute
+  ``BinaryCpu`` trainers (M_SC's schedule is shorter, 800 + 1400 iterations against 1600 + 2100: its 45-minute
   budget); nnU-Net's default plans (its own planner, nothing overwritten) in its ``2d``
   configuration, trained with ``nnUNetTrainerTimeBudget`` (nnU-Net's trainer, only the schedule fitted) for the
   cascade's training wall time per fold: the comparison at equal wall time. ``2d`` rather than ``3d_fullres``
@@ -351,14 +351,20 @@ def convert(bench: Benchmark) -> None:
 
 # --- plan ----------------------------------------------------------------------------------------------------------
 
+def preprocessing_processes() -> str:
+    """One nnU-Net preprocessing process per core, at most 4: each case's resampling runs on one core."""
+    return str(max(1, min(4, os.cpu_count() or 1)))
+
+
 def plan_cascade(bench: Benchmark, dataset: Dataset) -> None:
     if (dataset.folder(bench.pp) / f"{SPINE_PLANS}.json").exists():
         return
+    processes = preprocessing_processes()
     bench.runner.timed(f"plan_cascade_{dataset.id}", [
-        ["nnUNetv2_plan_and_preprocess", "-d", dataset.id, "--no_pp", "-npfp", "1"],
+        ["nnUNetv2_plan_and_preprocess", "-d", dataset.id, "--no_pp", "-npfp", processes],
         ["spine-nnunet", "plan", "-d", dataset.id, "--preset", bench.profile.preset],
         ["nnUNetv2_preprocess", "-d", dataset.id, "-plans_name", SPINE_PLANS, "-c", "3d_lowres", "2d_cascade",
-         "-np", "1", "1"]])
+         "-np", processes, processes]])
 
 
 def plan_default(bench: Benchmark) -> None:
@@ -368,7 +374,8 @@ def plan_default(bench: Benchmark) -> None:
     if (dataset.folder(bench.pp) / f"{profile.default_plans}_{configuration}").exists():
         return
     bench.runner.timed(f"plan_default_{dataset.id}", [["nnUNetv2_preprocess", "-d", dataset.id, "-plans_name",
-                                                       profile.default_plans, "-c", configuration, "-np", "1"]])
+                                                       profile.default_plans, "-c", configuration, "-np",
+                                                       preprocessing_processes()]])
 
 
 def plan(bench: Benchmark) -> None:

@@ -3,10 +3,11 @@
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
-  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2300 iterations per fold,
+  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2100 iterations per fold,
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels and
   adds the Dice of "any vertebra" to its per-level loss):
-  67-79 minutes on the 2-core VMs of 2026-12-02 (target 75; "Tenth" to "Twelfth session");
+  67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
+  "Sixteenth session"), hence 2100 since the seventeenth;
   ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations: both folds in 45 minutes on
   2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth session").
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
@@ -79,7 +80,9 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
 
 
 class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 46, 50, 5  # 2300 iterations, 26-27 min on 2 cores
+    # 2100 iterations, 24-25 min per fold on 2 cores: 2300 took 26-27 min and the training 78 min on a slow VM, over
+    # the 75-minute budget ("Sixteenth session"); 3 validation batches per epoch only pick checkpoint_best
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 42, 50, 3
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
