@@ -15,7 +15,7 @@ summed resident memory of its whole process tree (``/proc``, sampled every 0.1 s
 * ``default-preset``: the default (GPU) preset's networks with initialised weights, in this process: stage 1's
   sliding window at its cost, stage 2 on the box of the trained recipe's stage-1 segmentation of the same volume
   (an untrained stage 1 finds no vertebrae, so its box would not be the one a trained model gives). Per-case seconds,
-  without imports and model loading.
+  without imports and model loading; ``--precision`` and ``--step-size`` as spine-predict's.
 
 The models of the recipe are the trained ones under ``--results`` (``-d``, ``--variant``); everything else is written
 into ``--work``. Results: ``--json`` and a markdown table on stdout.
@@ -197,7 +197,7 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
             write_initialised_model(folders[configuration], plans, dataset_json, configuration, trainer, axes)
     start = time.perf_counter()
     default = load_cascade(folders[COARSE_CONFIGURATION], folders[FINE_CONFIGURATION], [0], [0], mirroring=False,
-                           precision=args.precision)
+                           precision=args.precision, tile_step_size=args.step_size)
     load_s = time.perf_counter() - start
     recipe_folder = model_folder(Path(args.results), args.dataset_name, f"nnUNetTrainerSpineCoarse{args.variant}",
                                  "nnUNetPlans_spine", COARSE_CONFIGURATION)
@@ -213,7 +213,8 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
         run_stage2(default, array, spacing, box_source, image.GetDirection())
         end = time.perf_counter()
         rows.append({"case": case_id(volume), "stage1_s": round(middle - start, 2), "stage2_s": round(end - middle, 2),
-                     "total_s": round(end - start, 2), "load_s": round(load_s, 2), "precision": args.precision})
+                     "total_s": round(end - start, 2), "load_s": round(load_s, 2), "precision": args.precision,
+                     "step_size": args.step_size})
         print(f"default preset {rows[-1]}", flush=True)
     return rows
 
@@ -238,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="network compute of the default preset's part (spine-predict --precision)")
+    parser.add_argument("--step-size", type=float, default=0.5,
+                        help="sliding-window step of the default preset's part, a fraction of the patch "
+                             "(spine-predict --step-size; 1.0: tiles that only touch, fewer of them)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 

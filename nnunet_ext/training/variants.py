@@ -7,7 +7,7 @@
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels and
   adds the Dice of "any vertebra" to its per-level loss):
   67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
-  "Sixteenth session"), hence 2100 since the seventeenth;
+  "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM);
   ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations: both folds in 45 minutes on
   2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth session").
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
@@ -80,8 +80,9 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
 
 
 class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
-    # 2100 iterations, 24-25 min per fold on 2 cores: 2300 took 26-27 min and the training 78 min on a slow VM, over
-    # the 75-minute budget ("Sixteenth session"); 3 validation batches per epoch only pick checkpoint_best
+    # 2100 iterations, 20-23 min per fold on 2 cores (about 24 on a slow VM, where 2300 took 26-27 min and the whole
+    # training 78 min, over the 75-minute budget: "Sixteenth", "Seventeenth session"); 3 validation batches per epoch
+    # (checkpoint_best and the pseudo-Dice curve only; spine-predict uses checkpoint_final)
     epochs, iterations_per_epoch, val_iterations_per_epoch = 42, 50, 3
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
