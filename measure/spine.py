@@ -30,18 +30,29 @@ MAX_SPINE_TILT_DEG = 80.0
 """The local cranial direction of a lumbar spine lies within this angle of the image's superior axis (sacral slope
 rarely exceeds 70 degrees); a neighbour direction beyond it comes from a mislabelled or stray label."""
 
+MIN_NEIGHBOUR_SHARE = 0.1
+"""A neighbour with fewer voxels than this share of a vertebra's sets no direction for it: a speck carrying the next
+level's label (a prediction error) lies anywhere, and its centroid can tilt the axis by tens of degrees while staying
+within :data:`MAX_SPINE_TILT_DEG`."""
+
 
 def spine_axes(volume: SagittalVolume, ordered: list[LabelRegion]) -> list[np.ndarray | None]:
     """Local cranial direction of the spine at each vertebra (cranio-caudal order), from the centroids of its
     cranial and caudal neighbours in the mask; when that direction is implausible (more than
     :data:`MAX_SPINE_TILT_DEG` from superior, e.g. a stray island carrying a neighbour's label), the one-sided
-    direction to a single neighbour, else None (the image's superior axis is then the prior)."""
+    direction to a single neighbour, else None (the image's superior axis is then the prior). A neighbour under
+    :data:`MIN_NEIGHBOUR_SHARE` of the vertebra's voxels is not used."""
     centroids = [region.centroid_index()[1:] * volume.spacing[1:] for region in ordered]  # (anterior, superior) mm
+    counts = [region.voxel_count for region in ordered]
     min_cos = float(np.cos(np.radians(MAX_SPINE_TILT_DEG)))
     axes: list[np.ndarray | None] = []
+
+    def usable(i: int, j: int) -> bool:
+        return 0 <= j < len(centroids) and counts[j] >= MIN_NEIGHBOUR_SHARE * counts[i]
+
     for i, centre in enumerate(centroids):
-        upper = centroids[i - 1] if i > 0 else centre
-        lower = centroids[i + 1] if i + 1 < len(centroids) else centre
+        upper = centroids[i - 1] if usable(i, i - 1) else centre
+        lower = centroids[i + 1] if usable(i, i + 1) else centre
         chosen = None
         for direction in (upper - lower, upper - centre, centre - lower):
             norm = float(np.linalg.norm(direction))
