@@ -164,12 +164,13 @@ def test_time_budget_trainer_is_nnunets_trainer_with_a_fitted_schedule():
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_ext.training.baselines import fitted_epochs
+    from nnunet_ext.training.time_budget import TimeBudget, fitted_epochs
 
     trainer = recursive_find_trainer_class_by_name("nnUNetTrainerTimeBudget")
-    assert trainer.__bases__ == (nnUNetTrainer,)  # nnU-Net's own trainer: loss, optimiser, augmentation, network
-    own = {k for k, v in vars(trainer).items() if callable(v) and not k.startswith("__")}
-    assert own == {"on_train_start", "_fit_schedule"}  # the schedule only
+    assert trainer.__bases__ == (TimeBudget, nnUNetTrainer)  # nnU-Net's own trainer: loss, optimiser, augmentation
+    overridden = {k for cls in trainer.__mro__[:trainer.__mro__.index(nnUNetTrainer)] for k, v in vars(cls).items()
+                  if callable(v) and hasattr(nnUNetTrainer, k) and not k.startswith("__")}
+    assert overridden == {"on_train_start"}  # the schedule only
     assert list(inspect.signature(trainer.__init__).parameters) == list(
         inspect.signature(nnUNetTrainer.__init__).parameters)
     # 3000 s budget, 200 s gone, 1 s per iteration, epochs of 50 + 10 * 0.4: 2800 / 54 = 51.85 -> 51 epochs

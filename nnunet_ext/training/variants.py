@@ -7,9 +7,12 @@
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels and
   adds the Dice of "any vertebra" to its per-level loss):
   67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
-  "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM);
-  ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations: both folds in 45 minutes on
-  2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth session").
+  "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM). Each stage runs its epochs inside a
+  wall-time budget per fold (:attr:`~.time_budget.TimeBudget.time_budget_s`: 510 + 1110 s), fewer where they do not
+  fit: on a 2-core machine without native bfloat16 an iteration costs 1.4-2.6x ("Eighteenth session");
+  ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations (budgets 280 + 760 s): both
+  folds in 45 minutes on 2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth
+  session").
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
   iterations, a checkpoint every epoch, for CI; ``...Demo``: what ``spine-nnunet demo`` trains on CPU (375 and 750
@@ -77,6 +80,9 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     cpu_bfloat16 = True  # 8 % less per iteration ("Sixth session"), given to the wider stage 2 ("Tenth session")
     contrast_inversion_probability = 0.3  # levels named alike in T1, TIRM and water images: cross-validation levels
     # 246 -> 258 of 271 with the same stage 2 (docs/benchmarks.md, "Sixteenth session")
+    time_budget_s = 510.0  # at most 40 epochs, as many as fit in 8.5 min of training per fold: on a CPU without
+    # native bfloat16 an iteration costs 1.4x, and without a budget the recipe would take far over 75 min ("Eighteenth
+    # session")
 
 
 class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
@@ -92,14 +98,19 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
     # (cross-validation: binary 0.881 -> 0.894, heights MAE 2.10 -> 1.62 mm anterior; docs/benchmarks.md, "Fourteenth
     # session")
+    time_budget_s = 1110.0  # at most 42 epochs, as many as fit in 18.5 min per fold (without native bfloat16 an
+    # iteration costs 2x); with stage 1's budget the recipe's training stays inside 75 min and the whole benchmark
+    # run inside 90 on a slow 2-core machine ("Eighteenth session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
     expected_num_classes = 2
     epochs = 20  # 800 iterations: M_SC's stage 1 finds the spine and counts no levels; the 45-minute budget
+    time_budget_s = 280.0
     contrast_inversion_probability = 0.0  # M_SC as measured ("Thirteenth session"); inversion not tried on it
 
 
 class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
     epochs = 28  # 1400 iterations: both stages of both folds in the 45-minute budget on 2 cores
+    time_budget_s = 760.0  # with stage 1's 280 s: both stages of both folds inside 45 min on a slow 2-core machine

@@ -1,0 +1,129 @@
+"""The wall-time budget of a trainer's schedule (nnunet_ext/training/time_budget.py): epochs fitted to the budget,
+never more than configured, kept for --c, the learning-rate decay ending at the last epoch; the recipe's trainers
+carry budgets whose sum keeps the whole training inside its target."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from nnunet_ext.training.time_budget import SCHEDULE_FILE, TimeBudget, fitted_epochs
+
+
+class _Network:
+    def train(self) -> None:
+        pass
+
+
+class _FakeTrainer:
+    """What TimeBudget reads of an nnUNetTrainer after its own ``on_train_start``: 20 ms per training step."""
+
+    def __init__(self, output_folder, epochs: int = 40, current_epoch: int = 0):
+        torch = pytest.importorskip("torch")
+        pytest.importorskip("nnunetv2")
+        from nnunet_ext.compat import poly_lr_scheduler
+
+        self.output_folder = str(output_folder)
+        self.num_epochs, self.current_epoch = epochs, current_epoch
+        self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 10, 5
+        self.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        self.lr_scheduler = poly_lr_scheduler(self.optimizer, 0.01, epochs)
+        self.network, self.dataloader_train, self.steps, self.log = _Network(), iter(range(10 ** 6)), 0, []
+
+    def on_train_start(self) -> None:
+        pass
+
+    def train_step(self, batch) -> None:
+        self.steps += 1
+        time.sleep(0.02)
+
+    def print_to_log_file(self, *args) -> None:
+        self.log.append(" ".join(map(str, args)))
+
+
+def _trainer(budget, output_folder, **kwargs):
+    class Budgeted(TimeBudget, _FakeTrainer):
+        time_budget_s = budget
+        epoch_overhead_s = 0.0
+        calibration_iterations = 3
+
+    return Budgeted(output_folder, **kwargs)
+
+
+def test_fitted_epochs_counts_validation_and_overhead():
+    # 3000 s budget, 200 s gone, 1 s per iteration, epochs of 50 + 10 * 0.4 = 54 s (+ 2 s overhead: 56 s)
+    assert fitted_epochs(3000, 200, 1.0, 50, 10) == 51
+    assert fitted_epochs(3000, 200, 1.0, 50, 10, epoch_overhead_s=2.0) == 50
+    assert fitted_epochs(100, 200, 1.0, 50, 10) == 1  # over budget already: still one epoch
+
+
+def test_no_budget_changes_nothing(tmp_path):
+    trainer = _trainer(None, tmp_path)
+    trainer.on_train_start()
+    assert trainer.num_epochs == 40 and trainer.steps == 0 and not (tmp_path / SCHEDULE_FILE).exists()
+
+
+def test_a_short_budget_fits_fewer_epochs_and_ends_the_decay_there(tmp_path):
+    # about 0.2 s of iterations and validation per epoch (10 + 5 * 0.4 steps of 20 ms): about 5 epochs in 1 s
+    trainer = _trainer(1.0, tmp_path)
+    trainer.on_train_start()
+    record = json.loads((tmp_path / SCHEDULE_FILE).read_text())
+    assert trainer.steps == 3  # the timed calibration steps are real training steps
+    assert 2 <= trainer.num_epochs <= 5 and record["epochs"] == trainer.num_epochs
+    assert record["configured_epochs"] == 40 and record["seconds_per_iteration"] == pytest.approx(0.02, rel=0.5)
+    assert trainer.lr_scheduler.max_steps == trainer.num_epochs
+    trainer.lr_scheduler.step(trainer.num_epochs - 1)
+    assert 0 < trainer.optimizer.param_groups[0]["lr"] < 0.01 * (1 / trainer.num_epochs) ** 0.9 * 1.01
+    assert "epochs of 10 iterations fit" in trainer.log[0]
+
+
+def test_a_long_budget_never_runs_more_than_configured(tmp_path):
+    trainer = _trainer(3600.0, tmp_path)
+    trainer.on_train_start()
+    assert trainer.num_epochs == 40
+    assert json.loads((tmp_path / SCHEDULE_FILE).read_text())["epochs_that_fit"] > 40
+
+
+def test_resume_keeps_the_fitted_schedule_and_another_budget_fits_again(tmp_path):
+    first = _trainer(1.0, tmp_path)
+    first.on_train_start()
+    (tmp_path / SCHEDULE_FILE).write_text(json.dumps({**json.loads((tmp_path / SCHEDULE_FILE).read_text()),
+                                                      "epochs": 7}))
+    resumed = _trainer(1.0, tmp_path, current_epoch=3)
+    resumed.on_train_start()
+    assert resumed.num_epochs == 7 and resumed.steps == 0 and resumed.lr_scheduler.max_steps == 7
+    other = _trainer(3600.0, tmp_path, current_epoch=3)
+    other.on_train_start()
+    assert other.num_epochs == 40 and other.steps == 3
+
+
+def test_the_environment_variable_overrides_the_class_budget(tmp_path, monkeypatch):
+    class FromEnvironment(TimeBudget, _FakeTrainer):
+        time_budget_s, budget_variable, epoch_overhead_s = None, "SPINE_TEST_BUDGET_S", 0.0
+
+    assert FromEnvironment(tmp_path).budget_s() is None
+    monkeypatch.setenv("SPINE_TEST_BUDGET_S", "1")
+    trainer = FromEnvironment(tmp_path)
+    trainer.on_train_start()
+    assert trainer.budget_s() == 1.0 and trainer.num_epochs < 40
+
+
+def test_recipe_budgets_keep_the_training_targets():
+    """The recipe's trainers are budgeted (cross-validation of 2 folds): the loops' budgets plus each fold's measured
+    start and final-validation cost (stage 1 about 200 s, stage 2 about 45 s on a slow VM) stay inside 75 min
+    (multiclass M_MC) and 45 min (binary M_SC)."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext.training import variants
+
+    for coarse, fine, target_min in ((variants.nnUNetTrainerSpineCoarseCpu, variants.nnUNetTrainerSpineFineCpu, 75),
+                                     (variants.nnUNetTrainerSpineCoarseBinaryCpu,
+                                      variants.nnUNetTrainerSpineFineBinaryCpu, 45)):
+        for trainer in (coarse, fine):
+            assert trainer.__mro__.index(TimeBudget) < trainer.__mro__.index(nnUNetTrainer)
+            assert trainer.time_budget_s is not None
+        assert 2 * (coarse.time_budget_s + 200) + 2 * (fine.time_budget_s + 45) <= target_min * 60 - 100
+    assert variants.nnUNetTrainerSpineFineDemo.time_budget_s is None  # the demo and phantom variants: epochs only
