@@ -59,7 +59,8 @@ def test_network_hooks_we_rely_on():
 
 
 def test_schedule_and_validation_hooks_we_rely_on():
-    """nnUNetTrainerTimeBudget sets ``num_epochs`` in ``on_train_start`` (run_training reads it only afterwards) and
+    """TimeBudget sets ``num_epochs`` in ``on_train_start`` (run_training reads it only afterwards) or each epoch's
+    ``num_iterations_per_epoch`` after the one before, and
     stretches the poly schedule through ``max_steps``; ``validate_after_training`` overrides
     ``perform_actual_validation``, which run_training.py calls after training and alone for ``--val``."""
     pytest.importorskip("nnunetv2")
@@ -69,6 +70,12 @@ def test_schedule_and_validation_hooks_we_rely_on():
 
     loop = inspect.getsource(nnUNetTrainer.run_training)
     assert 0 <= loop.find("self.on_train_start()") < loop.find("self.num_epochs") < loop.find("self.on_train_end()")
+    # TimeBudget's "iterations": the loop reads each epoch's iteration count anew; on_epoch_end counts the epoch last
+    epoch_loop = loop[loop.find("self.num_epochs"):]
+    assert epoch_loop.find("self.on_train_epoch_start()") < epoch_loop.find(
+        "range(self.num_iterations_per_epoch)") < epoch_loop.find("self.on_train_epoch_end(") < epoch_loop.find(
+        "self.on_epoch_end()")
+    assert inspect.getsource(nnUNetTrainer.on_epoch_end).rstrip().endswith("self.current_epoch += 1")
     assert "self.dataloader_train" in inspect.getsource(nnUNetTrainer.on_train_start)
     assert "self.max_steps" in inspect.getsource(PolyLRScheduler.step)
     assert list(inspect.signature(nnUNetTrainer.perform_actual_validation).parameters) == [

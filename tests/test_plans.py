@@ -170,7 +170,9 @@ def test_time_budget_trainer_is_nnunets_trainer_with_a_fitted_schedule():
     assert trainer.__bases__ == (TimeBudget, nnUNetTrainer)  # nnU-Net's own trainer: loss, optimiser, augmentation
     overridden = {k for cls in trainer.__mro__[:trainer.__mro__.index(nnUNetTrainer)] for k, v in vars(cls).items()
                   if callable(v) and hasattr(nnUNetTrainer, k) and not k.startswith("__")}
-    assert overridden == {"on_train_start"}  # the schedule only
+    # the schedule's hooks only (the per-epoch ones time the epochs for TimeBudget's "iterations" mode)
+    assert overridden == {"on_train_start", "on_train_epoch_start", "on_train_epoch_end", "on_epoch_end"}
+    assert trainer.budget_fits == "epochs"
     assert list(inspect.signature(trainer.__init__).parameters) == list(
         inspect.signature(nnUNetTrainer.__init__).parameters)
     # 3000 s budget, 200 s gone, 1 s per iteration, epochs of 50 + 10 * 0.4: 2800 / 54 = 51.85 -> 51 epochs

@@ -1,6 +1,6 @@
-"""The wall-time budget of a trainer's schedule (nnunet_ext/training/time_budget.py): epochs fitted to the budget,
-never more than configured, kept for --c, the learning-rate decay ending at the last epoch; the recipe's trainers
-carry budgets whose sum keeps the whole training inside its target."""
+"""The wall-time budget of a trainer's schedule (nnunet_ext/training/time_budget.py): epochs fitted to the budget
+(the learning-rate decay ending at the last one) or each epoch's iterations refitted to it, never more than
+configured, kept for --c; the recipe's trainers carry budgets whose sum keeps the whole training inside its target."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nnunet_ext.training.time_budget import SCHEDULE_FILE, TimeBudget, fitted_epochs
+from nnunet_ext.training.time_budget import SCHEDULE_FILE, TimeBudget, fitted_epochs, iterations_for_next_epoch
 
 
 class _Network:
@@ -35,17 +35,37 @@ class _FakeTrainer:
     def on_train_start(self) -> None:
         pass
 
+    def on_train_epoch_start(self) -> None:
+        pass
+
+    def on_train_epoch_end(self, outputs) -> None:
+        pass
+
+    def on_epoch_end(self) -> None:
+        time.sleep(0.005)  # validation, logging
+        self.current_epoch += 1
+
     def train_step(self, batch) -> None:
         self.steps += 1
         time.sleep(0.02)
+
+    def run_training(self) -> None:
+        """nnU-Net's loop, without validation: the epoch count read once, the iterations every epoch."""
+        self.on_train_start()
+        for _ in range(self.current_epoch, self.num_epochs):
+            self.on_train_epoch_start()
+            for _ in range(self.num_iterations_per_epoch):
+                self.train_step(next(self.dataloader_train))
+            self.on_train_epoch_end([])
+            self.on_epoch_end()
 
     def print_to_log_file(self, *args) -> None:
         self.log.append(" ".join(map(str, args)))
 
 
-def _trainer(budget, output_folder, **kwargs):
+def _trainer(budget, output_folder, fits="epochs", **kwargs):
     class Budgeted(TimeBudget, _FakeTrainer):
-        time_budget_s = budget
+        time_budget_s, budget_fits = budget, fits
         epoch_overhead_s = 0.0
         calibration_iterations = 3
 
@@ -71,7 +91,7 @@ def test_a_short_budget_fits_fewer_epochs_and_ends_the_decay_there(tmp_path):
     trainer.on_train_start()
     record = json.loads((tmp_path / SCHEDULE_FILE).read_text())
     assert trainer.steps == 3  # the timed calibration steps are real training steps
-    assert 2 <= trainer.num_epochs <= 5 and record["epochs"] == trainer.num_epochs
+    assert 2 <= trainer.num_epochs <= 5 and record["epochs"] == trainer.num_epochs and record["fits"] == "epochs"
     assert record["configured_epochs"] == 40 and record["seconds_per_iteration"] == pytest.approx(0.02, rel=0.5)
     assert trainer.lr_scheduler.max_steps == trainer.num_epochs
     trainer.lr_scheduler.step(trainer.num_epochs - 1)
@@ -99,6 +119,41 @@ def test_resume_keeps_the_fitted_schedule_and_another_budget_fits_again(tmp_path
     assert other.num_epochs == 40 and other.steps == 3
 
 
+def test_iterations_for_next_epoch():
+    # 100 s left for 4 epochs: 25 s each, 5 s of them validation: 20 s of 0.5 s iterations
+    assert iterations_for_next_epoch(300, 200, 4, 0.5, 5.0, 50) == 40
+    assert iterations_for_next_epoch(300, 200, 4, 0.5, 5.0, 30) == 30  # never more than configured
+    assert iterations_for_next_epoch(300, 400, 4, 0.5, 5.0, 50) == 1  # over budget: one iteration per epoch
+
+
+def test_iterations_fitted_every_epoch_keep_the_budget_and_the_epochs(tmp_path):
+    # configured: 10 epochs of 10 iterations of 20 ms (+ 5 ms per epoch) = 2.05 s; budget 1.2 s
+    trainer = _trainer(1.2, tmp_path, fits="iterations", epochs=10)
+    started = time.perf_counter()
+    trainer.run_training()
+    took = time.perf_counter() - started
+    record = json.loads((tmp_path / SCHEDULE_FILE).read_text())
+    assert trainer.current_epoch == 10 and trainer.lr_scheduler.max_steps == 10  # epochs and schedule as configured
+    assert record["iterations"][0] == 10 and max(record["iterations"]) == 10 and sum(record["iterations"]) < 70
+    assert trainer.steps == sum(record["iterations"])
+    assert 0.9 < took < 1.5 and record["elapsed_s"] == pytest.approx(took, abs=0.05)
+    assert "training iterations in 10 epochs" in trainer.log[-1]
+
+
+def test_iterations_unchanged_where_they_fit_and_resume_counts_the_time_spent(tmp_path):
+    roomy = _trainer(60.0, tmp_path / "roomy", fits="iterations", epochs=5)
+    roomy.run_training()
+    assert roomy.steps == 50
+    trainer = _trainer(1.2, tmp_path, fits="iterations", epochs=10)
+    trainer.run_training()
+    record = json.loads((tmp_path / SCHEDULE_FILE).read_text())
+    spent = {**record, "elapsed_s": 1.2, "iterations": record["iterations"][:5]}
+    (tmp_path / SCHEDULE_FILE).write_text(json.dumps(spent))
+    resumed = _trainer(1.2, tmp_path, fits="iterations", epochs=10, current_epoch=5)
+    resumed.run_training()  # the budget is spent: the 5 epochs left run their first epoch as configured, then 1 each
+    assert json.loads((tmp_path / SCHEDULE_FILE).read_text())["iterations"][5:] == [10, 1, 1, 1, 1]
+
+
 def test_the_environment_variable_overrides_the_class_budget(tmp_path, monkeypatch):
     class FromEnvironment(TimeBudget, _FakeTrainer):
         time_budget_s, budget_variable, epoch_overhead_s = None, "SPINE_TEST_BUDGET_S", 0.0
@@ -124,6 +179,6 @@ def test_recipe_budgets_keep_the_training_targets():
                                       variants.nnUNetTrainerSpineFineBinaryCpu, 45)):
         for trainer in (coarse, fine):
             assert trainer.__mro__.index(TimeBudget) < trainer.__mro__.index(nnUNetTrainer)
-            assert trainer.time_budget_s is not None
+            assert trainer.time_budget_s is not None and trainer.budget_fits == "iterations"
         assert 2 * (coarse.time_budget_s + 200) + 2 * (fine.time_budget_s + 45) <= target_min * 60 - 100
     assert variants.nnUNetTrainerSpineFineDemo.time_budget_s is None  # the demo and phantom variants: epochs only

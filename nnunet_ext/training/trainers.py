@@ -99,6 +99,9 @@ class nnUNetTrainerSpine(TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's n
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
     (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
     validation gets them too; ``nnUNetv2_predict`` does not stack them and fails on such a model)."""
+    budget_fits: str = "iterations"
+    """With a :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`: each epoch's iterations are fitted to
+    it, the epochs and the learning-rate schedule stay."""
     network_features: tuple[int, ...] | None = None
     """The network's widths per stage (None keeps the plans'); one per stage of the plans' network, recorded in the
     model folder's plans.json, which prediction builds the network from."""

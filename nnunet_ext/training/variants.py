@@ -80,8 +80,8 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     cpu_bfloat16 = True  # 8 % less per iteration ("Sixth session"), given to the wider stage 2 ("Tenth session")
     contrast_inversion_probability = 0.3  # levels named alike in T1, TIRM and water images: cross-validation levels
     # 246 -> 258 of 271 with the same stage 2 (docs/benchmarks.md, "Sixteenth session")
-    time_budget_s = 510.0  # at most 40 epochs, as many as fit in 8.5 min of training per fold: on a CPU without
-    # native bfloat16 an iteration costs 1.4x, and without a budget the recipe would take far over 75 min ("Eighteenth
+    time_budget_s = 510.0  # 40 epochs of at most 40 iterations, fewer where they do not fit in 8.5 min per fold: on a
+    # CPU without native bfloat16 an iteration costs 1.4x, and the recipe would take far over 75 min ("Eighteenth
     # session")
 
 
@@ -98,9 +98,9 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
     # (cross-validation: binary 0.881 -> 0.894, heights MAE 2.10 -> 1.62 mm anterior; docs/benchmarks.md, "Fourteenth
     # session")
-    time_budget_s = 1110.0  # at most 42 epochs, as many as fit in 18.5 min per fold (without native bfloat16 an
-    # iteration costs 2x); with stage 1's budget the recipe's training stays inside 75 min and the whole benchmark
-    # run inside 90 on a slow 2-core machine ("Eighteenth session")
+    time_budget_s = 1110.0  # 42 epochs of at most 50 iterations, as many as fit in 18.5 min per fold (without native
+    # bfloat16 an iteration costs 2.6x); with stage 1's budget the recipe's training stays inside 75 min and the whole
+    # benchmark run inside 90 on a slow 2-core machine ("Eighteenth session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
