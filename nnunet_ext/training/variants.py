@@ -9,7 +9,7 @@
   67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
   "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM). Each stage runs its epochs inside a
   wall-time budget per fold (:attr:`~.time_budget.TimeBudget.time_budget_s`: 510 + 1110 s), fewer where they do not
-  fit: on a 2-core machine without native bfloat16 an iteration costs 1.4-2.6x ("Eighteenth session");
+  fit: on a 2-core machine without native bfloat16 an iteration costs 1.6-2.7x ("Eighteenth session");
   ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations (budgets 280 + 760 s): both
   folds in 45 minutes on 2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth
   session").
@@ -81,7 +81,7 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     contrast_inversion_probability = 0.3  # levels named alike in T1, TIRM and water images: cross-validation levels
     # 246 -> 258 of 271 with the same stage 2 (docs/benchmarks.md, "Sixteenth session")
     time_budget_s = 510.0  # 40 epochs of at most 40 iterations, fewer where they do not fit in 8.5 min per fold: on a
-    # CPU without native bfloat16 an iteration costs 1.4x, and the recipe would take far over 75 min ("Eighteenth
+    # CPU without native bfloat16 an iteration costs 1.6-1.7x, and the recipe would take far over 75 min ("Eighteenth
     # session")
 
 
@@ -99,8 +99,8 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     # (cross-validation: binary 0.881 -> 0.894, heights MAE 2.10 -> 1.62 mm anterior; docs/benchmarks.md, "Fourteenth
     # session")
     time_budget_s = 1110.0  # 42 epochs of at most 50 iterations, as many as fit in 18.5 min per fold (without native
-    # bfloat16 an iteration costs 2.6x); with stage 1's budget the recipe's training stays inside 75 min and the whole
-    # benchmark run inside 90 on a slow 2-core machine ("Eighteenth session")
+    # bfloat16 an iteration costs 2.6-2.7x); with stage 1's budget the recipe's training stays inside 75 min on a slow
+    # 2-core machine ("Eighteenth session")
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
