@@ -230,6 +230,20 @@ GAP_FACTOR = 1.5
 above it one level too low)."""
 
 
+LEVEL_PITCH_MAX_MM = 52.0
+"""Neighbouring bodies of one vertebra each lie at most about this far apart along superior-inferior (median over
+the chain). Adult lumbar levels lie 30-40 mm apart (centroid to centroid: median 35.6 mm, largest per-case median
+39.8 mm on 53 annotated lumbar MRI); two vertebrae grown together into one predicted body put the bodies 60 mm or more
+apart, and counting such a chain one level per body names it wrong."""
+
+
+def _one_vertebra_each(superior_mm: Sequence[float]) -> bool:
+    """Whether bodies at these positions (along superior, any order; at least two) are one vertebra each: their
+    median gap is at most :data:`LEVEL_PITCH_MAX_MM`."""
+    gaps = np.abs(np.diff(sorted(superior_mm)))
+    return len(gaps) >= 1 and float(np.median(gaps)) <= LEVEL_PITCH_MAX_MM
+
+
 def _evenly_spaced(superior_mm: Sequence[float]) -> bool:
     """Whether bodies at these positions (along superior, any order; at least four) follow each other without a
     missed body."""
@@ -257,7 +271,8 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     as a radiologist counts on a sagittal lumbar scan; a body counted beyond the levels the mask can hold becomes
     background. A skipped level is counted again only when at least three bodies lie above S1, they follow each other
     evenly (no gap over :data:`GAP_FACTOR` times the median: a missed body would make the count one too low) and none is
-    a transitional variant (L6, T13). Chains named in order, or without a sacral body at the caudal end, are left alone.
+    a transitional variant (L6, T13). Chains named in order, without a sacral body at the caudal end, or of bodies
+    that each hold more than one vertebra (median gap over :data:`LEVEL_PITCH_MAX_MM`), are left alone.
     Returns the mask and one note when it relabelled."""
     box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     if not bodies:
@@ -274,7 +289,7 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     repeated = len(set(above)) < len(above)
     skipped = (anchor == FIRST_SACRAL and above != expected and not any(map(is_optional_level, above))
                and _evenly_spaced([body.superior_mm for body in bodies[:sacrum + 1]]))
-    if not (repeated or skipped):
+    if not (repeated or skipped) or not _one_vertebra_each([body.superior_mm for body in bodies[:sacrum + 1]]):
         return labels_kji, []
     counted = expected + predicted[sacrum:]
     value_of_level = _value_of_level(level_of_value)
@@ -308,12 +323,14 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
     cranial), provided every body it renames had at least :data:`VOTE_SHARE` of its voxels predicted as its new level.
     An "L5" below an L5 that is in good part "S1" (a sacrum no training case annotated) becomes S1; a repeat without
     such evidence is left alone. Only for a chain that follows itself evenly (:func:`_evenly_spaced`, at least four
-    bodies: a missed body breaks the run) and names no transitional variant (L6, T13). Returns the mask and one note
+    bodies: a missed body breaks the run), of one vertebra per body (:data:`LEVEL_PITCH_MAX_MM`) and names no
+    transitional variant (L6, T13). Returns the mask and one note
     when it relabelled."""
     box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     predicted = [body.level for body in bodies]
     if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
-            or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])):
+            or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])
+            or not _one_vertebra_each([b.superior_mm for b in bodies])):
         return labels_kji, []
     value_of_level = _value_of_level(level_of_value)
     votes = [np.bincount(labels_kji[box][body.mask], minlength=max(level_of_value) + 1) for body in bodies]

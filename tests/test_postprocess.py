@@ -162,6 +162,33 @@ def test_two_bodies_grown_together_count_as_two_one_body_with_two_names_as_one()
     assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[50:55, 2:10, 2:10] == 5).all() and notes
 
 
+MERGED = (1.0, 1.0, 4.4)  # the same stacks 2.2 times as tall: bodies 66 mm apart, each two vertebrae grown together
+
+
+@pytest.mark.parametrize("order", [
+    [8, 7, 4, 1],  # "T11 L2 L5 S1" (the demo's phantom_001 once): read as skipped levels, T12 and L1 became L3/L4
+    [8, 7, 7, 5, 3],  # "L1 L3 L5 L5 S1": read as a repeat, every body would be renamed
+])
+def test_a_chain_of_bodies_each_holding_two_vertebrae_is_not_counted(order):
+    """Bodies 66 mm apart (over LEVEL_PITCH_MAX_MM) hold two vertebrae each: counting one level per body would name
+    them wrong, so their names stay; the same names on bodies 30 mm apart are counted up from S1."""
+    labels = stack(order)
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, MERGED)
+    assert notes == [] and counted is labels
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4][:len(order)] and notes
+    large_adult = (1.0, 1.0, 3.3)  # 49.5 mm apart: the largest adult lumbar pitch with room to spare, still counted
+    assert count_levels_from_sacrum(labels, CHAIN, large_adult)[1] == notes
+
+
+def test_votes_leave_a_chain_of_bodies_each_holding_two_vertebrae_alone():
+    labels = stack([7, 7, 6, 5, 4])
+    labels[5:15, 2:10:3, 2:10] = 8  # 3 of the bottom body's 8 rows called S1 (its centre stays: one body)
+    assert count_levels_by_votes(labels, CHAIN, SPACING)[1] != []
+    counted, notes = count_levels_by_votes(labels, CHAIN, MERGED)
+    assert notes == [] and counted is labels
+
+
 def test_islands_are_not_bodies_and_keep_their_label():
     labels = stack([8, 7, 7, 6, 5])
     labels[0:2, 0:2, 0:2] = 3  # an 8-voxel speck
