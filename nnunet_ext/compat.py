@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .neighbours import NeighbourSlicesView, stack_neighbours
 from .plans import CPU_PRECISIONS, neighbour_slices, trained_cpu_precision
@@ -560,3 +561,15 @@ def timed_train_step(trainer, batch: dict, clock: Callable[[], float]) -> dict[s
     trainer.optimizer.step()
     t4 = clock()
     return {"forward": t1 - t0, "loss": t2 - t1, "backward": t3 - t2, "optimiser": t4 - t3}
+
+
+@contextlib.contextmanager
+def progress_plot_skipped(trainer) -> Iterator[None]:
+    """Within: ``nnUNetTrainer.on_epoch_end`` draws no ``progress.png`` (its logger's ``plot_progress_png`` is a
+    no-op on this trainer's logger, restored afterwards)."""
+    logger = trainer.logger
+    logger.plot_progress_png = lambda output_folder: None
+    try:
+        yield
+    finally:
+        del logger.plot_progress_png

@@ -76,6 +76,8 @@ def test_schedule_and_validation_hooks_we_rely_on():
         "range(self.num_iterations_per_epoch)") < epoch_loop.find("self.on_train_epoch_end(") < epoch_loop.find(
         "self.on_epoch_end()")
     assert inspect.getsource(nnUNetTrainer.on_epoch_end).rstrip().endswith("self.current_epoch += 1")
+    # ProgressPlots: the epoch's end draws the plot through the trainer's logger, which progress_plot_skipped mutes
+    assert "self.logger.plot_progress_png(self.output_folder)" in inspect.getsource(nnUNetTrainer.on_epoch_end)
     assert "self.dataloader_train" in inspect.getsource(nnUNetTrainer.on_train_start)
     assert "self.max_steps" in inspect.getsource(PolyLRScheduler.step)
     assert list(inspect.signature(nnUNetTrainer.perform_actual_validation).parameters) == [

@@ -37,15 +37,18 @@ from nnunet_ext.networks.precision import set_cpu_autocast
 from nnunet_ext.plans import CascadeMetadata, record_cpu_precision, record_neighbour_slices
 from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
+from nnunet_ext.training.progress_plot import ProgressPlots
 from nnunet_ext.training.time_budget import TimeBudget
 from nnunet_ext.training.union_loss import UnionDiceLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
 
 
-class nnUNetTrainerSpine(TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
+class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
     """Common base: the paper's augmentation, schedule and stage wiring as class attributes (a wall-time budget for
-    the schedule, :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`, none by default)."""
+    the schedule, :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`, none by default; the progress
+    plot every :attr:`~nnunet_ext.training.progress_plot.ProgressPlots.progress_plot_every` epochs, every one by
+    default)."""
 
     rotation_max_deg: float = 5.0
     scaling_range: tuple[float, float] = (0.95, 1.05)
