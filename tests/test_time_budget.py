@@ -180,5 +180,31 @@ def test_recipe_budgets_keep_the_training_targets():
         for trainer in (coarse, fine):
             assert trainer.__mro__.index(TimeBudget) < trainer.__mro__.index(nnUNetTrainer)
             assert trainer.time_budget_s is not None and trainer.budget_fits == "iterations"
-        assert 2 * (coarse.time_budget_s + 200) + 2 * (fine.time_budget_s + 45) <= target_min * 60 - 100
+        for budget in (lambda trainer: trainer.time_budget_s,
+                       lambda trainer: trainer.time_budget_bfloat16_s or trainer.time_budget_s):
+            assert 2 * (budget(coarse) + 200) + 2 * (budget(fine) + 45) <= target_min * 60 - 100
     assert variants.nnUNetTrainerSpineFineDemo.time_budget_s is None  # the demo and phantom variants: epochs only
+
+
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_the_recipe_trains_longer_where_it_trains_in_bfloat16(monkeypatch, bfloat16):
+    """A float32-only CPU trains and predicts at 1.6-2.7x the cost: the recipe's budgets there are smaller, so that
+    the whole pipeline keeps its wall time; the binary recipe has one budget; the environment variable still wins."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training import variants
+
+    def budget(cls):
+        trainer = object.__new__(cls)  # the budget reads only class attributes and what initialize() recorded
+        trainer._cpu_bfloat16_used = bfloat16
+        return trainer.budget_s()
+
+    coarse, fine = variants.nnUNetTrainerSpineCoarseCpu, variants.nnUNetTrainerSpineFineCpu
+    expected = (coarse.time_budget_bfloat16_s, fine.time_budget_bfloat16_s) if bfloat16 else (
+        coarse.time_budget_s, fine.time_budget_s)
+    assert (budget(coarse), budget(fine)) == expected
+    assert coarse.time_budget_bfloat16_s > coarse.time_budget_s and fine.time_budget_bfloat16_s > fine.time_budget_s
+    binary = variants.nnUNetTrainerSpineFineBinaryCpu
+    assert budget(binary) == binary.time_budget_s
+    monkeypatch.setattr(fine, "budget_variable", "SPINE_TEST_BUDGET_S", raising=False)
+    monkeypatch.setenv("SPINE_TEST_BUDGET_S", "77")
+    assert budget(fine) == 77.0

@@ -66,9 +66,14 @@ class TimeBudget:
     """``"epochs"``: seconds (s) per epoch besides the iterations: nnU-Net's logging, progress plot, checkpoints."""
 
     def budget_s(self) -> float | None:
-        """The budget in seconds (s) this training runs under, or None."""
+        """The budget in seconds (s) this training runs under, or None: the environment variable's where set, else
+        :meth:`configured_budget_s`."""
         if self.budget_variable and os.environ.get(self.budget_variable):
             return float(os.environ[self.budget_variable])
+        return self.configured_budget_s()
+
+    def configured_budget_s(self) -> float | None:
+        """The class's budget in seconds (s), or None (a trainer may choose it by what it runs on)."""
         return None if self.time_budget_s is None else float(self.time_budget_s)
 
     def on_train_start(self) -> None:

@@ -102,6 +102,11 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
     (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
     validation gets them too; ``nnUNetv2_predict`` does not stack them and fails on such a model)."""
+    time_budget_bfloat16_s: float | None = None
+    """Where the network trains in bfloat16 on the CPU (:attr:`cpu_bfloat16` on a CPU that has it natively), this
+    budget (s) instead of :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`; None: the same budget
+    everywhere. A float32-only CPU trains and predicts at 1.6-2.7x the cost, so a recipe sized for the whole pipeline's
+    wall time needs a smaller budget there than where bfloat16 runs."""
     budget_fits: str = "iterations"
     """With a :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`: each epoch's iterations are fitted to
     it, the epochs and the learning-rate schedule stay."""
@@ -164,8 +169,16 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
         if self.cpu_bfloat16 and self.device.type == "cpu":
             used = set_cpu_autocast(self.network, torch.bfloat16)
             self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
+        self._cpu_bfloat16_used = used
         for entry in self._configuration_entries(self.configuration_name):
             record_cpu_precision(entry, "bfloat16" if used else "float32")
+
+    def configured_budget_s(self) -> float | None:
+        """:attr:`time_budget_bfloat16_s` where the network trains in bfloat16 on the CPU and that is set, else the
+        class's :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`."""
+        if self.time_budget_bfloat16_s is not None and getattr(self, "_cpu_bfloat16_used", False):
+            return float(self.time_budget_bfloat16_s)
+        return super().configured_budget_s()
 
     def _configuration_entries(self, configuration: str) -> tuple[dict, dict]:
         """This configuration's dict in the plans (saved as the model folder's plans.json) and the resolved one of

@@ -8,7 +8,8 @@
   adds the Dice of "any vertebra" to its per-level loss):
   67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
   "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM). Each stage runs its epochs inside a
-  wall-time budget per fold (:attr:`~.time_budget.TimeBudget.time_budget_s`: 500 + 900 s), fewer where they do not
+  wall-time budget per fold (:attr:`~.time_budget.TimeBudget.time_budget_s`: 500 + 900 s; training in bfloat16:
+  600 + 1200 s, ``time_budget_bfloat16_s``), fewer where they do not
   fit: on a 2-core machine without native bfloat16 an iteration costs 1.6-2.7x ("Eighteenth session"); nnU-Net's
   progress plot every 10 epochs (:attr:`~.progress_plot.ProgressPlots.progress_plot_every`);
   ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations (budgets 280 + 760 s): both
@@ -87,6 +88,8 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     # CPU without native bfloat16 an iteration costs 1.6-1.7x, and the recipe would take far over 75 min ("Eighteenth
     # session"); 510 s then, 500 since the nineteenth: with stage 2's 900 s the whole benchmark run fits 90 min there
     progress_plot_every = 10  # nnU-Net's progress.png costs 1.2-1.6 s per epoch on 2 cores: a tenth of an epoch here
+    time_budget_bfloat16_s = 600.0  # training in bfloat16 (0.36 s per iteration on the seventeenth session's VM):
+    # about the whole schedule, and a slower bfloat16 VM still inside 75 min ("Nineteenth session")
 
 
 class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
@@ -107,12 +110,15 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     # benchmark's whole run (with prediction in float32) inside 90 min, on a slow 2-core machine ("Eighteenth",
     # "Nineteenth session")
     progress_plot_every = 10  # 1.2-1.6 s per drawing on 2 cores: back to training iterations
+    time_budget_bfloat16_s = 1200.0  # training in bfloat16 (0.54 s per iteration on the seventeenth session's VM):
+    # about the whole schedule; with stage 1's 600 s about 65 min of training and 81 min for the whole run there
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
     expected_num_classes = 2
     epochs = 20  # 800 iterations: M_SC's stage 1 finds the spine and counts no levels; the 45-minute budget
     time_budget_s = 280.0
+    time_budget_bfloat16_s = None  # one budget for M_SC (its schedule fits it in bfloat16 too)
     contrast_inversion_probability = 0.0  # M_SC as measured ("Thirteenth session"); inversion not tried on it
 
 
@@ -120,3 +126,4 @@ class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
     epochs = 28  # 1400 iterations: both stages of both folds in the 45-minute budget on 2 cores
     time_budget_s = 760.0  # with stage 1's 280 s: both stages of both folds inside 45 min on a slow 2-core machine
+    time_budget_bfloat16_s = None
