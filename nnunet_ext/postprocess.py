@@ -237,17 +237,22 @@ the chain). Adult lumbar levels lie 30-40 mm apart (centroid to centroid: median
 apart, and counting such a chain one level per body names it wrong."""
 
 
+def _gaps_mm(superior_mm: Sequence[float]) -> np.ndarray:
+    """The gaps (mm) between neighbouring bodies at these positions along superior (any order)."""
+    return np.abs(np.diff(sorted(superior_mm)))
+
+
 def _one_vertebra_each(superior_mm: Sequence[float]) -> bool:
     """Whether bodies at these positions (along superior, any order; at least two) are one vertebra each: their
     median gap is at most :data:`LEVEL_PITCH_MAX_MM`."""
-    gaps = np.abs(np.diff(sorted(superior_mm)))
+    gaps = _gaps_mm(superior_mm)
     return len(gaps) >= 1 and float(np.median(gaps)) <= LEVEL_PITCH_MAX_MM
 
 
 def _evenly_spaced(superior_mm: Sequence[float]) -> bool:
     """Whether bodies at these positions (along superior, any order; at least four) follow each other without a
     missed body."""
-    gaps = np.abs(np.diff(sorted(superior_mm)))  # with fewer than three gaps a missed body cannot be told apart
+    gaps = _gaps_mm(superior_mm)  # with fewer than three gaps a missed body cannot be told apart
     return len(gaps) >= 3 and float(gaps.max()) <= GAP_FACTOR * float(np.median(gaps))
 
 
@@ -287,9 +292,10 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     anchor = predicted[sacrum]  # the most cranial sacral body keeps its level; the sacral pieces below stay
     expected = _cranial_levels(anchor, sacrum + 1)[::-1][:-1]
     repeated = len(set(above)) < len(above)
+    positions = [body.superior_mm for body in bodies[:sacrum + 1]]  # the bodies above the sacrum and its top one
     skipped = (anchor == FIRST_SACRAL and above != expected and not any(map(is_optional_level, above))
-               and _evenly_spaced([body.superior_mm for body in bodies[:sacrum + 1]]))
-    if not (repeated or skipped) or not _one_vertebra_each([body.superior_mm for body in bodies[:sacrum + 1]]):
+               and _evenly_spaced(positions))
+    if not (repeated or skipped) or not _one_vertebra_each(positions):
         return labels_kji, []
     counted = expected + predicted[sacrum:]
     value_of_level = _value_of_level(level_of_value)
@@ -328,9 +334,10 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
     when it relabelled."""
     box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     predicted = [body.level for body in bodies]
+    positions = [body.superior_mm for body in bodies]
     if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
-            or any(map(is_optional_level, predicted)) or not _evenly_spaced([b.superior_mm for b in bodies])
-            or not _one_vertebra_each([b.superior_mm for b in bodies])):
+            or any(map(is_optional_level, predicted)) or not _evenly_spaced(positions)
+            or not _one_vertebra_each(positions)):
         return labels_kji, []
     value_of_level = _value_of_level(level_of_value)
     votes = [np.bincount(labels_kji[box][body.mask], minlength=max(level_of_value) + 1) for body in bodies]
