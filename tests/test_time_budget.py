@@ -191,11 +191,16 @@ def test_the_recipe_trains_longer_where_it_trains_in_bfloat16(monkeypatch, bfloa
     """A float32-only CPU trains and predicts at 1.6-2.7x the cost: the recipe's budgets there are smaller, so that
     the whole pipeline keeps its wall time; the binary recipe has one budget; the environment variable still wins."""
     pytest.importorskip("nnunetv2")
+    from types import SimpleNamespace
+
+    from nnunet_ext.plans import record_cpu_precision
     from nnunet_ext.training import variants
 
     def budget(cls):
         trainer = object.__new__(cls)  # the budget reads only class attributes and what initialize() recorded
-        trainer._cpu_bfloat16_used = bfloat16
+        configuration: dict = {}
+        record_cpu_precision(configuration, "bfloat16" if bfloat16 else "float32")
+        trainer.configuration_manager = SimpleNamespace(configuration=configuration)
         return trainer.budget_s()
 
     coarse, fine = variants.nnUNetTrainerSpineCoarseCpu, variants.nnUNetTrainerSpineFineCpu

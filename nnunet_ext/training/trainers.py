@@ -34,7 +34,12 @@ from nnunet_ext.compat import (
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import set_cpu_autocast
-from nnunet_ext.plans import CascadeMetadata, record_cpu_precision, record_neighbour_slices
+from nnunet_ext.plans import (
+    CascadeMetadata,
+    record_cpu_precision,
+    record_neighbour_slices,
+    trained_cpu_precision,
+)
 from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 from nnunet_ext.training.progress_plot import ProgressPlots
@@ -169,14 +174,15 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
         if self.cpu_bfloat16 and self.device.type == "cpu":
             used = set_cpu_autocast(self.network, torch.bfloat16)
             self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
-        self._cpu_bfloat16_used = used
         for entry in self._configuration_entries(self.configuration_name):
             record_cpu_precision(entry, "bfloat16" if used else "float32")
 
     def configured_budget_s(self) -> float | None:
-        """:attr:`time_budget_bfloat16_s` where the network trains in bfloat16 on the CPU and that is set, else the
-        class's :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`."""
-        if self.time_budget_bfloat16_s is not None and getattr(self, "_cpu_bfloat16_used", False):
+        """:attr:`time_budget_bfloat16_s` where that is set and the network trains in bfloat16 on the CPU (as
+        :meth:`initialize` recorded it in the plans), else the class's
+        :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`."""
+        if (self.time_budget_bfloat16_s is not None
+                and trained_cpu_precision(self.configuration_manager.configuration) == "bfloat16"):
             return float(self.time_budget_bfloat16_s)
         return super().configured_budget_s()
 
