@@ -177,6 +177,7 @@ class Benchmark:
     export: Path
     test_export: Path | None
     runner: Runner
+    keep_intermediate: bool = False  # spine-predict keeps both stages' outputs beside each prediction folder
 
     @property
     def work(self) -> Path:
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the profile's; the binary one is ID + 1, the test export ID + 5)")
     parser.add_argument("--dataset-name", default=None, help="dataset name (default: the profile's)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--keep-intermediate", action="store_true", help="the cascade's predictions keep both stages' "
+                        "outputs (before the level tidying) in FOLDER_intermediate beside each prediction FOLDER")
     return parser
 
 
@@ -294,7 +297,8 @@ def benchmark_from_args(args: argparse.Namespace) -> Benchmark:
     return Benchmark(profile=profile, models=args.models, fold=args.fold,
                      default_trainer=args.default_trainer or profile.default_trainer,
                      export=subset_export(args.data.resolve(), work, args.cases),
-                     test_export=args.test_data.resolve() if args.test_data else None, runner=Runner(work, args.device))
+                     test_export=args.test_data.resolve() if args.test_data else None, runner=Runner(work, args.device),
+                     keep_intermediate=args.keep_intermediate)
 
 
 def case_folders(export: Path) -> list[Path]:
@@ -441,9 +445,10 @@ def cascade_predict_command(bench: Benchmark, cascade: Cascade, images: Path, ou
                             folds: Sequence[int]) -> list:
     """spine-predict with the trainers by name (``--variant`` takes only the bundled variants; a user's own, trained
     here through nnU-Net's lookup, is predicted alike)."""
+    keep = ["--keep-intermediate", output.with_name(f"{output.name}_intermediate")] if bench.keep_intermediate else []
     return ["spine-predict", "-i", images, "-o", output, "-d", cascade.dataset.id, "--coarse-trainer",
             cascade.coarse_trainer, "--fine-trainer", cascade.fine_trainer, "-f", *folds, "--disable-tta",
-            *bench.device_option]
+            *bench.device_option, *keep]
 
 
 def gather(sources: Sequence[Path], target: Path) -> None:

@@ -205,3 +205,36 @@ def test_fine_cpu_skips_only_the_validation_after_its_own_training(monkeypatch):
     probe._trained_in_this_process = True
     probe.perform_actual_validation()  # right after its training: skipped
     assert calls == ["validated", "skipped"]
+
+
+@pytest.mark.parametrize("native_bfloat16", [False, True])
+def test_the_recipe_trains_a_narrower_stage_two_where_it_trains_in_float32(monkeypatch, native_bfloat16):
+    """Without native bfloat16 the recipe's stage 2 costs 1.6-2.7x per iteration: it trains the 8-96 network there
+    (its own widths, recorded in the model folder like ``network_features``), the preset's where bfloat16 runs, on
+    CUDA and where a variant switches bfloat16 off only on a CPU without it; stage 1 keeps the plans' widths."""
+    pytest.importorskip("nnunetv2")
+    import torch
+
+    from nnunet_ext.training import trainers, variants
+
+    monkeypatch.setattr(trainers, "cpu_bfloat16_supported", lambda: native_bfloat16)
+
+    def widths(cls, device="cpu"):
+        trainer = object.__new__(cls)  # the choice reads only class attributes and the device
+        trainer.device = torch.device(device)
+        return trainer.chosen_network_features()
+
+    fine, narrow = variants.nnUNetTrainerSpineFineCpu, (8, 16, 32, 64, 96)
+    assert widths(fine) == (None if native_bfloat16 else narrow)
+    assert widths(fine, "cuda") is None
+    assert widths(variants.nnUNetTrainerSpineCoarseCpu) is None
+    assert widths(variants.nnUNetTrainerSpineFineBinaryCpu) == widths(fine)
+
+    class Float32Always(fine):
+        cpu_bfloat16 = False
+
+    class Wide(fine):
+        network_features = (16, 32, 64, 96, 128)
+
+    assert widths(Float32Always) == narrow
+    assert widths(Wide) == ((16, 32, 64, 96, 128) if native_bfloat16 else narrow)

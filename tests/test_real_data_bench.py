@@ -223,6 +223,7 @@ def test_cascade_with_test_data_runs_every_fold_and_the_test_ensemble(tmp_path):
     assert all("--coarse-trainer nnUNetTrainerSpineCoarseCpu --fine-trainer nnUNetTrainerSpineFineCpu " in c
                and "--disable-tta" in c and "-device cpu" in c for c in predictions)
     assert "-f 0 1 --disable-tta" in predictions[2] and "Dataset606_LumbarCPUTest/imagesTr" in predictions[2]
+    assert not any("--keep-intermediate" in c for c in predictions)
     cv = bench.predictions / "cascade_multiclass" / "cv"
     assert sorted(p.name for p in cv.iterdir()) == [f"LumbarCPU_{i:04d}.nii.gz" for i in range(1, 5)]
     evaluations = [c for c in commands if c.startswith("spine-evaluate")]
@@ -234,6 +235,16 @@ def test_cascade_with_test_data_runs_every_fold_and_the_test_ensemble(tmp_path):
 
     bench.runner.commands.clear()  # resumed: only the evaluations run again
     assert {c.split()[0] for c in run_steps(bench)} == {"spine-evaluate"}
+
+
+def test_keep_intermediate_keeps_each_prediction_folders_stages_beside_it(tmp_path):
+    (tmp_path / "test").mkdir()
+    bench = simulated_benchmark(tmp_path, "--models", "cascade", "--test-data", str(tmp_path / "test"),
+                                "--keep-intermediate")
+    predictions = [c for c in run_steps(bench) if c.startswith("spine-predict")]
+    kept = [c.split("--keep-intermediate ")[1].split()[0] for c in predictions]
+    outputs = [c.split(" -o ")[1].split()[0] for c in predictions]
+    assert kept == [f"{output}_intermediate" for output in outputs] and len(set(kept)) == 3
 
 
 def test_all_models_add_the_binary_cascade_and_nnunet_default_on_one_fold(tmp_path):

@@ -33,7 +33,7 @@ from nnunet_ext.compat import (
     synchronize_intensity_channels,
     unwrap_deep_supervision,
 )
-from nnunet_ext.networks.precision import set_cpu_autocast
+from nnunet_ext.networks.precision import cpu_bfloat16_supported, set_cpu_autocast
 from nnunet_ext.plans import (
     CascadeMetadata,
     record_cpu_precision,
@@ -118,6 +118,11 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     network_features: tuple[int, ...] | None = None
     """The network's widths per stage (None keeps the plans'); one per stage of the plans' network, recorded in the
     model folder's plans.json, which prediction builds the network from."""
+    network_features_float32: tuple[int, ...] | None = None
+    """Where the network trains in float32 on the CPU (:attr:`cpu_bfloat16` off, or a CPU without native bfloat16),
+    these widths instead of :attr:`network_features` (None: the same widths everywhere). A network sized for bfloat16
+    costs 1.6-2.7x per iteration in float32, so a recipe inside a wall-time budget may do better there with a
+    narrower one and more iterations."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -158,13 +163,21 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     def _record_network_features(self, configuration: str) -> None:
         """Write :attr:`network_features` into the plans (the model folder's plans.json and this configuration's
         entry, as for the neighbour slices)."""
-        if self.network_features is None:
+        features = self.chosen_network_features()
+        if features is None:
             return
         try:
-            set_features_per_stage(self._configuration_entries(configuration), self.configuration_manager,
-                                   self.network_features)
+            set_features_per_stage(self._configuration_entries(configuration), self.configuration_manager, features)
         except ValueError as error:
             raise RuntimeError(f"{type(self).__name__} ({configuration!r}): {error}") from error
+
+    def chosen_network_features(self) -> tuple[int, ...] | None:
+        """:attr:`network_features_float32` where that is set and the network will train in float32 on the CPU,
+        else :attr:`network_features` (None: the plans' widths)."""
+        if (self.network_features_float32 is not None and self.device.type == "cpu"
+                and not (self.cpu_bfloat16 and cpu_bfloat16_supported())):
+            return tuple(self.network_features_float32)
+        return self.network_features
 
     def _record_cpu_precision(self) -> None:
         """Switch on :attr:`cpu_bfloat16` where it applies and record the precision the network trains in on the CPU
