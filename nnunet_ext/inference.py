@@ -73,7 +73,8 @@ class RunOptions:
     keep_intermediate: Path | None = None
     """Keep the cropped inputs and both stages' raw outputs in this folder (for inspection)."""
     level_order: bool = True
-    """Remove parts whose level is out of cranio-caudal order (:mod:`.postprocess`; ``--keep-out-of-order``)."""
+    """Remove parts whose level is out of cranio-caudal order, or give them the level of the body they are the
+    smaller piece of (:mod:`.postprocess`; ``--keep-out-of-order``)."""
     count_levels: bool = True
     """Count the levels up from the sacrum when the chain names a level twice or skips one above S1 (by the voxels'
     votes when it names one twice and has no sacrum), and give each body one level (:mod:`.postprocess`;

@@ -3,8 +3,10 @@
 The steps, run in this order by :func:`tidy_levels`:
 
 - A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
-  as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are removed, most
-  contradicted first, until every remaining part agrees with the order of the others' main parts.
+  as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are taken out, most
+  contradicted first, until every remaining part agrees with the order of the others' main parts. A part taken out
+  that is the smaller piece of one body with a level's main part it touches (the lower part of L5 named "S2") gets
+  that level; the others are removed.
 - A chain of bodies that names one level twice, or skips one above S1, is counted again from the sacrum upward
   (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral body at its caudal end is named
   by the run of consecutive levels its voxels voted for most (:func:`count_levels_by_votes`).
@@ -72,8 +74,9 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
                               direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
                               tolerance_mm: float = ORDER_TOLERANCE_MM) -> tuple[np.ndarray, list[str]]:
     """``labels_kji`` (array order, values -> level names by ``level_of_value``; spacing in mm and direction cosines
-    in ITK order) without the parts whose level contradicts the cranio-caudal order; and one note per removed part.
-    Values without a known level name are left alone."""
+    in ITK order) without the parts whose level contradicts the cranio-caudal order (each given the level of the
+    body it belongs to where it is part of one, :func:`_host_level`, else removed); and their notes. Values without
+    a known level name are left alone."""
     values = _level_values(labels_kji, level_of_value)
     if len(values) < 2:
         return labels_kji, []
@@ -117,15 +120,54 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
     if not removed:
         return labels_kji, []
     cleaned = labels_kji.copy()
+    inside = cleaned[box]
     for value in {part.value for part in removed}:
         indices = [part.index for part in removed if part.value == value]
-        cleaned[box][np.isin(components[value], indices)] = 0
+        inside[np.isin(components[value], indices)] = 0
+    bulks = {(part.value, part.index): part for part in main_parts().values()}  # each kept level's main part
+    hosts: dict[int, int] = {}  # id of a part taken out -> the level it is given
+    for part in removed:
+        host = _host_level(inside, part, components, bulks)
+        if host is not None:
+            hosts[id(part)] = host
+    for part in removed:  # after every choice: a part given a level is never another's host
+        if id(part) in hosts:
+            inside[components[part.value] == part.index] = hosts[id(part)]
     notes = []
     for value in sorted({part.value for part in removed}, key=rank.get):
-        gone = [part for part in removed if part.value == value]
-        notes.append(f"{level_of_value[value]}: {len(gone)} part(s) of {sum(p.voxels for p in gone)} voxels removed "
-                     "(out of cranio-caudal order with the other levels)")
+        given = [part for part in removed if part.value == value and id(part) in hosts]
+        gone = [part for part in removed if part.value == value and id(part) not in hosts]
+        if given:
+            names = " ".join(sorted({level_of_value[hosts[id(p)]] for p in given}, key=level_rank))
+            notes.append(f"{level_of_value[value]}: {len(given)} part(s) of {sum(p.voxels for p in given)} voxels out "
+                         f"of cranio-caudal order given the level of the body they belong to ({names})")
+        if gone:
+            notes.append(f"{level_of_value[value]}: {len(gone)} part(s) of {sum(p.voxels for p in gone)} voxels "
+                         "removed (out of cranio-caudal order with the other levels)")
     return cleaned, notes
+
+
+def _host_level(labels_kji: np.ndarray, part: _Part, components: Mapping[int, np.ndarray],
+                bulks: Mapping[tuple[int, int], _Part]) -> int | None:
+    """The level of the body a part out of order belongs to: of the levels' main parts it touches that are larger
+    than it and whose centre lies within :data:`SPLIT_MM` of its own along superior-inferior (the bulk of the same
+    body, as :func:`_bodies` tells one body from two), the one it touches most (the nearer on a tie). A short
+    training's stage 2 sometimes names the lower part of L5 "S2", and that part is L5, not background. None when it
+    touches no such part (a piece of sacrum grown onto L5 across the disc; a body-sized part, which is a body of
+    its own)."""
+    voxels = components[part.value] == part.index
+    box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in ndimage.find_objects(voxels.astype(np.uint8))[0])
+    ring = ndimage.binary_dilation(voxels[box]) & ~voxels[box]
+    around = labels_kji[box][ring]
+    contact: dict[tuple[int, int], int] = {}
+    for value in (int(v) for v in np.unique(around) if int(v) in components):
+        indices, counts = np.unique(components[value][box][ring][around == value], return_counts=True)
+        contact.update({(value, int(index)): int(count) for index, count in zip(indices, counts, strict=True)
+                        if (value, int(index)) in bulks and bulks[(value, int(index))].voxels > part.voxels
+                        and abs(bulks[(value, int(index))].superior_mm - part.superior_mm) <= SPLIT_MM})
+    if not contact:
+        return None
+    return max(contact, key=lambda key: (contact[key], -abs(bulks[key].superior_mm - part.superior_mm)))[0]
 
 
 SPLIT_MM = 15.0
@@ -388,7 +430,8 @@ def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str]
 def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                 direction: Sequence[float], order: bool = True, count_levels: bool = True
                 ) -> tuple[np.ndarray, list[str]]:
-    """The steps of this module on one mask, in order: parts out of order removed (``order``); the chain counted from
+    """The steps of this module on one mask, in order: parts out of order removed or given their body's level
+    (``order``); the chain counted from
     the sacrum, or else by its voxels' votes, and one level per body (``count_levels``). The mask and their notes."""
     notes: list[str] = []
     if order:

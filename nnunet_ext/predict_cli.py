@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-intermediate", help="keep the cropped inputs and both stages' outputs here")
     parser.add_argument("--keep-out-of-order", action="store_true",
                         help="keep parts whose level contradicts the cranio-caudal order (by default they are removed, "
-                             "e.g. a 'T12' below L5; each removal is reported)")
+                             "e.g. a 'T12' below L5, or given the level of the body they are the smaller piece of, "
+                             "e.g. the lower part of L5 called 'S2'; each is reported)")
     parser.add_argument("--keep-predicted-levels", action="store_true",
                         help="keep the network's level names even when two bodies above the sacrum get the same "
                              "one, or the chain above S1 skips one (by default such a chain is counted again up from "

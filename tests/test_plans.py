@@ -208,7 +208,7 @@ def test_fine_cpu_skips_only_the_validation_after_its_own_training(monkeypatch):
 
 
 @pytest.mark.parametrize("native_bfloat16", [False, True])
-def test_the_recipe_trains_a_narrower_stage_two_where_it_trains_in_float32(monkeypatch, native_bfloat16):
+def test_the_recipe_trains_a_narrower_stage_two_where_it_trains_in_float32(monkeypatch, tmp_path, native_bfloat16):
     """Without native bfloat16 the recipe's stage 2 costs 1.6-2.7x per iteration: it trains the 8-96 network there
     (its own widths, recorded in the model folder like ``network_features``), the preset's where bfloat16 runs, on
     CUDA and where a variant switches bfloat16 off only on a CPU without it; stage 1 keeps the plans' widths."""
@@ -219,9 +219,10 @@ def test_the_recipe_trains_a_narrower_stage_two_where_it_trains_in_float32(monke
 
     monkeypatch.setattr(trainers, "cpu_bfloat16_supported", lambda: native_bfloat16)
 
-    def widths(cls, device="cpu"):
-        trainer = object.__new__(cls)  # the choice reads only class attributes and the device
-        trainer.device = torch.device(device)
+    def widths(cls, device="cpu", model_folder=None):
+        trainer = object.__new__(cls)  # the choice reads only class attributes, the device and the model folder
+        trainer.device, trainer.configuration_name = torch.device(device), "2d_cascade"
+        trainer.output_folder_base = None if model_folder is None else str(model_folder)
         return trainer.chosen_network_features()
 
     fine, narrow = variants.nnUNetTrainerSpineFineCpu, (8, 16, 32, 64, 96)
@@ -238,3 +239,13 @@ def test_the_recipe_trains_a_narrower_stage_two_where_it_trains_in_float32(monke
 
     assert widths(Float32Always) == narrow
     assert widths(Wide) == ((16, 32, 64, 96, 128) if native_bfloat16 else narrow)
+    # a model folder with a trained fold keeps its widths (another fold, --c, --val on the other kind of CPU)
+    model = tmp_path / "model"
+    (model / "fold_0").mkdir(parents=True)
+    other = (16, 32, 64, 96, 128) if not native_bfloat16 else narrow
+    plans = {"configurations": {"2d_cascade": {"architecture": {"arch_kwargs": {"features_per_stage": list(other)}}}}}
+    (model / "plans.json").write_text(json.dumps(plans))
+    assert widths(fine, model_folder=model) == widths(fine)  # no checkpoint yet: this machine's choice
+    (model / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
+    assert widths(fine, model_folder=model) == other and widths(fine, "cuda", model) == other
+    assert widths(Wide, model_folder=model) == other

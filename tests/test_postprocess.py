@@ -1,4 +1,5 @@
-"""Parts out of cranio-caudal order are removed from predicted masks; chains naming a level twice, or skipping one
+"""Parts out of cranio-caudal order are removed from predicted masks (or given the level of the body they are the
+smaller piece of); chains naming a level twice, or skipping one
 above S1, are counted again up from the sacrum (or, without a sacrum, by their voxels' votes); each body gets one
 level; ordered masks are left as they are."""
 
@@ -194,6 +195,47 @@ def test_islands_are_not_bodies_and_keep_their_label():
     labels[0:2, 0:2, 0:2] = 3  # an 8-voxel speck
     counted, _ = count_levels_from_sacrum(labels, CHAIN, SPACING)
     assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[0:2, 0:2, 0:2] == 3).all()
+
+
+def test_a_part_out_of_order_that_is_the_smaller_piece_of_another_levels_body_takes_that_level():
+    """A short training's stage 2 named the lower part of L5 "S2" (above S1: out of order). That part and L5's main
+    part are one body (centres 10 mm apart, within SPLIT_MM), and L5's is the larger piece: it becomes L5 instead
+    of background. A piece as large as the one it touches is a body of its own and is removed."""
+    levels = {**CHAIN, 9: "S2"}
+    labels = stack([8, 7, 6, 5, 4])
+    labels[20:24, 2:10, 2:10] = 9  # the lower 4 of L5's 10 slices
+    cleaned, notes = remove_out_of_order_parts(labels, levels, SPACING)
+    assert (cleaned[20:30, 2:10, 2:10] == 7).all() and not (cleaned == 9).any()
+    assert np.array_equal(cleaned[labels != 9], labels[labels != 9])
+    assert notes == ["S2: 1 part(s) of 256 voxels out of cranio-caudal order given the level of the body they belong "
+                     "to (L5)"]
+    tidied, _ = tidy_levels(labels, levels, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert body_values(tidied) == [8, 7, 6, 5, 4] and (tidied == 7).sum() == 640
+    labels[20:25, 2:10, 2:10] = 9  # half of it: as large as L5's part
+    cleaned, notes = remove_out_of_order_parts(labels, levels, SPACING)
+    assert (cleaned[20:25] == 0).all() and notes[0].startswith("S2: 1 part(s) of 320 voxels removed")
+
+
+def test_a_part_out_of_order_takes_the_level_of_its_own_body_not_of_the_body_it_touches_most():
+    """The lower 3 slices of L5 named "S2" touch S1 (grown up to L5, wrapping the part's sides) more than L5's upper
+    part, but S1's centre lies 18 mm away, another body: the part becomes L5."""
+    levels = {**CHAIN, 9: "S2"}
+    labels = stack([8, 7, 6, 5, 4])
+    labels[15:20, 2:10, 2:10] = 8
+    labels[20:23, 2:10, 2:10] = 9
+    labels[20:23, 1, 2:10] = labels[20:23, 10, 2:10] = 8
+    cleaned, notes = remove_out_of_order_parts(labels, levels, SPACING)
+    assert (cleaned[20:23, 2:10, 2:10] == 7).all() and notes[0].endswith("(L5)")
+
+
+def test_a_part_out_of_order_grown_onto_another_body_across_the_disc_is_removed():
+    """A strip named "T12" hanging from L5's bottom 32 mm down (the sacrum, say) touches L5 but its centre lies 26 mm
+    below L5's: another body, so it goes, and L5 stays as it was."""
+    labels = stack([0, 7, 6, 5, 4])
+    labels[4:20, 2:10, 5] = 2
+    cleaned, notes = remove_out_of_order_parts(labels, CHAIN, SPACING)
+    assert not (cleaned == 2).any() and (cleaned == 7).sum() == (labels == 7).sum()
+    assert notes == ["T12: 1 part(s) of 128 voxels removed (out of cranio-caudal order with the other levels)"]
 
 
 def test_tidy_levels_removes_out_of_order_parts_then_counts():

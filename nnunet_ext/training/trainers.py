@@ -12,7 +12,9 @@ Variants (:mod:`.variants`) override class attributes only.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +49,17 @@ from nnunet_ext.training.time_budget import TimeBudget
 from nnunet_ext.training.union_loss import UnionDiceLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
+
+
+def trained_network_features(model_folder: Path, configuration: str) -> tuple[int, ...] | None:
+    """The widths per stage a model folder's plans.json records for ``configuration`` where a fold there holds a
+    checkpoint (nnU-Net writes plans.json when a fold starts training); None otherwise."""
+    plans_file = model_folder / "plans.json"
+    if not plans_file.is_file() or not any(model_folder.glob("fold_*/checkpoint_*.pth")):
+        return None
+    entry = json.loads(plans_file.read_text()).get("configurations", {}).get(configuration, {})
+    widths = entry.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage")
+    return tuple(int(w) for w in widths) if widths else None
 
 
 class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
@@ -117,12 +130,15 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     it, the epochs and the learning-rate schedule stay."""
     network_features: tuple[int, ...] | None = None
     """The network's widths per stage (None keeps the plans'); one per stage of the plans' network, recorded in the
-    model folder's plans.json, which prediction builds the network from."""
+    model folder's plans.json, which prediction builds the network from (:attr:`network_features_float32` may take
+    its place)."""
     network_features_float32: tuple[int, ...] | None = None
     """Where the network trains in float32 on the CPU (:attr:`cpu_bfloat16` off, or a CPU without native bfloat16),
     these widths instead of :attr:`network_features` (None: the same widths everywhere). A network sized for bfloat16
     costs 1.6-2.7x per iteration in float32, so a recipe inside a wall-time budget may do better there with a
-    narrower one and more iterations."""
+    narrower one and more iterations. Once a fold of the model folder holds a checkpoint, every fold, a resumed run
+    (``--c``) and a validation (``--val``) keep the widths that folder's plans.json records, whatever this machine
+    would choose, so the folds and checkpoints of one model always agree."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _NNUNET_DEFAULT_DEVICE):
@@ -161,8 +177,8 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             record_neighbour_slices(entry, k)
 
     def _record_network_features(self, configuration: str) -> None:
-        """Write :attr:`network_features` into the plans (the model folder's plans.json and this configuration's
-        entry, as for the neighbour slices)."""
+        """Write the widths of :meth:`chosen_network_features` into the plans (the model folder's plans.json and
+        this configuration's entry, as for the neighbour slices)."""
         features = self.chosen_network_features()
         if features is None:
             return
@@ -172,10 +188,16 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             raise RuntimeError(f"{type(self).__name__} ({configuration!r}): {error}") from error
 
     def chosen_network_features(self) -> tuple[int, ...] | None:
-        """:attr:`network_features_float32` where that is set and the network will train in float32 on the CPU,
-        else :attr:`network_features` (None: the plans' widths)."""
-        if (self.network_features_float32 is not None and self.device.type == "cpu"
-                and not (self.cpu_bfloat16 and cpu_bfloat16_supported())):
+        """:attr:`network_features_float32` where that is set and the network (the cascade's) will train in float32
+        on the CPU, else :attr:`network_features` (None: the plans' widths); with :attr:`network_features_float32`
+        set, the widths the model folder was trained with where a fold there holds a checkpoint."""
+        if self.network_features_float32 is None:
+            return self.network_features
+        trained = None if self.output_folder_base is None else trained_network_features(
+            Path(self.output_folder_base), self.configuration_name)
+        if trained is not None:
+            return trained
+        if self.device.type == "cpu" and not (self.cpu_bfloat16 and cpu_bfloat16_supported()):
             return tuple(self.network_features_float32)
         return self.network_features
 

@@ -13,8 +13,9 @@
   fit: on a 2-core machine without native bfloat16 an iteration costs 1.6-2.7x ("Eighteenth session"), and stage 2
   trains the narrower 8-96 network there (``network_features_float32``, "Twentieth session"); nnU-Net's
   progress plot every 10 epochs (:attr:`~.progress_plot.ProgressPlots.progress_plot_every`);
-  ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations (budgets 280 + 760 s): both
-  folds in 45 minutes on 2 cores (stage 1 finds the spine and names no levels; docs/benchmarks.md, "Thirteenth
+  ``...BinaryCpu``: the same for M_SC with a shorter schedule, 800 + 1400 iterations (budgets 280 + 760 s; its
+  stage 2 also 8-96 without native bfloat16, not measured on M_SC): both folds in 45 minutes on 2 cores (stage 1
+  finds the spine and names no levels; docs/benchmarks.md, "Thirteenth
   session").
 * ``...Short``: 500 iterations (20 epochs of 25; stage 2: 1000) with AdamW, enough for phantoms (``...BinaryShort``:
   the same for M_SC); ``...Smoke``: 2 x 5
