@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -122,6 +123,17 @@ def set_features_per_stage(entries: Sequence[dict], configuration_manager, width
         if "architecture" not in entry:  # a configuration that inherits its network from another
             entry["architecture"] = copy.deepcopy(configuration_manager.configuration["architecture"])
         entry["architecture"]["arch_kwargs"]["features_per_stage"] = widths
+
+
+def trained_network_features(model_folder: Path, configuration: str) -> tuple[int, ...] | None:
+    """The widths per stage a model folder's plans.json records for ``configuration`` where a fold there holds a
+    checkpoint (nnU-Net writes plans.json when a fold starts training); None otherwise."""
+    plans_file = model_folder / "plans.json"
+    if not plans_file.is_file() or not any(model_folder.glob("fold_*/checkpoint_*.pth")):
+        return None
+    entry = json.loads(plans_file.read_text()).get("configurations", {}).get(configuration, {})
+    widths = entry.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage")
+    return tuple(int(w) for w in widths) if widths else None
 
 
 def image_channels(configuration) -> int:

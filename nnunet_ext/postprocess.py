@@ -431,8 +431,8 @@ def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spaci
                 direction: Sequence[float], order: bool = True, count_levels: bool = True
                 ) -> tuple[np.ndarray, list[str]]:
     """The steps of this module on one mask, in order: parts out of order removed or given their body's level
-    (``order``); the chain counted from
-    the sacrum, or else by its voxels' votes, and one level per body (``count_levels``). The mask and their notes."""
+    (``order``); the chain counted from the sacrum, or else by its voxels' votes, and one level per body
+    (``count_levels``). The mask and their notes."""
     notes: list[str] = []
     if order:
         labels_kji, removed = remove_out_of_order_parts(labels_kji, level_of_value, spacing_xyz, direction)

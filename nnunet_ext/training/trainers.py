@@ -12,7 +12,6 @@ Variants (:mod:`.variants`) override class attributes only.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from nnunet_ext.compat import (
     set_spatial_scaling,
     stacked_input_channels,
     synchronize_intensity_channels,
+    trained_network_features,
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import cpu_bfloat16_supported, set_cpu_autocast
@@ -49,17 +49,6 @@ from nnunet_ext.training.time_budget import TimeBudget
 from nnunet_ext.training.union_loss import UnionDiceLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
-
-
-def trained_network_features(model_folder: Path, configuration: str) -> tuple[int, ...] | None:
-    """The widths per stage a model folder's plans.json records for ``configuration`` where a fold there holds a
-    checkpoint (nnU-Net writes plans.json when a fold starts training); None otherwise."""
-    plans_file = model_folder / "plans.json"
-    if not plans_file.is_file() or not any(model_folder.glob("fold_*/checkpoint_*.pth")):
-        return None
-    entry = json.loads(plans_file.read_text()).get("configurations", {}).get(configuration, {})
-    widths = entry.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage")
-    return tuple(int(w) for w in widths) if widths else None
 
 
 class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention

@@ -113,11 +113,11 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     # bfloat16 an iteration costs 2.6-2.7x); with stage 1's budget the recipe's training stays inside 75 min, and the
     # benchmark's whole run (with prediction in float32) inside 90 min, on a slow 2-core machine ("Eighteenth",
     # "Nineteenth", "Twentieth session")
-    network_features_float32 = (8, 16, 32, 64, 96)  # without native bfloat16: 0.38 against 0.66 s per training step
-    # in float32 ("Tenth session"), so about 1.7x the iterations in the budget, and faster prediction
+    network_features_float32 = (8, 16, 32, 64, 96)  # without native bfloat16: 1550-1624 iterations in 1000 s against
+    # 557-560 in 900 s for 16-128, Dice and heights closer, prediction less than half ("Twentieth session")
     progress_plot_every = 10  # 1.2-1.6 s per drawing on 2 cores: back to training iterations
     time_budget_bfloat16_s = 1200.0  # training in bfloat16 (0.54 s per iteration on the seventeenth session's VM):
-    # about the whole schedule; with stage 1's 600 s about 65 min of training and 81 min for the whole run there
+    # about the whole schedule; with stage 1's 650 s about 66 min of training and 82 min for the whole run there
 
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
