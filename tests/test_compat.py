@@ -86,6 +86,18 @@ def test_schedule_and_validation_hooks_we_rely_on():
     assert "run_training()" in source and "perform_actual_validation" in source
 
 
+def test_model_folder_files_the_recorded_widths_rely_on():
+    """trained_network_features reads the widths from the model folder's plans.json, which nnU-Net writes (the trainer's
+    plans, with the widths it recorded) when a fold starts training, and looks for a fold's checkpoint_*.pth."""
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    assert "save_json(self.plans_manager.plans, join(self.output_folder_base, 'plans.json')" in inspect.getsource(
+        nnUNetTrainer.on_train_start)
+    assert "join(self.output_folder, 'checkpoint_latest.pth')" in inspect.getsource(nnUNetTrainer.on_epoch_end)
+    assert 'join(self.output_folder, "checkpoint_final.pth")' in inspect.getsource(nnUNetTrainer.on_train_end)
+
+
 def test_stretch_poly_schedule():
     pytest.importorskip("nnunetv2")
     import torch
