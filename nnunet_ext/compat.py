@@ -126,13 +126,18 @@ def set_features_per_stage(entries: Sequence[dict], configuration_manager, width
 
 
 def trained_network_features(model_folder: Path, configuration: str) -> tuple[int, ...] | None:
-    """The widths per stage a model folder's plans.json records for ``configuration`` where a fold there holds a
-    checkpoint (nnU-Net writes plans.json when a fold starts training); None otherwise."""
+    """The widths per stage a model folder's plans.json records for ``configuration`` (inheritance resolved as for
+    :func:`load_predictor`, which builds the network from them) where a fold there holds a checkpoint (nnU-Net
+    writes plans.json when a fold starts training); None otherwise."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
     plans_file = model_folder / "plans.json"
     if not plans_file.is_file() or not any(model_folder.glob("fold_*/checkpoint_*.pth")):
         return None
-    entry = json.loads(plans_file.read_text()).get("configurations", {}).get(configuration, {})
-    widths = entry.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage")
+    plans_manager = PlansManager(json.loads(plans_file.read_text()))
+    if configuration not in plans_manager.available_configurations:
+        return None
+    widths = plans_manager.get_configuration(configuration).network_arch_init_kwargs.get("features_per_stage")
     return tuple(int(w) for w in widths) if widths else None
 
 

@@ -249,3 +249,6 @@ def test_the_recipe_trains_a_narrower_stage_two_where_it_trains_in_float32(monke
     (model / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
     assert widths(fine, model_folder=model) == other and widths(fine, "cuda", model) == other
     assert widths(Wide, model_folder=model) == other
+    plans["configurations"] = {"2d": plans["configurations"]["2d_cascade"], "2d_cascade": {"inherits_from": "2d"}}
+    (model / "plans.json").write_text(json.dumps(plans))
+    assert widths(fine, model_folder=model) == other  # inherited widths, as spine-predict resolves them
