@@ -125,14 +125,16 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
         indices = [part.index for part in removed if part.value == value]
         inside[np.isin(components[value], indices)] = 0
     bulks = {(part.value, part.index): part for part in main_parts().values()}  # each kept level's main part
+    part_boxes = {value: ndimage.find_objects(components[value]) for value in {part.value for part in removed}}
     hosts: dict[int, int] = {}  # id of a part taken out -> the level it is given
     for part in removed:
-        host = _host_level(inside, part, components, bulks)
+        host = _host_level(inside, part, part_boxes[part.value][part.index - 1], components, bulks)
         if host is not None:
             hosts[id(part)] = host
     for part in removed:  # after every choice: a part given a level is never another's host
         if id(part) in hosts:
-            inside[components[part.value] == part.index] = hosts[id(part)]
+            where = part_boxes[part.value][part.index - 1]
+            inside[where][components[part.value][where] == part.index] = hosts[id(part)]
     notes = []
     for value in sorted({part.value for part in removed}, key=rank.get):
         given = [part for part in removed if part.value == value and id(part) in hosts]
@@ -147,17 +149,17 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
     return cleaned, notes
 
 
-def _host_level(labels_kji: np.ndarray, part: _Part, components: Mapping[int, np.ndarray],
+def _host_level(labels_kji: np.ndarray, part: _Part, part_box: tuple[slice, ...], components: Mapping[int, np.ndarray],
                 bulks: Mapping[tuple[int, int], _Part]) -> int | None:
     """The level of the body a part out of order belongs to: of the levels' main parts it touches that are larger
     than it and whose centre lies within :data:`SPLIT_MM` of its own along superior-inferior (the bulk of the same
     body, as :func:`_bodies` tells one body from two), the one it touches most (the nearer on a tie). A short
     training's stage 2 sometimes names the lower part of L5 "S2", and that part is L5, not background. None when it
     touches no such part (a piece of sacrum grown onto L5 across the disc; a body-sized part, which is a body of
-    its own)."""
-    voxels = components[part.value] == part.index
-    box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in ndimage.find_objects(voxels.astype(np.uint8))[0])
-    ring = ndimage.binary_dilation(voxels[box]) & ~voxels[box]
+    its own). ``part_box``: the part's bounding box (``ndimage.find_objects``), searched one voxel beyond."""
+    box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in part_box)
+    voxels = components[part.value][box] == part.index
+    ring = ndimage.binary_dilation(voxels) & ~voxels
     around = labels_kji[box][ring]
     contact: dict[tuple[int, int], int] = {}
     for value in (int(v) for v in np.unique(around) if int(v) in components):
