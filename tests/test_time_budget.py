@@ -188,8 +188,9 @@ def test_recipe_budgets_keep_the_training_targets():
 
 @pytest.mark.parametrize("bfloat16", [False, True])
 def test_the_recipe_trains_longer_where_it_trains_in_bfloat16(monkeypatch, bfloat16):
-    """A float32-only CPU trains and predicts at 1.6-2.7x the cost: the recipe's budgets there are smaller, so that
-    the whole pipeline keeps its wall time; the binary recipe has one budget; the environment variable still wins."""
+    """A float32-only CPU trains and predicts at 1.6-2.7x the cost: the recipe's budgets are chosen by the precision
+    (stage 2's smaller there, so that the whole pipeline keeps its wall time; stage 1's larger, as it names the
+    levels); the binary recipe has one budget; the environment variable still wins."""
     pytest.importorskip("nnunetv2")
     from types import SimpleNamespace
 
@@ -207,7 +208,10 @@ def test_the_recipe_trains_longer_where_it_trains_in_bfloat16(monkeypatch, bfloa
     expected = (coarse.time_budget_bfloat16_s, fine.time_budget_bfloat16_s) if bfloat16 else (
         coarse.time_budget_s, fine.time_budget_s)
     assert (budget(coarse), budget(fine)) == expected
-    assert coarse.time_budget_bfloat16_s > coarse.time_budget_s and fine.time_budget_bfloat16_s > fine.time_budget_s
+    assert fine.time_budget_bfloat16_s > fine.time_budget_s
+    # stage 1's float32 budget (840 s) is the larger since the twenty-first session: in bfloat16 650 s hold its whole
+    # schedule (1600 x 0.36 s + 40 x 1.3 s), in float32 840 s hold 92-93 % of it (docs/benchmarks.md)
+    assert coarse.time_budget_s > coarse.time_budget_bfloat16_s
     binary = variants.nnUNetTrainerSpineFineBinaryCpu
     assert budget(binary) == binary.time_budget_s
     monkeypatch.setattr(fine, "budget_variable", "SPINE_TEST_BUDGET_S", raising=False)
