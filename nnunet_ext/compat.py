@@ -203,6 +203,24 @@ class NeighbourSlicesDatasetClass:
         return NeighbourSlicesDataset(self.dataset_class(*args, **kwargs), self.k)
 
 
+def annotated_classes(preprocessed_folder: str | Path, identifier: str) -> list[int]:
+    """The foreground classes a preprocessed case annotates: those with any location in the ``class_locations`` of
+    its properties (``<identifier>.pkl``, which nnU-Net's preprocessing writes for foreground sampling)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+
+    locations = load_pickle(str(Path(preprocessed_folder) / f"{identifier}.pkl"))["class_locations"]
+    return sorted(int(k) for k, where in locations.items() if isinstance(k, int) and len(where))
+
+
+def draw_training_cases_from(dataset, identifiers: Sequence[str]) -> None:
+    """Make nnU-Net's training data loader draw its cases uniformly from ``identifiers`` (repeats weight a case):
+    ``nnUNetDataLoader`` draws from the ``identifiers`` of the dataset it is built on."""
+    unknown = sorted(set(identifiers) - set(dataset.identifiers))
+    if unknown:
+        raise ValueError(f"cases not in the training dataset: {unknown}")
+    dataset.identifiers = list(identifiers)
+
+
 def synchronize_intensity_channels(transforms) -> int:
     """Make nnU-Net's intensity transforms that act on every channel (noise, brightness, contrast, gamma) draw
     one set of random parameters for all image channels (``synchronize_channels``), so neighbour-slice channels get

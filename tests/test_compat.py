@@ -244,6 +244,44 @@ def test_training_batch_pipeline_names():
     assert hasattr(nnUNetBaseDataset, "load_case")
 
 
+def test_training_case_draw_hooks(tmp_path):
+    """rare_level_sampling: get_dataloaders builds the training loader on get_tr_and_val_datasets()'s first dataset,
+    the loader draws uniformly (infinite, no probabilities) from that dataset's ``identifiers``, and preprocessing
+    records the classes a case annotates in its properties' ``class_locations``, read from ``<case>.pkl``."""
+    pytest.importorskip("nnunetv2")
+    from batchgenerators.dataloading.data_loader import DataLoader
+    from batchgenerators.utilities.file_and_folder_operations import write_pickle
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    loaders = inspect.getsource(nnUNetTrainer.get_dataloaders)
+    assert "dataset_tr, dataset_val = self.get_tr_and_val_datasets()" in loaders
+    assert "nnUNetDataLoader(dataset_tr, self.batch_size" in loaders and "sampling_probabilities=None" in loaders
+    assert "self.indices = data.identifiers" in inspect.getsource(nnUNetDataLoader.__init__)
+    assert "np.random.choice(self.indices, self.batch_size, replace=True" in inspect.getsource(DataLoader.get_indices)
+    assert "properties['class_locations'] = self._sample_foreground_locations(" in inspect.getsource(
+        DefaultPreprocessor.run_case_npy)
+    assert "load_pickle(join(self.source_folder, identifier + '.pkl'))" in inspect.getsource(
+        nnUNetDatasetBlosc2.load_case)
+
+    # the layout preprocessing writes: a location array per foreground class (empty where not annotated), plus a
+    # tuple key for all foreground together
+    write_pickle({"class_locations": {1: [], 2: [[0, 1, 2, 3]], 8: [[0, 4, 5, 6]], (-1, 0, 1, 2, 8): [[0, 1, 2, 3]]}},
+                 str(tmp_path / "case_0001.pkl"))
+    assert compat.annotated_classes(tmp_path, "case_0001") == [2, 8]
+
+    class Dataset:
+        identifiers = ["a", "b"]
+
+    dataset = Dataset()
+    compat.draw_training_cases_from(dataset, ["a", "b", "b"])
+    assert dataset.identifiers == ["a", "b", "b"]
+    with pytest.raises(ValueError, match="not in the training dataset"):
+        compat.draw_training_cases_from(dataset, ["c"])
+
+
 def test_train_step_phases_and_previous_stage_layout(tmp_path):
     """compat.timed_train_step repeats nnU-Net's CPU train_step (gradient clipping at 12); a reference saved by
     compat.reference_as_previous_stage is what nnU-Net's blosc2 dataset loads as the previous stage's segmentation."""

@@ -23,8 +23,10 @@ from measure.levels import is_known_level, level_rank
 from measure.runtime import nnunet_folder
 from nnunet_ext.compat import (
     NeighbourSlicesDatasetClass,
+    annotated_classes,
     augmentation_patch_size,
     deep_supervision_loss,
+    draw_training_cases_from,
     insert_after_spatial,
     poly_lr_scheduler,
     previous_stage_folder,
@@ -45,6 +47,7 @@ from nnunet_ext.plans import (
 from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfViewCrop
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 from nnunet_ext.training.progress_plot import ProgressPlots
+from nnunet_ext.training.sampling import class_shares, level_balanced_case_weights, replicated_cases
 from nnunet_ext.training.time_budget import TimeBudget
 from nnunet_ext.training.union_loss import UnionDiceLoss
 
@@ -93,6 +96,10 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     """None keeps nnU-Net's 1e-2 (SGD); the Adam variants use 3e-3."""
     foreground_oversampling: float | None = None
     """Share of each batch's patches centred on a vertebra (None keeps nnU-Net's 0.33)."""
+    rare_level_sampling: float = 0.0
+    """Share of the training cases' draws spread equally over the annotated levels, each level's part over the cases
+    that annotate it (:mod:`.sampling`); the rest is nnU-Net's uniform draw (0: nnU-Net's draw only). Levels that
+    few cases annotate (S1, T11, T12 in partially annotated data) then come more often."""
     previous_stage_trainer: str | None = None
     """Trainer class whose ``predicted_next_stage`` feeds this stage (None: this class, as nnU-Net does)."""
     expected_num_classes: int | None = None
@@ -224,6 +231,18 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             self.num_input_channels = stacked_input_channels(self.num_input_channels, self.configuration_manager)
             if self.neighbour_slices:  # training, per-epoch and final validation read the cases through it
                 self.dataset_class = NeighbourSlicesDatasetClass(self.dataset_class, self.neighbour_slices)
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        if self.rare_level_sampling:
+            classes = {case: annotated_classes(self.preprocessed_dataset_folder, case)
+                       for case in dataset_tr.identifiers}
+            drawn = replicated_cases(level_balanced_case_weights(classes, self.rare_level_sampling))
+            draw_training_cases_from(dataset_tr, drawn)
+            shares = ", ".join(f"{value}: {share:.2f}" for value, share in class_shares(drawn, classes).items())
+            self.print_to_log_file(f"rare_level_sampling {self.rare_level_sampling}: {len(classes)} training cases "
+                                   f"drawn from a list of {len(drawn)}; share of draws annotating each class: {shares}")
+        return dataset_tr, dataset_val
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,

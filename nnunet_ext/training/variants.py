@@ -5,7 +5,8 @@
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
   recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2100 iterations per fold,
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels and
-  adds the Dice of "any vertebra" to its per-level loss):
+  adds the Dice of "any vertebra" to its per-level loss; both draw half their training cases balanced over the
+  annotated levels, :mod:`.sampling`, "Twenty-second session"):
   67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
   "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM). Each stage runs its epochs inside a
   wall-time budget per fold (:attr:`~.time_budget.TimeBudget.time_budget_s`: 840 + 1000 s; training in bfloat16:
@@ -86,6 +87,9 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     cpu_bfloat16 = True  # 8 % less per iteration ("Sixth session"), given to the wider stage 2 ("Tenth session")
     contrast_inversion_probability = 0.3  # levels named alike in T1, TIRM and water images: cross-validation levels
     # 246 -> 258 of 271 with the same stage 2 (docs/benchmarks.md, "Sixteenth session")
+    rare_level_sampling = 0.5  # half the draws balanced over the annotated levels: S1 (annotated in 2-3 of 24
+    # training cases per fold) from 8-12 % of the draws to 18-20 %, T11/T12 from 21-33 % to 36-46 % ("Twenty-second
+    # session")
     time_budget_s = 840.0  # 40 epochs of at most 40 iterations, fewer where they do not fit in 840 s per fold: on a
     # CPU without native bfloat16 an iteration costs 1.6-1.7x, and the recipe would take far over 75 min ("Eighteenth
     # session"); 510 s then, 500 in the nineteenth, 600 in the twentieth (1020-1083 iterations: levels 82.7 %), 840
@@ -107,6 +111,7 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
     neighbour_slices = 2  # 2.5D: binary Dice and heights better on real scans, same cost ("Seventh session")
     cpu_bfloat16 = True  # the preset's 16-128 stage 2 at about the cost of 8-96 in float32 ("Ninth session")
+    rare_level_sampling = 0.5  # as stage 1: S1, T11 and T12 from the few cases that annotate them, twice as often
     union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
     # (cross-validation: binary 0.881 -> 0.894, heights MAE 2.10 -> 1.62 mm anterior; docs/benchmarks.md, "Fourteenth
     # session")
@@ -127,10 +132,12 @@ class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
     time_budget_s = 280.0
     time_budget_bfloat16_s = None  # one budget for M_SC (its schedule fits it in bfloat16 too)
     contrast_inversion_probability = 0.0  # M_SC as measured ("Thirteenth session"); inversion not tried on it
+    rare_level_sampling = 0.0  # one class: nothing to balance
 
 
 class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
     epochs = 28  # 1400 iterations: both stages of both folds in the 45-minute budget on 2 cores
+    rare_level_sampling = 0.0  # one class: nothing to balance
     time_budget_s = 760.0  # with stage 1's 280 s: both stages of both folds inside 45 min on a slow 2-core machine
     time_budget_bfloat16_s = None
