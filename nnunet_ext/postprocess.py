@@ -184,6 +184,11 @@ MIN_BODY_FRACTION = 0.2
 """Bodies smaller than this fraction of the largest one (islands, slivers) do not count; a level's pieces at one
 height are joined first (:func:`_fragments_joined`)."""
 
+SACRAL_MIN_FRACTION = 0.05
+"""A sacral body (S1, S2) caudal of every body that counts still counts from this fraction of the largest body on:
+few training cases annotate the sacrum, and stage 2 often finds it only in part (a tenth of a lumbar body), yet it is
+the landmark a chain that skips a level is counted from (:func:`count_levels_from_sacrum`)."""
+
 
 @dataclass
 class _Body:
@@ -198,7 +203,8 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
             offset_kji: Sequence[int]) -> list[_Body]:
     """The vertebral bodies of a labelled sub-array (cranial first): connected parts of the labelled voxels, a part
     split by level where its levels lie more than :data:`SPLIT_MM` apart, separate parts of one level at one height
-    joined, bodies below :data:`MIN_BODY_FRACTION` of the largest left out."""
+    joined, bodies below :data:`MIN_BODY_FRACTION` of the largest left out (a sacral body caudal of the others from
+    :data:`SACRAL_MIN_FRACTION` on)."""
     values = [v for v, level in level_of_value.items() if is_known_level(level)]
     labelled = np.isin(labels_kji, values)
     component, count = ndimage.label(labelled)
@@ -220,8 +226,11 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
                                 position))
     bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
-    bodies = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
-    return sorted(bodies, key=lambda body: -body.superior_mm)
+    kept = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
+    lowest = min((body.superior_mm for body in kept), default=np.inf)
+    kept += [body for body in bodies if is_sacral_level(body.level) and body.superior_mm < lowest
+             and SACRAL_MIN_FRACTION * largest <= body.voxels < MIN_BODY_FRACTION * largest]
+    return sorted(kept, key=lambda body: -body.superior_mm)
 
 
 def _fragments_joined(bodies: list[_Body]) -> list[_Body]:

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("scipy")
 
 from nnunet_ext.postprocess import (  # noqa: E402
+    _chain,
     count_levels_by_votes,
     count_levels_from_sacrum,
     one_level_per_body,
@@ -70,6 +71,7 @@ def test_values_without_level_names_are_left_alone():
 
 
 CHAIN = {1: "T11", 2: "T12", 3: "L1", 4: "L2", 5: "L3", 6: "L4", 7: "L5", 8: "S1"}
+IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1)
 SPACING = (1.0, 1.0, 2.0)  # k (superior) 2 mm: bodies 20 mm tall, 10 mm discs, 30 mm apart
 
 
@@ -248,7 +250,8 @@ def test_tidy_levels_removes_out_of_order_parts_then_counts():
 def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
     """A sacrum no training case annotated often comes out in small pieces side by side: each is too small to be a
     body (under MIN_BODY_FRACTION of the largest), together they are one, and a chain skipping L5 above it is counted
-    again from it. Alone, the same pieces are specks and nothing changes."""
+    again from it. Caudal of the chain a sacral part counts from SACRAL_MIN_FRACTION of the largest body on: one
+    sliver of an eighth of a body anchors the count too, a speck of a fortieth does not, nor do two specks apart."""
     labels = stack([0, 6, 5, 4, 3])  # L4, L3, L2, L1 above an empty slot...
     labels[5:15, 2:10, 2] = 8  # ...where two slivers of "S1", 80 voxels each (a body: 640), lie side by side
     labels[5:15, 2:10, 9] = 8
@@ -257,13 +260,32 @@ def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
     assert notes == ["levels counted up from S1: the bodies predicted L1 L2 L3 L4 S1 (cranial first) are "
                      "L2 L3 L4 L5 S1"]
     one = labels.copy()
-    one[5:15, 2:10, 9] = 0  # one sliver alone: a speck, no sacral end
+    one[5:15, 2:10, 9] = 0  # one sliver alone (12.5 % of a body): the sacrum found in part still anchors
     counted, notes = count_levels_from_sacrum(one, CHAIN, SPACING)
-    assert notes == [] and counted is one
-    apart = np.pad(one, ((0, 0), (0, 0), (0, 60)))
-    apart[5:15, 2:10, 60] = 8  # the second sliver 58 mm off to the side (beyond BODY_WIDTH_MM): not the same body
+    assert body_values(counted)[1:] == [7, 6, 5, 4] and len(notes) == 1
+    speck = labels.copy()
+    speck[5:15, 2:10, 9] = 0
+    speck[8:15, 2:10, 2] = 0  # 24 voxels left (3.75 %, under SACRAL_MIN_FRACTION): a speck, no sacral end
+    counted, notes = count_levels_from_sacrum(speck, CHAIN, SPACING)
+    assert notes == [] and counted is speck
+    pair = speck.copy()
+    pair[5:8, 2:10, 9] = 8  # a second speck beside it: together 7.5 % of a body, a sacrum found in part
+    assert count_levels_from_sacrum(pair, CHAIN, SPACING)[1] != []
+    apart = np.pad(speck, ((0, 0), (0, 0), (0, 60)))
+    apart[5:8, 2:10, 60] = 8  # the second speck 58 mm off to the side (beyond BODY_WIDTH_MM): not the same body
     counted, notes = count_levels_from_sacrum(apart, CHAIN, SPACING)
     assert notes == [] and counted is apart
+
+
+def test_a_small_sacral_part_counts_only_caudal_of_the_chain():
+    """The lower threshold is for the sacrum at the chain's caudal end only: the same small "S1" part beside the
+    middle of the chain (a false positive) is no body of the chain; below it, it is the chain's last body."""
+    beside = np.pad(stack([0, 6, 5, 4, 3]), ((0, 0), (0, 0), (0, 6)))
+    beside[35:45, 2:10, 14] = 8  # 80 voxels of "S1" at the height of L3, 4 mm to its side
+    assert [body.level for body in _chain(beside, CHAIN, SPACING, IDENTITY)[1]] == ["L1", "L2", "L3", "L4"]
+    below = np.pad(stack([0, 6, 5, 4, 3]), ((0, 0), (0, 0), (0, 6)))
+    below[5:15, 2:10, 14] = 8  # the same part below L4
+    assert [body.level for body in _chain(below, CHAIN, SPACING, IDENTITY)[1]] == ["L1", "L2", "L3", "L4", "S1"]
 
 
 def test_a_repeat_without_a_sacrum_is_named_by_the_votes_of_its_voxels():
