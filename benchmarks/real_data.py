@@ -25,7 +25,7 @@ What it runs:
 
 Profiles:
 * ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``cpu`` preset and the ``Cpu`` /
-  ``BinaryCpu`` trainers (M_SC's schedule is shorter, 800 + 1400 iterations against 1600 + 2100: its 45-minute
+  ``BinaryCpu`` trainers (M_SC's schedule is shorter, 800 + 1400 iterations against at most 3200 + 4200: its 45-minute
   budget); nnU-Net's default plans (its own planner, nothing overwritten) in its ``2d``
   configuration, trained with ``nnUNetTrainerTimeBudget`` (nnU-Net's trainer, only the schedule fitted) for the
   cascade's training wall time per fold: the comparison at equal wall time. ``2d`` rather than ``3d_fullres``

@@ -3,12 +3,15 @@
 
 * ``...Binary``: the paper's single-class model M_SC (datasets converted with ``spine-convert --binary``).
 * ``...Cpu``: the CPU recipe for real scans (with ``spine-nnunet plan --preset cpu``; docs/benchmarks.md, "CPU
-  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, 1600 + 2100 iterations per fold,
+  recipe"): both stages of a 2-fold cross-validation of the multiclass cascade, at most 3200 + 4200 iterations per
+  fold, as many as fit in each stage's wall-time budget (since the twenty-third session; 1600 + 2100 before),
   both in bfloat16 on a CPU that has it (stage 2 sees 2 neighbouring sagittal slices each side as extra channels and
   adds the Dice of "any vertebra" to its per-level loss; both draw half their training cases balanced over the
   annotated levels, :mod:`.sampling`, "Twenty-second session"):
   67-79 minutes with 2300 stage-2 iterations on the 2-core VMs of 2026-12-02 and -03 (target 75; "Tenth" to
-  "Sixteenth session"), hence 2100 since the seventeenth (66 minutes on its VM). Each stage runs its epochs inside a
+  "Sixteenth session"), hence 2100 from the seventeenth (66 minutes on its VM); the twenty-third's VM, 3150 + 3230-3400
+  iterations in the budgets: 64 minutes, cross-validation multiclass 0.881, binary 0.900, levels 265 of 271. Each
+  stage runs its epochs inside a
   wall-time budget per fold (:attr:`~.time_budget.TimeBudget.time_budget_s`: 840 + 1000 s; training in bfloat16:
   650 + 1200 s, ``time_budget_bfloat16_s``), fewer where they do not
   fit: on a 2-core machine without native bfloat16 an iteration costs 1.6-2.7x ("Eighteenth session"), and stage 2
@@ -80,9 +83,10 @@ class nnUNetTrainerSpineFineDemo(nnUNetTrainerSpineFine):
 
 
 class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
-    # 1600 iterations, about 13 min per fold on 2 cores; stage 2 follows stage 1's levels, and 960 counted fewer right
-    # (docs/benchmarks.md, "Fourth session")
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 40, 40, 5
+    # at most 3200 iterations, as many as fit in the budget below: stage 2 follows stage 1's levels, and 960 counted
+    # fewer right than 1600 ("Fourth session"), 1600 fewer than 3150 (stage 1 alone: levels 241 -> 251 of 271,
+    # "Twenty-third session"); 1600 until then, which a fast bfloat16 CPU trained in 290 of its 650 s
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 40, 80, 5
     optimizer_kind, learning_rate = "adam", 3e-3
     cpu_bfloat16 = True  # 8 % less per iteration ("Sixth session"), given to the wider stage 2 ("Tenth session")
     contrast_inversion_probability = 0.3  # levels named alike in T1, TIRM and water images: cross-validation levels
@@ -103,10 +107,11 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
 
 
 class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
-    # 2100 iterations, 20-23 min per fold on 2 cores (about 24 on a slow VM, where 2300 took 26-27 min and the whole
-    # training 78 min, over the 75-minute budget: "Sixteenth", "Seventeenth session"); 3 validation batches per epoch
-    # (checkpoint_best and the pseudo-Dice curve only; spine-predict uses checkpoint_final)
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 42, 50, 3
+    # at most 4200 iterations, as many as fit in the budget below (2100 until the twenty-third session, which a fast
+    # bfloat16 CPU trained in 655-690 of its 1200 s; 3400-3640 in the budget there: binary Dice 0.891 -> 0.899 with
+    # the same stage 1, "Twenty-third session"); 3 validation batches per epoch (checkpoint_best and the pseudo-Dice
+    # curve only; spine-predict uses checkpoint_final)
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 42, 100, 3
     optimizer_kind, learning_rate = "adam", 2e-3
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
@@ -129,7 +134,8 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
 
 class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
     expected_num_classes = 2
-    epochs = 20  # 800 iterations: M_SC's stage 1 finds the spine and counts no levels; the 45-minute budget
+    epochs, iterations_per_epoch = 20, 40  # 800 iterations: M_SC's stage 1 finds the spine and counts no levels;
+    # the 45-minute budget
     time_budget_s = 280.0
     time_budget_bfloat16_s = None  # one budget for M_SC (its schedule fits it in bfloat16 too)
     contrast_inversion_probability = 0.0  # M_SC as measured ("Thirteenth session"); inversion not tried on it
@@ -138,7 +144,7 @@ class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
 
 class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
-    epochs = 28  # 1400 iterations: both stages of both folds in the 45-minute budget on 2 cores
+    epochs, iterations_per_epoch = 28, 50  # 1400 iterations: both stages of both folds in 45 minutes on 2 cores
     rare_level_sampling = 0.0  # one class: nothing to balance
     time_budget_s = 760.0  # with stage 1's 280 s: both stages of both folds inside 45 min on a slow 2-core machine
     time_budget_bfloat16_s = None
