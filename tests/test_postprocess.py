@@ -211,7 +211,7 @@ def test_a_part_out_of_order_that_is_the_smaller_piece_of_another_levels_body_ta
     assert np.array_equal(cleaned[labels != 9], labels[labels != 9])
     assert notes == ["S2: 1 part(s) of 256 voxels out of cranio-caudal order given the level of the body they belong "
                      "to (L5)"]
-    tidied, _ = tidy_levels(labels, levels, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    tidied, _ = tidy_levels(labels, levels, SPACING, IDENTITY)
     assert body_values(tidied) == [8, 7, 6, 5, 4] and (tidied == 7).sum() == 640
     labels[20:25, 2:10, 2:10] = 9  # half of it: as large as L5's part
     cleaned, notes = remove_out_of_order_parts(labels, levels, SPACING)
@@ -242,9 +242,9 @@ def test_a_part_out_of_order_grown_onto_another_body_across_the_disc_is_removed(
 
 def test_tidy_levels_removes_out_of_order_parts_then_counts():
     labels = stack([3, 8, 7, 7, 6, 5])  # an "L1" below S1 (removed first), then L5 named twice
-    tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
     assert body_values(tidied) == [0, 8, 7, 6, 5, 4] and len(notes) == 2
-    assert tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), False, False) == (labels, [])
+    assert tidy_levels(labels, CHAIN, SPACING, IDENTITY, False, False) == (labels, [])
 
 
 def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
@@ -356,13 +356,13 @@ def test_a_small_piece_of_another_level_far_from_the_body_centre_keeps_its_level
 def test_tidy_levels_switches():
     labels = stack([8, 7, 6, 5, 4])
     labels[20:23, 2:10, 2:10] = 6  # the lower part of L5 called L4
-    tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
     assert (tidied[20:30, 2:10, 2:10] == 7).all()
     assert notes == ["one level per body: 192 voxel(s) given their body's level"]
-    assert tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), True, False) == (labels, [])
+    assert tidy_levels(labels, CHAIN, SPACING, IDENTITY, True, False) == (labels, [])
     labels = stack([7, 7, 6, 5, 4])
     labels[5:9, 2:10, 2:10] = 8
-    tidied, notes = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
     assert body_values(tidied) == [8, 7, 6, 5, 4] and notes[0].startswith("levels named by the votes")
 
 
@@ -394,7 +394,7 @@ def test_tidy_levels_finds_the_bodies_again_only_after_a_relabelling(monkeypatch
         expected = step_by_step(labels)
         monkeypatch.setattr(postprocess, "_chain", counted_chain)
         calls.clear()
-        tidied, _ = tidy_levels(labels, CHAIN, SPACING, (1, 0, 0, 0, 1, 0, 0, 0, 1), order=False)
+        tidied, _ = tidy_levels(labels, CHAIN, SPACING, IDENTITY, order=False)
         monkeypatch.setattr(postprocess, "_chain", original)
         assert len(calls) == searches and np.array_equal(tidied, expected)
         assert not np.array_equal(tidied, labels)
