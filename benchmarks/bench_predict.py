@@ -13,9 +13,10 @@ summed resident memory of its whole process tree (``/proc``, sampled every 0.1 s
   initialised weights of its own plans for the dataset (``nnUNetPlans.json``: cost does not depend on the weights).
 * ``ours-tta``: the cohort run with test-time mirroring on, on the volumes of ``ours-single``.
 * ``default-preset``: the default (GPU) preset's networks with initialised weights, in this process: stage 1's
-  sliding window at its cost, stage 2 on the box of the trained recipe's stage-1 segmentation of the same volume
-  (an untrained stage 1 finds no vertebrae, so its box would not be the one a trained model gives). Per-case seconds,
-  without imports and model loading; ``--precision`` and ``--step-size`` as spine-predict's.
+  sliding window at its cost, stage 2 on the boxes the trained recipe's cascade ran on the same volume (its stage
+  1's box and the growths its stage 2 asked for; an untrained stage 1 finds no vertebrae, and an untrained stage 2
+  labels most of the box and grows it to its limit). Per-case seconds, without imports and model loading;
+  ``--precision`` and ``--step-size`` as spine-predict's.
 
 The models of the recipe are the trained ones under ``--results`` (``-d``, ``--variant``); everything else is written
 into ``--work``. Results: ``--json`` and a markdown table on stdout.
@@ -174,8 +175,8 @@ def nnunet_single(volume_folder: Path, configuration: str, results: Path, args: 
 
 
 def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path) -> list[dict]:
-    """Per-case seconds of the default preset's cascade (initialised weights; stage 2 on the trained recipe's
-    stage-1 box), in this process."""
+    """Per-case seconds of the default preset's cascade (initialised weights; stage 2 on the boxes the trained
+    recipe's cascade ran), in this process."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -199,22 +200,33 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
     default = load_cascade(folders[COARSE_CONFIGURATION], folders[FINE_CONFIGURATION], [0], [0], mirroring=False,
                            precision=args.precision, tile_step_size=args.step_size)
     load_s = time.perf_counter() - start
-    recipe_folder = model_folder(Path(args.results), args.dataset_name, f"nnUNetTrainerSpineCoarse{args.variant}",
-                                 "nnUNetPlans_spine", COARSE_CONFIGURATION)
-    recipe = load_cascade(recipe_folder, folders[FINE_CONFIGURATION], [0], [0], mirroring=False)
+    recipe = load_cascade(*(model_folder(Path(args.results), args.dataset_name, f"{trainer}{args.variant}",
+                                         "nnUNetPlans_spine", configuration)
+                            for trainer, configuration in (("nnUNetTrainerSpineCoarse", COARSE_CONFIGURATION),
+                                                           ("nnUNetTrainerSpineFine", FINE_CONFIGURATION))),
+                          [0], [0], mirroring=False)
+    same_grid = [predictor.configuration_manager.spacing for predictor in (recipe.fine, default.fine)]
+    if same_grid[0] != same_grid[1]:
+        raise ValueError(f"the recipe's stage 2 ({same_grid[0]} mm) and the default preset's ({same_grid[1]} mm) "
+                         "are on different grids: the recipe's boxes do not apply")
     rows = []
     for volume in volumes:
         image = sitk.ReadImage(str(volume))
         array, spacing = sitk.GetArrayFromImage(image).astype(np.float32)[None], image.GetSpacing()[::-1]
-        box_source = run_stage1(recipe, array, spacing)  # not timed: only where a trained stage 1 puts the box
+        # not timed: where trained models put stage 2's box and how far it grew (untrained ones find no vertebrae,
+        # or grow the box to its limit on noise)
+        boxes: list = []
+        run_stage2(recipe, array, spacing, run_stage1(recipe, array, spacing), image.GetDirection(), boxes)
         start = time.perf_counter()
-        run_stage1(default, array, spacing)
+        coarse = run_stage1(default, array, spacing)
         middle = time.perf_counter()
-        run_stage2(default, array, spacing, box_source, image.GetDirection())
+        run_stage2(default, array, spacing, coarse, image.GetDirection(), boxes or None)
         end = time.perf_counter()
         rows.append({"case": case_id(volume), "stage1_s": round(middle - start, 2), "stage2_s": round(end - middle, 2),
                      "total_s": round(end - start, 2), "load_s": round(load_s, 2), "precision": args.precision,
-                     "step_size": args.step_size})
+                     "step_size": args.step_size,
+                     "stage2_slices": boxes[-1][0].stop - boxes[-1][0].start if boxes else "all",
+                     "box_growths": max(0, len(boxes) - 1)})
         print(f"default preset {rows[-1]}", flush=True)
     return rows
 

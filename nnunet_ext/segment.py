@@ -52,10 +52,16 @@ def load_cascade(coarse_folder, fine_folder, coarse_folds=None, fine_folds=None,
                              load_predictor(fine_folder, fine_folds, **common), full_window, slice_batch)
 
 
-def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superior_axis_zyx: int):
+def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superior_axis_zyx: int,
+                   boxes: list | None = None):
     """Stage 2's logits over the whole preprocessed array: the box of stage 1's foreground predicted (grown where
     stage 2's mask touches its sides, :func:`~nnunet_ext.roi.grow_box`), background elsewhere (or nnU-Net's full
-    sliding window when asked, or when stage 1 found nothing)."""
+    sliding window when asked, or when stage 1 found nothing).
+
+    ``boxes``: None, or an empty list that receives the boxes run, in order (each grown box after the first; the
+    last one is the result's); a list holding boxes runs exactly those instead of stage 1's box and its growth
+    (``benchmarks/bench_predict.py``: an untrained network's boxes as a trained one of another size grew them).
+    """
     import torch
 
     from .compat import predict_full_window, slab_tiles, stage_geometry
@@ -63,11 +69,18 @@ def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superi
     fine = predictors.fine
     geometry = stage_geometry(fine, properties)
     previous = data[geometry.image_channels:]
+    given, record = (list(boxes), None) if boxes else (None, boxes)
+    if given and (len(given) > MAX_GROWTH + 1 or any(
+            side.stop > length for box in given for side, length in zip(box, data.shape[1:], strict=True))):
+        raise ValueError(f"stage 2's boxes {given} are not a growth of a box in its array {tuple(data.shape[1:])}")
     margin = predictors.margin_mm
     if margin is None:
         superior = geometry.source_axes.index(superior_axis_zyx)
         margin = axis_margins_mm(stage_geometry(predictors.coarse, properties).spacing_mm, 3, superior)
-    box = None if predictors.full_window else foreground_box(previous.any(0).numpy(), geometry.spacing_mm, margin)
+    if given:
+        box = given[0]
+    else:
+        box = None if predictors.full_window else foreground_box(previous.any(0).numpy(), geometry.spacing_mm, margin)
     if box is None:
         return predict_full_window(fine, data)
     tiles = slab_tiles(fine, data, predictors.slice_batch)
@@ -75,8 +88,12 @@ def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superi
         # the box's slices, only the tiles overlapping it; a grown box runs only the tiles and slices it adds
         tiles.run(box[0], box[1:])
         slab = tiles.logits(box[0], box[1:])
+        if record is not None:
+            record.append(box)
         inside = slab[(slice(None), slice(None), *box[1:])].argmax(0).numpy() > 0
         grown = grow_box(box, inside, data.shape[1:], geometry.spacing_mm, margin)
+        if given:  # the next box given instead (the rule still computed, for its cost)
+            grown = given[attempt + 1] if attempt + 1 < len(given) else box
         if grown == box or attempt == MAX_GROWTH:
             break
         box = grown
@@ -96,13 +113,14 @@ def run_stage1(predictors: CascadePredictors, array_czyx: np.ndarray, spacing_zy
 
 
 def run_stage2(predictors: CascadePredictors, array_czyx: np.ndarray, spacing_zyx, coarse: np.ndarray,
-               direction) -> np.ndarray:
+               direction, boxes: list | None = None) -> np.ndarray:
     """Stage 2's segmentation given stage 1's (``coarse``, same grid); ``direction``: the image's direction cosines
-    (to know which axis runs along the spine)."""
+    (to know which axis runs along the spine); ``boxes``: as :func:`_stage2_logits`'s (in stage 2's preprocessed
+    array)."""
     from .compat import logits_to_segmentation, preprocess_case
 
     data, properties = preprocess_case(predictors.fine, array_czyx, spacing_zyx, previous_stage_zyx=coarse)
-    logits = _stage2_logits(predictors, data, properties, superior_array_axis(direction))
+    logits = _stage2_logits(predictors, data, properties, superior_array_axis(direction), boxes)
     return logits_to_segmentation(predictors.fine, logits, properties)
 
 

@@ -168,11 +168,10 @@ def _fake_fine_predictor(network: torch.nn.Module) -> SimpleNamespace:
         list_of_parameters=[network.state_dict()], network=network)
 
 
-def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 2's labels (a stand-in ``network`` on random intensities and stage 1's mask ``previous``, 1 mm voxels,
-    stage 1 at 6 mm) by the fast path and by the full grid."""
-    from nnunet_ext.compat import predict_slab
-    from nnunet_ext.segment import CascadePredictors, _stage2_logits
+def _stage2_case(network: torch.nn.Module, previous: torch.Tensor):
+    """Predictors around a stand-in stage 2 ``network`` (stage 1 at 6 mm) and its input: random intensities and
+    stage 1's mask ``previous``, 1 mm voxels."""
+    from nnunet_ext.segment import CascadePredictors
 
     data = torch.cat([torch.rand(1, *previous.shape), previous[None]])
     fine = _fake_fine_predictor(network)
@@ -180,9 +179,17 @@ def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor) -> tuple[to
                                                                    configuration=fine.configuration_manager.configuration),
                              plans_manager=fine.plans_manager, dataset_json=fine.dataset_json,
                              label_manager=fine.label_manager)
-    predictors = CascadePredictors(coarse=coarse, fine=fine)
+    return CascadePredictors(coarse=coarse, fine=fine), data
+
+
+def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2's labels (:func:`_stage2_case`) by the fast path and by the full grid."""
+    from nnunet_ext.compat import predict_slab
+    from nnunet_ext.segment import _stage2_logits
+
+    predictors, data = _stage2_case(network, previous)
     fast = _stage2_logits(predictors, data, {"spacing": [1.0, 1.0, 1.0]}, superior_axis_zyx=0).argmax(0)
-    return fast, predict_slab(fine, data, 4).argmax(0)
+    return fast, predict_slab(predictors.fine, data, 4).argmax(0)
 
 
 def test_a_vertebra_at_the_edge_of_stage_1s_box_is_not_cut():
@@ -254,6 +261,35 @@ def test_stage_2_reaching_beyond_the_box_grows_it_until_nothing_is_cut():
     fast, full = _fast_and_full(network, previous)
     assert int(full[:, :, :50 - 12].sum()) > 0 and int(full[:, :, 60 + 12:].sum()) > 0  # beyond the first box
     assert torch.equal(fast, full)
+
+
+def test_stage_2_records_the_boxes_it_grew_and_runs_given_boxes_instead():
+    """The boxes a stage 2 ran are recorded in order; given to another stage 2 (the benchmark's untrained default
+    preset on a trained recipe's boxes) they run exactly those tile-slices and give that network's logits there."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import predict_slab
+    from nnunet_ext.segment import _stage2_logits
+
+    shape = (20, 260, 120)
+    previous = torch.zeros(shape)
+    previous[6:14, 120:128, 50:60] = 1
+    grower = _Counting(_GrowVertebra((10, 20)))  # reaches beyond the first box: it grows
+    predictors, data = _stage2_case(grower, previous)
+    boxes: list = []
+    grown = _stage2_logits(predictors, data, {"spacing": [1.0, 1.0, 1.0]}, 0, boxes)
+    assert len(boxes) >= 2 and boxes[0][2] == slice(50 - 12, 60 + 12)  # the first box: stage 1's, 12 mm across
+    assert all(b[2].start <= a[2].start and b[2].stop >= a[2].stop for a, b in zip(boxes, boxes[1:], strict=False))
+
+    other = _Counting(_random_network(2, 2))  # labels at random: on its own it would grow differently
+    other_predictors, _ = _stage2_case(other, previous)
+    given = _stage2_logits(other_predictors, data, {"spacing": [1.0, 1.0, 1.0]}, 0, list(boxes))
+    assert other.seen == grower.seen  # the same tile-slices, each once
+    last = boxes[-1]
+    expected = predict_slab(other_predictors.fine, data[:, last[0]], 4, box=last[1:])  # the full grid's, there
+    torch.testing.assert_close(given[(slice(None), *last)], expected[:, :, last[1], last[2]], atol=1e-5, rtol=1e-5)
+    assert not torch.equal(given.argmax(0), grown.argmax(0))  # the other network's logits, not the grower's
+    with pytest.raises(ValueError, match="not a growth of a box"):
+        _stage2_logits(other_predictors, data, {"spacing": [1.0, 1.0, 1.0]}, 0, [(slice(0, 21), *boxes[0][1:])])
 
 
 def test_grow_box_moves_only_the_sides_a_body_touches_out_by_their_margin_and_clips():
