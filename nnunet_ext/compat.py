@@ -83,6 +83,21 @@ def set_spatial_scaling(transforms, scaling: tuple[float, float]) -> int:
     return changed
 
 
+def drop_transforms(transforms, class_names: Sequence[str]) -> int:
+    """Remove the transforms of the named batchgeneratorsv2 classes (or the ``RandomTransform`` wrapping one) from the
+    composed training transforms ``nnUNetTrainer.get_training_transforms`` returns; returns how many. A name that
+    none of them has raises (nnU-Net renamed or removed it: the option would silently do nothing)."""
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    listed = transforms.transforms
+    names = [type(t.transform if isinstance(t, RandomTransform) else t).__name__ for t in listed]
+    unknown = sorted(set(class_names) - set(names))
+    if unknown:
+        raise ValueError(f"nnU-Net's training transforms hold no {', '.join(unknown)} (they hold {', '.join(names)})")
+    listed[:] = [t for t, name in zip(listed, names, strict=True) if name not in set(class_names)]
+    return len(names) - len(listed)
+
+
 def insert_after_spatial(transforms, transform) -> int:
     """Put ``transform`` right after the ``SpatialTransform`` of the composed training transforms
     ``nnUNetTrainer.get_training_transforms`` returns (before the intensity transforms, and before nnU-Net turns the

@@ -152,6 +152,36 @@ def test_training_transforms_hold_one_spatial_transform_with_scaling():
         nnUNetTrainerSpine.scaling_range]
 
 
+def test_blur_and_low_resolution_transforms_can_be_left_out():
+    """nnU-Net's training transforms hold a GaussianBlurTransform and a SimulateLowResolutionTransform (each in a
+    RandomTransform); compat.drop_transforms removes exactly those, refuses a name nnU-Net does not have, and a
+    trainer's ``dropped_transforms`` leaves them out of its transforms."""
+    pytest.importorskip("nnunetv2")
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_ext.training.trainers import nnUNetTrainerSpine
+
+    def names(composed) -> list[str]:
+        return [type(t.transform if isinstance(t, RandomTransform) else t).__name__ for t in composed.transforms]
+
+    sharp = ("GaussianBlurTransform", "SimulateLowResolutionTransform")
+    arguments = ((64, 64), (-0.1, 0.1), None, (), False)
+    transforms = nnUNetTrainer.get_training_transforms(*arguments)
+    before = names(transforms)
+    assert all(name in before for name in sharp)
+    assert compat.drop_transforms(transforms, sharp) == 2
+    assert names(transforms) == [name for name in before if name not in sharp]
+    with pytest.raises(ValueError, match="hold no GaussianBlurTransform"):
+        compat.drop_transforms(transforms, sharp)
+
+    class Sharp(nnUNetTrainerSpine):
+        dropped_transforms = sharp
+
+    assert not set(sharp) & set(names(Sharp.get_training_transforms(*arguments)))
+    assert set(sharp) <= set(names(nnUNetTrainerSpine.get_training_transforms(*arguments)))
+
+
 def test_prediction_internals_we_rely_on():
     """The in-process prediction (compat.load_predictor, preprocess_case, predict_full_window, logits_to_segmentation,
     predict_slab, write_initialised_model) uses these nnU-Net 2.8.1 names and signatures."""

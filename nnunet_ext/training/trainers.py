@@ -27,6 +27,7 @@ from nnunet_ext.compat import (
     augmentation_patch_size,
     deep_supervision_loss,
     draw_training_cases_from,
+    drop_transforms,
     insert_after_spatial,
     poly_lr_scheduler,
     previous_stage_folder,
@@ -67,6 +68,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     """Share of training patches whose cranial end is cut off (:mod:`.augmentation`; 0: never)."""
     cranial_crop_max_fraction: float = 0.35
     """The most of the scanned extent along the spine a cut removes (a uniform random share up to this)."""
+    dropped_transforms: tuple[str, ...] = ()
+    """nnU-Net's training transforms left out, by batchgeneratorsv2 class name (``("GaussianBlurTransform",
+    "SimulateLowResolutionTransform")``: training images as sharp as the ones predicted; docs/training.md)."""
     contrast_inversion_probability: float = 0.0
     """Share of training patches whose image is negated (:class:`.augmentation.ContrastInversion`; 0: never), before
     nnU-Net's intensity augmentation."""
@@ -301,11 +305,14 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
 
     @classmethod
     def get_training_transforms(cls, *args, **kwargs):
-        """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`, and the cranial
-        field-of-view cut of :attr:`cranial_crop_probability` after the spatial transform (level datasets only), and
-        the contrast inversion of :attr:`contrast_inversion_probability` (before nnU-Net's intensity transforms)."""
+        """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`, without
+        :attr:`dropped_transforms`, the cranial field-of-view cut of :attr:`cranial_crop_probability` after the
+        spatial transform (level datasets only), and the contrast inversion of
+        :attr:`contrast_inversion_probability` (before nnU-Net's intensity transforms)."""
         transforms = super().get_training_transforms(*args, **kwargs)
         set_spatial_scaling(transforms, cls.scaling_range)
+        if cls.dropped_transforms:
+            drop_transforms(transforms, cls.dropped_transforms)
         if cls.contrast_inversion_probability > 0:
             insert_after_spatial(transforms, ContrastInversion(cls.contrast_inversion_probability))
         if cls.neighbour_slices:
