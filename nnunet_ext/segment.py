@@ -60,7 +60,7 @@ def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superi
 
     ``boxes``: None, or an empty list that receives the boxes run, in order (each grown box after the first; the
     last one is the result's); a list holding boxes runs exactly those instead of stage 1's box and its growth
-    (``benchmarks/bench_predict.py``: an untrained network's boxes as a trained one of another size grew them).
+    (``benchmarks/bench_predict.py`` runs an untrained network on the boxes a trained one ran).
     """
     import torch
 
