@@ -87,15 +87,21 @@ def drop_transforms(transforms, class_names: Sequence[str]) -> int:
     """Remove the transforms of the named batchgeneratorsv2 classes (or the ``RandomTransform`` wrapping one) from the
     composed training transforms ``nnUNetTrainer.get_training_transforms`` returns; returns how many. A name that
     none of them has raises (nnU-Net renamed or removed it: the option would silently do nothing)."""
-    from batchgeneratorsv2.transforms.utils.random import RandomTransform
-
     listed = transforms.transforms
-    names = [type(t.transform if isinstance(t, RandomTransform) else t).__name__ for t in listed]
-    unknown = sorted(set(class_names) - set(names))
+    names = [type(_unwrapped(t)).__name__ for t in listed]
+    dropped = set(class_names)
+    unknown = sorted(dropped - set(names))
     if unknown:
         raise ValueError(f"nnU-Net's training transforms hold no {', '.join(unknown)} (they hold {', '.join(names)})")
-    listed[:] = [t for t, name in zip(listed, names, strict=True) if name not in set(class_names)]
+    listed[:] = [t for t, name in zip(listed, names, strict=True) if name not in dropped]
     return len(names) - len(listed)
+
+
+def _unwrapped(transform):
+    """The transform a batchgeneratorsv2 ``RandomTransform`` applies with its probability, or ``transform`` itself."""
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+    return transform.transform if isinstance(transform, RandomTransform) else transform
 
 
 def insert_after_spatial(transforms, transform) -> int:
@@ -243,11 +249,9 @@ def synchronize_intensity_channels(transforms) -> int:
     channel's mean and range); returns how many were changed. With several modalities they are synchronised across
     modalities too. Those applied to a random subset of channels (blur and simulated low resolution,
     ``p_per_channel`` 0.5) stay per channel: batchgeneratorsv2 fails on a synchronised one that picks no channel."""
-    from batchgeneratorsv2.transforms.utils.random import RandomTransform
-
     changed = 0
     for transform in getattr(transforms, "transforms", []):
-        inner = transform.transform if isinstance(transform, RandomTransform) else transform
+        inner = _unwrapped(transform)
         if getattr(inner, "synchronize_channels", True) is False and getattr(inner, "p_per_channel", 1) == 1:
             inner.synchronize_channels = True
             changed += 1
