@@ -364,6 +364,34 @@ def test_union_dice_term_wired_for_level_labels_only(pipeline, tmp_path, monkeyp
         trainer(regions, regions_class_order=[1, 2])._build_loss()
 
 
+def test_boundary_term_wired_outside_the_union_dice(pipeline, tmp_path, monkeypatch):
+    """union_boundary_weight: the cross-entropy of "any vertebra" near its edge wraps the other terms (the union's Dice
+    included), with the dataset's ignore label and the class's width; a binary dataset does not get it."""
+    import torch
+
+    from nnunet_ext.training.trainers import nnUNetTrainerSpineFine
+    from nnunet_ext.training.union_loss import UnionBoundaryLoss, UnionDiceLoss
+
+    for variable in ("nnUNet_results", "nnUNet_preprocessed"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    dataset_json = json.loads(pipeline.path("preprocessed", NAME, "dataset.json").read_text())
+
+    class Fine(nnUNetTrainerSpineFine):
+        union_dice_weight = 1.0
+        union_boundary_weight, union_boundary_width = 0.5, 3
+
+    def trainer(labels):
+        plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+        plans["continue_training"] = False
+        return Fine(plans, "2d_cascade", 0, {**dataset_json, "labels": labels}, torch.device("cpu"))
+
+    levels = dataset_json["labels"]
+    loss = trainer(levels)._build_loss().loss
+    assert isinstance(loss, UnionBoundaryLoss) and (loss.weight, loss.width) == (0.5, 3)
+    assert loss.ignore_label == levels["ignore"] and isinstance(loss.base, UnionDiceLoss)
+    assert not isinstance(trainer({"background": 0, "vertebra": 1})._build_loss().loss, UnionBoundaryLoss)
+
+
 def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path, monkeypatch):
     """adjacent_level_weight: stage 1 passes the weight, the level classes in anatomical order, its patch size and
     spacing to the loss; a 2D stage with it is refused (a sagittal slice need not hold the adjacent body)."""

@@ -1,6 +1,9 @@
-"""The Dice of "any vertebra" added to the level-wise loss (nnunet_ext.training.union_loss): analytic values."""
+"""The Dice of "any vertebra" and its cross-entropy near the edge, added to the level-wise loss
+(nnunet_ext.training.union_loss): analytic values."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -95,3 +98,68 @@ def test_wrapper_passes_gradients_to_both_terms():
     logits.grad = None
     UnionDiceLoss(Squares(), 0.0)(logits + 1.0, target).backward()
     assert torch.allclose(logits.grad, torch.full_like(logits, 2.0))  # weight 0: the base term's alone
+
+
+def test_boundary_band_is_the_edge_width_voxels_each_side():
+    from nnunet_ext.training.union_loss import boundary_band
+
+    mask = torch.zeros(1, 9, 9, dtype=torch.bool)
+    mask[0, 2:7, 2:7] = True  # a 5 x 5 square
+    band = boundary_band(mask, 1)[0]
+    ring = torch.zeros(9, 9, dtype=torch.bool)
+    ring[1:8, 1:8] = True
+    ring[3:6, 3:6] = False  # one voxel outside and one inside the edge (chessboard distance)
+    assert torch.equal(band, ring)
+    assert boundary_band(mask, 2)[0].sum().item() == 81 - 1  # all but the centre
+    # a mask that fills the patch has no edge inside it; 3D masks as 2D
+    assert not boundary_band(torch.ones(1, 4, 4, dtype=torch.bool), 1).any()
+    cube = torch.zeros(1, 5, 5, 5, dtype=torch.bool)
+    cube[0, 1:4, 1:4, 1:4] = True
+    assert boundary_band(cube, 1).sum().item() == 125 - 1  # every voxel but the 3-voxel cube's centre
+    with pytest.raises(ValueError, match="2D or 3D"):
+        boundary_band(torch.ones(1, 4), 1)
+
+
+def test_boundary_loss_analytic_values():
+    from nnunet_ext.training.union_loss import union_boundary_loss
+
+    target = torch.zeros(1, 1, 1, 8)
+    target[0, 0, 0, 2:6] = 2  # 4 vertebra voxels, edges between 1|2 and 5|6
+    # confident and right (a wrong level is still inside the outline): ~0
+    right = _confident(torch.tensor([[0, 0, 1, 1, 2, 2, 0, 0]]))
+    assert union_boundary_loss(right, target, width=1).item() == pytest.approx(0.0, abs=1e-6)
+    # uniform scores over 3 classes: P(vertebra) 2/3 on the band's 2 inside and 2 outside voxels (width 1)
+    value = union_boundary_loss(torch.zeros(1, 3, 1, 8), target, width=1).item()
+    assert value == pytest.approx(-(2 * torch.log(torch.tensor(2 / 3)) + 2 * torch.log(torch.tensor(1 / 3))).item()
+                                  / 4, abs=1e-5)
+    # a voxel far from the edge (index 0 at width 1) costs nothing however wrong
+    far_wrong = _confident(torch.tensor([[1, 0, 1, 1, 2, 2, 0, 0]]))
+    assert union_boundary_loss(far_wrong, target, width=1).item() == pytest.approx(0.0, abs=1e-6)
+    # a vertebra voxel called background: free 2 voxels from the edge at width 1, its cross-entropy at width 2
+    edge_missed = torch.full((1, 3, 1, 8), -5.0)
+    edge_missed[0, 0, 0, [0, 1, 3, 6, 7]] = 5.0  # background outside and at vertebra voxel 3
+    edge_missed[0, 1, 0, [2, 4, 5]] = 5.0
+    assert union_boundary_loss(edge_missed, target, width=1).item() == pytest.approx(0.0, abs=1e-3)  # band 1, 2, 5, 6
+    missed = math.log(math.exp(10.0) / 2 + 1)  # -log P(vertebra) = -log(2 e^-5 / (e^5 + 2 e^-5))
+    assert union_boundary_loss(edge_missed, target, width=2).item() == pytest.approx(missed / 8, abs=1e-3)
+
+
+def test_boundary_loss_leaves_unannotated_voxels_out_and_is_zero_without_an_edge():
+    from nnunet_ext.training.union_loss import UnionBoundaryLoss, union_boundary_loss
+
+    target = torch.tensor([[0, 0, 1, 1, IGNORE, IGNORE, 0, 0]])[None, None].float()
+    base = _confident(torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0]]))
+    called_vertebra = _confident(torch.tensor([[0, 0, 1, 1, 2, 2, 0, 0]]))
+    for logits in (base, called_vertebra):  # the unannotated voxels count neither way
+        assert union_boundary_loss(logits, target, IGNORE, width=1).item() == pytest.approx(0.0, abs=1e-6)
+    assert union_boundary_loss(torch.zeros(1, 3, 1, 8), torch.zeros(1, 1, 1, 8)).item() == 0.0
+    logits = torch.zeros(1, 3, 1, 8, requires_grad=True)
+    UnionBoundaryLoss(_Zero(), 1.0, IGNORE, 1)(logits, target).backward()
+    touched = logits.grad.abs().sum(1)[0, 0] > 0
+    # the band (1-4) less the ignored voxels and those within one voxel of them (3): one side of the edge unknown
+    assert touched.tolist() == [False, True, True, False, False, False, False, False]
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, net_output, target):
+        return net_output.sum() * 0.0

@@ -50,7 +50,7 @@ from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 from nnunet_ext.training.progress_plot import ProgressPlots
 from nnunet_ext.training.sampling import class_shares, level_balanced_case_weights, replicated_cases
 from nnunet_ext.training.time_budget import TimeBudget
-from nnunet_ext.training.union_loss import UnionDiceLoss
+from nnunet_ext.training.union_loss import UnionBoundaryLoss, UnionDiceLoss
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
 
@@ -87,6 +87,11 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     """Data with more than one class (label-based, not regions): weight of a soft Dice of "any vertebra" added to
     nnU-Net's per-class loss (:mod:`.union_loss`; 0 turns it off; a single class skips it, its Dice is already the
     union's)."""
+    union_boundary_weight: float = 0.0
+    """Data with more than one class (label-based): weight of the cross-entropy of "any vertebra" on the voxels near
+    the union's edge (:func:`.union_loss.union_boundary_loss`; 0 turns it off)."""
+    union_boundary_width: int = 2
+    """How far from the union's edge (voxels, each side) that term looks."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
@@ -331,8 +336,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
 
     def _build_loss(self):
         """nnU-Net's loss, plus (level-labelled data with an ignore label) what the unannotated region is known not to
-        be (:mod:`.partial_loss`), plus (more than one class, :attr:`union_dice_weight`) the Dice of "any vertebra",
-        plus the auxiliary head's output in the deep-supervision weights."""
+        be (:mod:`.partial_loss`), plus (more than one class, :attr:`union_dice_weight`) the Dice of "any vertebra"
+        and (:attr:`union_boundary_weight`) its cross-entropy near the edge, plus the auxiliary head's output in the
+        deep-supervision weights."""
         inner, weights = unwrap_deep_supervision(super()._build_loss())
         if self._levels_with_ignore_label and (self.unannotated_level_weight or self.adjacent_level_weight):
             inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight,
@@ -342,6 +348,13 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
                 raise RuntimeError(f"{type(self).__name__}: union_dice_weight needs label-based training (softmax); "
                                    "this dataset is region-based: use a variant with union_dice_weight = 0")
             inner = UnionDiceLoss(inner, self.union_dice_weight, self.label_manager.ignore_label)
+        if self.union_boundary_weight and len(self._class_names) > 1:
+            if self.label_manager.has_regions:
+                raise RuntimeError(f"{type(self).__name__}: union_boundary_weight needs label-based training "
+                                   "(softmax); this dataset is region-based: use a variant with union_boundary_weight"
+                                   " = 0")
+            inner = UnionBoundaryLoss(inner, self.union_boundary_weight, self.label_manager.ignore_label,
+                                      self.union_boundary_width)
         if weights is None:
             return inner
         if self._has_auxiliary_output:

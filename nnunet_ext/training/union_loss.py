@@ -10,6 +10,11 @@ unannotated region, nnU-Net's ignore label, may hold vertebrae or not and is lef
 
 The Dice is reduced over the local batch only: under DDP, where nnU-Net's batch Dice gathers its sums across
 processes, each process's term sees its own share of the batch.
+
+:func:`union_boundary_loss` weights the outline itself: the cross-entropy of "any vertebra" on the voxels within a
+few voxels of the union's edge (inside and outside), where the binary errors of a trained model lie (docs/benchmarks.md,
+"Eighth" and "Twenty-third session": 1-3 voxels deep). nnU-Net's cross-entropy averages over every voxel of the
+patch, most of them far from any edge.
 """
 
 from __future__ import annotations
@@ -34,6 +39,44 @@ def union_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label: in
     return -(2.0 * intersection + smooth) / (predicted.sum() + reference.sum() + smooth).clamp_min(1e-8)
 
 
+def boundary_band(reference: torch.Tensor, width: int) -> torch.Tensor:
+    """Voxels within ``width`` voxels (chessboard distance, along every spatial axis) of the edge of a boolean mask
+    (batch, *spatial): the mask dilated minus the mask eroded, each by ``width``; a voxel on the patch's border counts
+    its outside as unknown (neither grown nor shrunk from there)."""
+    spatial = reference.dim() - 1
+    pool = {2: nn.functional.max_pool2d, 3: nn.functional.max_pool3d}.get(spatial)
+    if pool is None:
+        raise ValueError(f"boundary_band: 2D or 3D masks, got {spatial} spatial axes")
+    x = reference.float()[:, None]
+    kernel = 2 * width + 1
+    grown = pool(x, kernel, stride=1, padding=width)
+    shrunk = -pool(-x, kernel, stride=1, padding=width)
+    return (grown > shrunk)[:, 0]
+
+
+def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None,
+                        width: int = 2) -> torch.Tensor:
+    """The mean binary cross-entropy of "any vertebra" (``1 - softmax(logits)[background]``) against ``target > 0``
+    over :func:`boundary_band`'s voxels of the union (``width`` voxels each side of its edge). Voxels labelled
+    ``ignore_label`` count neither way, and neither do band voxels within ``width`` of them: where an annotated chain
+    ends next to the unannotated region (an L1 under an unannotated T12), the band would hold only the inside of the
+    edge, and the term would push the outline out into the disc and the next body unopposed (it did: the
+    twenty-fifth session). 0 where a batch holds no edge. Layouts as :func:`union_dice_loss`."""
+    labels = target[:, 0]
+    annotated = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
+    reference = (labels > 0) & annotated
+    band = boundary_band(reference, width) & annotated
+    if ignore_label is not None and not annotated.all():
+        band &= ~boundary_band(~annotated, width)  # near the unannotated region: one side of the edge unknown
+    if not band.any():
+        return logits.sum() * 0.0
+    log_probabilities = torch.log_softmax(logits.float(), dim=1)
+    log_background = log_probabilities[:, 0]
+    log_foreground = torch.logsumexp(log_probabilities[:, 1:], dim=1)
+    picked = torch.where(reference, log_foreground, log_background)
+    return -picked[band].mean()
+
+
 class UnionDiceLoss(nn.Module):
     """``base(net_output, target) + weight * union_dice_loss(net_output, target, ignore_label)``."""
 
@@ -46,4 +89,17 @@ class UnionDiceLoss(nn.Module):
         return self.base(net_output, target) + self.weight * union_dice_loss(net_output, target, self.ignore_label)
 
 
-__all__ = ["UnionDiceLoss", "union_dice_loss"]
+class UnionBoundaryLoss(nn.Module):
+    """``base(net_output, target) + weight * union_boundary_loss(net_output, target, ignore_label, width)``."""
+
+    def __init__(self, base: nn.Module, weight: float, ignore_label: int | None = None, width: int = 2) -> None:
+        super().__init__()
+        self.base, self.weight, self.width = base, float(weight), int(width)
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+
+    def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.base(net_output, target) + self.weight * union_boundary_loss(
+            net_output, target, self.ignore_label, self.width)
+
+
+__all__ = ["UnionBoundaryLoss", "UnionDiceLoss", "boundary_band", "union_boundary_loss", "union_dice_loss"]
