@@ -391,6 +391,15 @@ def test_boundary_term_wired_outside_the_union_dice(pipeline, tmp_path, monkeypa
     assert loss.ignore_label == levels["ignore"] and isinstance(loss.base, UnionDiceLoss)
     assert not isinstance(trainer({"background": 0, "vertebra": 1})._build_loss().loss, UnionBoundaryLoss)
 
+    class Regions(Fine):
+        union_dice_weight = 0.0  # the boundary term's own refusal
+
+    plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+    plans["continue_training"] = False
+    regions = {**dataset_json, "labels": {"background": 0, "lumbar": [1, 2], "L2": 2}, "regions_class_order": [1, 2]}
+    with pytest.raises(RuntimeError, match="union_boundary_weight needs label-based training"):
+        Regions(plans, "2d_cascade", 0, regions, torch.device("cpu"))._build_loss()
+
 
 def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path, monkeypatch):
     """adjacent_level_weight: stage 1 passes the weight, the level classes in anatomical order, its patch size and

@@ -343,16 +343,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
         if self._levels_with_ignore_label and (self.unannotated_level_weight or self.adjacent_level_weight):
             inner = UnannotatedLevelsLoss(inner, self.label_manager.ignore_label, self.unannotated_level_weight,
                                           **self._presence_arguments())
-        if self.union_dice_weight and len(self._class_names) > 1:
-            if self.label_manager.has_regions:
-                raise RuntimeError(f"{type(self).__name__}: union_dice_weight needs label-based training (softmax); "
-                                   "this dataset is region-based: use a variant with union_dice_weight = 0")
+        if self._union_term_on("union_dice_weight"):
             inner = UnionDiceLoss(inner, self.union_dice_weight, self.label_manager.ignore_label)
-        if self.union_boundary_weight and len(self._class_names) > 1:
-            if self.label_manager.has_regions:
-                raise RuntimeError(f"{type(self).__name__}: union_boundary_weight needs label-based training "
-                                   "(softmax); this dataset is region-based: use a variant with union_boundary_weight"
-                                   " = 0")
+        if self._union_term_on("union_boundary_weight"):
             inner = UnionBoundaryLoss(inner, self.union_boundary_weight, self.label_manager.ignore_label,
                                       self.union_boundary_width)
         if weights is None:
@@ -363,6 +356,17 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             decoder[-1] = 1e-6 if self.is_ddp else 0.0  # as nnU-Net: the lowest resolution is not supervised
             weights = [*(decoder / decoder.sum()).tolist(), self.aux_loss_weight]
         return deep_supervision_loss(inner, weights)
+
+    def _union_term_on(self, weight_name: str) -> bool:
+        """Whether the term of "any vertebra" weighted by the class attribute ``weight_name`` applies: a non-zero
+        weight and more than one class (a single class's loss already is the union's). Refused for region-based data
+        (sigmoid outputs, no background probability)."""
+        if not getattr(self, weight_name) or len(self._class_names) <= 1:
+            return False
+        if self.label_manager.has_regions:
+            raise RuntimeError(f"{type(self).__name__}: {weight_name} needs label-based training (softmax); this "
+                               f"dataset is region-based: use a variant with {weight_name} = 0")
+        return True
 
     def _presence_arguments(self) -> dict:
         """The presence term's arguments for :class:`.partial_loss.UnannotatedLevelsLoss` (none when it is off)."""

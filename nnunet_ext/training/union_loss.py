@@ -23,6 +23,14 @@ import torch
 from torch import nn
 
 
+def _annotated_union(target: torch.Tensor, ignore_label: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (batch, *spatial) masks of a (batch, 1, *spatial) target: the voxels not labelled ``ignore_label``
+    (all of them without one) and, among those, the vertebra voxels (any label above 0)."""
+    labels = target[:, 0]
+    annotated = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
+    return annotated, (labels > 0) & annotated
+
+
 def union_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None,
                     smooth: float = 1e-5) -> torch.Tensor:
     """Minus the soft Dice, over the whole batch, of ``1 - softmax(logits)[background]`` against ``target > 0``.
@@ -30,10 +38,9 @@ def union_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label: in
     ``logits``: (batch, classes, *spatial) network scores, class 0 background; ``target``: (batch, 1, *spatial)
     class indices (nnU-Net's layout, float or integer). Voxels labelled ``ignore_label`` count neither way. Minus
     the Dice, as nnU-Net's Dice losses, so that -1 is a perfect outline; ``smooth`` as nnU-Net's soft Dice."""
-    labels = target[:, 0]
     foreground_probability = 1.0 - torch.softmax(logits.float(), dim=1)[:, 0]
-    annotated = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
-    reference = ((labels > 0) & annotated).float()
+    annotated, union = _annotated_union(target, ignore_label)
+    reference = union.float()
     predicted = foreground_probability * annotated.float()
     intersection = (predicted * reference).sum()
     return -(2.0 * intersection + smooth) / (predicted.sum() + reference.sum() + smooth).clamp_min(1e-8)
@@ -62,9 +69,7 @@ def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label
     ends next to the unannotated region (an L1 under an unannotated T12), the band would hold only the inside of the
     edge, and the term would push the outline out into the disc and the next body unopposed (it did: the
     twenty-fifth session). 0 where a batch holds no edge. Layouts as :func:`union_dice_loss`."""
-    labels = target[:, 0]
-    annotated = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
-    reference = (labels > 0) & annotated
+    annotated, reference = _annotated_union(target, ignore_label)
     band = boundary_band(reference, width) & annotated
     if ignore_label is not None and not annotated.all():
         band &= ~boundary_band(~annotated, width)  # near the unannotated region: one side of the edge unknown
