@@ -389,6 +389,14 @@ def test_boundary_term_wired_outside_the_union_dice(pipeline, tmp_path, monkeypa
     loss = trainer(levels)._build_loss().loss
     assert isinstance(loss, UnionBoundaryLoss) and (loss.weight, loss.width) == (0.5, 3)
     assert loss.ignore_label == levels["ignore"] and isinstance(loss.base, UnionDiceLoss)
+    assert not loss.partial_labels
+
+    class FinePartial(Fine):
+        union_boundary_partial_labels = True
+
+    plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
+    plans["continue_training"] = False
+    assert FinePartial(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))._build_loss().loss.partial_labels
     assert not isinstance(trainer({"background": 0, "vertebra": 1})._build_loss().loss, UnionBoundaryLoss)
 
     class Regions(Fine):

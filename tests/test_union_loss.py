@@ -163,3 +163,32 @@ def test_boundary_loss_leaves_unannotated_voxels_out_and_is_zero_without_an_edge
 class _Zero(torch.nn.Module):
     def forward(self, net_output, target):
         return net_output.sum() * 0.0
+
+
+def test_boundary_loss_with_partial_labels_holds_the_edge_to_the_unannotated_region():
+    from nnunet_ext.training.union_loss import UnionBoundaryLoss, union_boundary_loss
+
+    # class 1 annotated at 2-3, the unannotated region at 4-5: band (width 1) 1-4, voxel 4 ignored
+    target = torch.tensor([[0, 0, 1, 1, IGNORE, IGNORE, 0, 0]])[None, None].float()
+    background_there = _confident(torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0]]))
+    unannotated_level_there = _confident(torch.tensor([[0, 0, 1, 1, 2, 2, 0, 0]]))
+    annotated_level_there = _confident(torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0]]))
+    for logits in (background_there, unannotated_level_there):  # both allowed beyond the annotated chain
+        assert union_boundary_loss(logits, target, IGNORE, 1, partial_labels=True).item() == pytest.approx(
+            0.0, abs=1e-6)
+    # class 1 grown into the region its case annotates elsewhere: -log P(background or class 2) on 1 voxel of 4,
+    # -log(2 e^-30 / (e^30 + 2 e^-30)) = 60 - log 2
+    grown = union_boundary_loss(annotated_level_there, target, IGNORE, 1, partial_labels=True).item()
+    assert grown == pytest.approx((60.0 - math.log(2)) / 4, rel=1e-4)
+    assert union_boundary_loss(annotated_level_there, target, IGNORE, 1).item() == pytest.approx(0.0, abs=1e-6)
+    # uniform scores: P(vertebra) 2/3 inside (2, 3), P(background) 1/3 at 1, P(background or 2) 2/3 at 4
+    uniform = union_boundary_loss(torch.zeros(1, 3, 1, 8), target, IGNORE, 1, partial_labels=True).item()
+    assert uniform == pytest.approx(-(math.log(1 / 3) + 3 * math.log(2 / 3)) / 4, abs=1e-5)
+    logits = torch.zeros(1, 3, 1, 8, requires_grad=True)
+    UnionBoundaryLoss(_Zero(), 1.0, IGNORE, 1, partial_labels=True)(logits, target).backward()
+    touched = logits.grad.abs().sum(1)[0, 0] > 0
+    assert touched.tolist() == [False, True, True, True, True, False, False, False]  # the whole band, both sides
+    # without an unannotated voxel the option changes nothing
+    plain = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0]])[None, None].float()
+    assert union_boundary_loss(torch.zeros(1, 3, 1, 8), plain, IGNORE, 1, partial_labels=True).item() == \
+        pytest.approx(union_boundary_loss(torch.zeros(1, 3, 1, 8), plain, IGNORE, 1).item())

@@ -36,26 +36,35 @@ import torch
 from torch import nn
 
 
+def allowed_log_probability(log_probabilities: torch.Tensor, labels: torch.Tensor,
+                            unannotated: torch.Tensor) -> torch.Tensor:
+    """Per voxel, ``log`` of the probability that it is background or a class its sample does not annotate.
+
+    ``log_probabilities``: (batch, classes, *spatial) log-softmax; ``labels``: (batch, *spatial) integer class
+    indices; ``unannotated``: boolean (batch, *spatial), the voxels whose label is nnU-Net's ignore label. The classes
+    "annotated in the sample" are those of ``labels`` outside ``unannotated`` (background never counts). Returns
+    (batch, *spatial); meaningful where ``unannotated`` holds."""
+    batch, classes = log_probabilities.shape[:2]
+    annotated = torch.where(unannotated, 0, labels).clamp(0, classes - 1).reshape(batch, -1)
+    present = torch.zeros(batch, classes, dtype=torch.bool, device=log_probabilities.device)
+    present.scatter_(1, annotated, True)
+    present[:, 0] = False
+    forbidden = present.reshape(batch, classes, *([1] * (log_probabilities.dim() - 2)))
+    return torch.logsumexp(log_probabilities.masked_fill(forbidden, float("-inf")), dim=1)  # background allowed
+
+
 def annotated_levels_penalty(logits: torch.Tensor, target: torch.Tensor, ignore_label: int) -> torch.Tensor:
     """Mean over the unannotated voxels (``target == ignore_label``) of ``-log`` of the probability that the voxel is
-    background or a class that its sample does not annotate.
+    background or a class that its sample does not annotate (:func:`allowed_log_probability`).
 
     ``logits``: (batch, classes, *spatial) network scores; ``target``: (batch, 1, *spatial) class indices with the
-    ignore label (nnU-Net's layout, float or integer). The classes "annotated in the sample" are those present in the
-    sample's target outside the unannotated region (background never counts). A scalar that is 0 (and keeps the
-    graph) when no voxel is unannotated."""
+    ignore label (nnU-Net's layout, float or integer). A scalar that is 0 (and keeps the graph) when no voxel is
+    unannotated."""
     labels = target[:, 0].long()
     unannotated = labels == ignore_label
     if not bool(unannotated.any()):
         return logits.sum() * 0.0
-    batch, classes = logits.shape[:2]
-    annotated = torch.where(unannotated, 0, labels).clamp_(0, classes - 1).reshape(batch, -1)
-    present = torch.zeros(batch, classes, dtype=torch.bool, device=logits.device)
-    present.scatter_(1, annotated, True)
-    present[:, 0] = False
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    forbidden = present.reshape(batch, classes, *([1] * (logits.dim() - 2)))
-    log_allowed = torch.logsumexp(log_p.masked_fill(forbidden, float("-inf")), dim=1)  # background always allowed
+    log_allowed = allowed_log_probability(torch.log_softmax(logits.float(), dim=1), labels, unannotated)
     return -log_allowed[unannotated].mean()
 
 
@@ -175,4 +184,5 @@ class UnannotatedLevelsLoss(nn.Module):
         return loss
 
 
-__all__ = ["PresenceBand", "UnannotatedLevelsLoss", "adjacent_level_presence_penalty", "annotated_levels_penalty"]
+__all__ = ["PresenceBand", "UnannotatedLevelsLoss", "adjacent_level_presence_penalty", "allowed_log_probability",
+           "annotated_levels_penalty"]

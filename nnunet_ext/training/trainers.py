@@ -92,6 +92,10 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     the union's edge (:func:`.union_loss.union_boundary_loss`; 0 turns it off)."""
     union_boundary_width: int = 2
     """How far from the union's edge (voxels, each side) that term looks."""
+    union_boundary_partial_labels: bool = False
+    """That term where the union's edge meets the unannotated region (ignore label): False leaves the band out there
+    (the outside of the edge is not known as "any vertebra"); True keeps it, the ignored side counted by what it is
+    known not to be, a level the case annotates elsewhere (:func:`.union_loss.union_boundary_loss`)."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
@@ -347,7 +351,7 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             inner = UnionDiceLoss(inner, self.union_dice_weight, self.label_manager.ignore_label)
         if self._union_term_on("union_boundary_weight"):
             inner = UnionBoundaryLoss(inner, self.union_boundary_weight, self.label_manager.ignore_label,
-                                      self.union_boundary_width)
+                                      self.union_boundary_width, self.union_boundary_partial_labels)
         if weights is None:
             return inner
         if self._has_auxiliary_output:

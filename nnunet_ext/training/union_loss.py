@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_ext.training.partial_loss import allowed_log_probability
+
 
 def _annotated_union(target: torch.Tensor, ignore_label: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean (batch, *spatial) masks of a (batch, 1, *spatial) target: the voxels not labelled ``ignore_label``
@@ -62,23 +64,33 @@ def boundary_band(reference: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None,
-                        width: int = 2) -> torch.Tensor:
+                        width: int = 2, partial_labels: bool = False) -> torch.Tensor:
     """The mean binary cross-entropy of "any vertebra" (``1 - softmax(logits)[background]``) against ``target > 0``
-    over :func:`boundary_band`'s voxels of the union (``width`` voxels each side of its edge). Voxels labelled
-    ``ignore_label`` count neither way, and neither do band voxels within ``width`` of them: where an annotated chain
-    ends next to the unannotated region (an L1 under an unannotated T12), the band would hold only the inside of the
-    edge, and the term would push the outline out into the disc and the next body unopposed (it did: the
-    twenty-fifth session). 0 where a batch holds no edge. Layouts as :func:`union_dice_loss`."""
+    over :func:`boundary_band`'s voxels of the union (``width`` voxels each side of its edge). 0 where a batch holds
+    no edge. Layouts as :func:`union_dice_loss`.
+
+    Where the union's edge meets the unannotated region (voxels labelled ``ignore_label``: an L1 under an
+    unannotated T12), the outside of the edge is unknown as "any vertebra" and the inside alone would push the
+    outline out into the disc and the next body unopposed (it did: the twenty-fifth session). With ``partial_labels``
+    False, ignored voxels and band voxels within ``width`` of them count neither way. With ``partial_labels`` True,
+    the whole band counts, its ignored voxels by what they are known not to be: ``-log`` of the probability of
+    background or a level the sample does not annotate (:func:`.partial_loss.allowed_log_probability`), so that the
+    edge next to the unannotated region is held from both sides."""
     annotated, reference = _annotated_union(target, ignore_label)
-    band = boundary_band(reference, width) & annotated
-    if ignore_label is not None and not annotated.all():
-        band &= ~boundary_band(~annotated, width)  # near the unannotated region: one side of the edge unknown
+    unannotated = ~annotated
+    partial = partial_labels and bool(unannotated.any())
+    band = boundary_band(reference, width)
+    if not partial and bool(unannotated.any()):  # near the unannotated region: one side of the edge unknown
+        band &= annotated & ~boundary_band(unannotated, width)
     if not band.any():
         return logits.sum() * 0.0
     log_probabilities = torch.log_softmax(logits.float(), dim=1)
     log_background = log_probabilities[:, 0]
     log_foreground = torch.logsumexp(log_probabilities[:, 1:], dim=1)
     picked = torch.where(reference, log_foreground, log_background)
+    if partial:
+        allowed = allowed_log_probability(log_probabilities, target[:, 0].long(), unannotated)
+        picked = torch.where(unannotated, allowed, picked)
     return -picked[band].mean()
 
 
@@ -95,16 +107,18 @@ class UnionDiceLoss(nn.Module):
 
 
 class UnionBoundaryLoss(nn.Module):
-    """``base(net_output, target) + weight * union_boundary_loss(net_output, target, ignore_label, width)``."""
+    """``base(net_output, target) + weight * union_boundary_loss(net_output, target, ignore_label, width,
+    partial_labels)``."""
 
-    def __init__(self, base: nn.Module, weight: float, ignore_label: int | None = None, width: int = 2) -> None:
+    def __init__(self, base: nn.Module, weight: float, ignore_label: int | None = None, width: int = 2,
+                 partial_labels: bool = False) -> None:
         super().__init__()
-        self.base, self.weight, self.width = base, float(weight), int(width)
+        self.base, self.weight, self.width, self.partial_labels = base, float(weight), int(width), bool(partial_labels)
         self.ignore_label = None if ignore_label is None else int(ignore_label)
 
     def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.base(net_output, target) + self.weight * union_boundary_loss(
-            net_output, target, self.ignore_label, self.width)
+            net_output, target, self.ignore_label, self.width, self.partial_labels)
 
 
 __all__ = ["UnionBoundaryLoss", "UnionDiceLoss", "boundary_band", "union_boundary_loss", "union_dice_loss"]
