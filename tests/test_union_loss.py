@@ -168,7 +168,7 @@ class _Zero(torch.nn.Module):
 def test_boundary_loss_with_partial_labels_holds_the_edge_to_the_unannotated_region():
     from nnunet_ext.training.union_loss import UnionBoundaryLoss, union_boundary_loss
 
-    # class 1 annotated at 2-3, the unannotated region at 4-5: band (width 1) 1-4, voxel 4 ignored
+    # class 1 annotated at 2-3, the unannotated region at 4-5: band (width 1) 1-4, voxel 4 ignored, voxel 3 next to it
     target = torch.tensor([[0, 0, 1, 1, IGNORE, IGNORE, 0, 0]])[None, None].float()
     background_there = _confident(torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0]]))
     unannotated_level_there = _confident(torch.tensor([[0, 0, 1, 1, 2, 2, 0, 0]]))
@@ -181,9 +181,14 @@ def test_boundary_loss_with_partial_labels_holds_the_edge_to_the_unannotated_reg
     grown = union_boundary_loss(annotated_level_there, target, IGNORE, 1, partial_labels=True).item()
     assert grown == pytest.approx((60.0 - math.log(2)) / 4, rel=1e-4)
     assert union_boundary_loss(annotated_level_there, target, IGNORE, 1).item() == pytest.approx(0.0, abs=1e-6)
-    # uniform scores: P(vertebra) 2/3 inside (2, 3), P(background) 1/3 at 1, P(background or 2) 2/3 at 4
+    # next to the region a vertebra voxel counts by its own level: called class 2 (which the region may hold), voxel
+    # 3 costs -log P(class 1) = 60 + log(1 + e^-60) ~ 60 (as "any vertebra" it would cost nothing)
+    renamed = _confident(torch.tensor([[0, 0, 1, 2, 2, 2, 0, 0]]))
+    assert union_boundary_loss(renamed, target, IGNORE, 1, partial_labels=True).item() == pytest.approx(
+        60.0 / 4, rel=1e-4)
+    # uniform scores: P(background) 1/3 at 1, P(vertebra) 2/3 at 2, P(class 1) 1/3 at 3, P(background or 2) 2/3 at 4
     uniform = union_boundary_loss(torch.zeros(1, 3, 1, 8), target, IGNORE, 1, partial_labels=True).item()
-    assert uniform == pytest.approx(-(math.log(1 / 3) + 3 * math.log(2 / 3)) / 4, abs=1e-5)
+    assert uniform == pytest.approx(-(2 * math.log(1 / 3) + 2 * math.log(2 / 3)) / 4, abs=1e-5)
     logits = torch.zeros(1, 3, 1, 8, requires_grad=True)
     UnionBoundaryLoss(_Zero(), 1.0, IGNORE, 1, partial_labels=True)(logits, target).backward()
     touched = logits.grad.abs().sum(1)[0, 0] > 0

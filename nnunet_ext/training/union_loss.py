@@ -73,9 +73,12 @@ def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label
     unannotated T12), the outside of the edge is unknown as "any vertebra" and the inside alone would push the
     outline out into the disc and the next body unopposed (it did: the twenty-fifth session). With ``partial_labels``
     False, ignored voxels and band voxels within ``width`` of them count neither way. With ``partial_labels`` True,
-    the whole band counts, its ignored voxels by what they are known not to be: ``-log`` of the probability of
-    background or a level the sample does not annotate (:func:`.partial_loss.allowed_log_probability`), so that the
-    edge next to the unannotated region is held from both sides."""
+    the whole band counts and the edge there is that of each level against what the region may be: its ignored
+    voxels count by what they are known not to be (``-log`` of the probability of background or a level the sample
+    does not annotate, :func:`.partial_loss.allowed_log_probability`), and the vertebra voxels within ``width`` of
+    the region by their own level (``-log`` of its probability), not as "any vertebra", which a level the region
+    may hold would also satisfy (the twenty-sixth session: with "any vertebra" there, the outline grew into the
+    region under the unannotated levels' names)."""
     annotated, reference = _annotated_union(target, ignore_label)
     unannotated = ~annotated
     partial = partial_labels and bool(unannotated.any())
@@ -89,7 +92,10 @@ def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label
     log_foreground = torch.logsumexp(log_probabilities[:, 1:], dim=1)
     picked = torch.where(reference, log_foreground, log_background)
     if partial:
-        allowed = allowed_log_probability(log_probabilities, target[:, 0].long(), unannotated)
+        labels = target[:, 0].long()
+        allowed = allowed_log_probability(log_probabilities, labels, unannotated)
+        own = log_probabilities.gather(1, labels.clamp(0, logits.shape[1] - 1)[:, None])[:, 0]
+        picked = torch.where(reference & boundary_band(unannotated, width), own, picked)
         picked = torch.where(unannotated, allowed, picked)
     return -picked[band].mean()
 
