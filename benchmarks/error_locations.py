@@ -11,7 +11,8 @@ unannotated region, as ``spine-convert --ignore-beyond`` writes them), in ``spin
 * **levels in the unannotated region**: voxels of the ignore label predicted as a level the same case annotates
   elsewhere (what ``spine-evaluate`` counts as a multiclass false positive and leaves out of the binary figures), by
   their distance in mm to the nearest annotated vertebra voxel: at 1-2 mm an outline that runs over the edge, further
-  out a level grown into the next body.
+  out a level grown into the next body. The same count for the levels the case does not annotate (allowed there:
+  S1 below an L1-L5 annotation) shows a model that calls the disc next to an annotated body a vertebra.
 
 Usage (from the project root; a ``benchmarks/real_data.py`` work folder)::
 
@@ -72,12 +73,16 @@ def lateral_zone_counts(prediction: np.ndarray, reference: np.ndarray, ignore: i
     return counts
 
 
-def unannotated_spill(prediction: np.ndarray, reference: np.ndarray, ignore: int, spacing_kji: tuple[float, ...]
-                      ) -> dict[str, int]:
-    """Voxels of the ignore label predicted as a level that the case's reference annotates elsewhere, by distance
-    (mm) to the nearest annotated vertebra voxel (bins :data:`SPILL_BINS_MM`, then beyond)."""
+def unannotated_spill(prediction: np.ndarray, reference: np.ndarray, ignore: int, spacing_kji: tuple[float, ...],
+                      annotated_levels: bool = True) -> dict[str, int]:
+    """Voxels of the ignore label predicted as a level that the case's reference annotates elsewhere (with
+    ``annotated_levels`` False: as any other level, which the region may hold), by distance (mm) to the nearest
+    annotated vertebra voxel (bins :data:`SPILL_BINS_MM`, then beyond)."""
     levels = [v for v in np.unique(reference) if v not in (0, ignore)]
-    spilled = (reference == ignore) & np.isin(prediction, levels)
+    named = np.isin(prediction, levels)
+    if not annotated_levels:
+        named = (prediction > 0) & (prediction != ignore) & ~named
+    spilled = (reference == ignore) & named
     edges = (0.0, *SPILL_BINS_MM)
     names = [f"{a:g}-{b:g} mm" for a, b in zip(edges, edges[1:], strict=False)] + [f"> {SPILL_BINS_MM[-1]:g} mm"]
     counts = dict.fromkeys(names, 0)
@@ -110,6 +115,7 @@ def measure_case(prediction_path: Path, reference_path: Path, ignore: int | None
     row = {"zones": lateral_zone_counts(prediction, reference, ignore, axis, spacing_kji[axis])}
     if ignore is not None:
         row["unannotated_spill"] = unannotated_spill(prediction, reference, ignore, spacing_kji)
+        row["unannotated_other_levels"] = unannotated_spill(prediction, reference, ignore, spacing_kji, False)
     return row
 
 
@@ -136,18 +142,19 @@ def summarise(rows: dict[str, dict], sources: dict[str, str]) -> dict:
             pooled = {k: sum(rows[c]["zones"][name][k] for c in cases) for k in ("tp", "fn", "fp")}
             zones[name] = {**pooled, "dice": _dice(pooled)}
         summary[group] = {"cases": len(cases), "zones": zones}
-    spill = [rows[c]["unannotated_spill"] for c in rows if "unannotated_spill" in rows[c]]
-    if spill:
-        summary["unannotated_spill"] = {k: sum(s[k] for s in spill) for k in spill[0]}
+    for key in ("unannotated_spill", "unannotated_other_levels"):
+        counts = [rows[c][key] for c in rows if key in rows[c]]
+        if counts:
+            summary[key] = {k: sum(s[k] for s in counts) for k in counts[0]}
     return summary
 
 
 def _print(summary: dict) -> None:
     for group, value in summary.items():
-        if group == "unannotated_spill":
-            total = sum(value.values())
-            print(f"levels predicted in the unannotated region ({total} voxels), by distance to the annotated "
-                  "vertebrae: " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        if group in ("unannotated_spill", "unannotated_other_levels"):
+            which = "levels the case annotates elsewhere" if group == "unannotated_spill" else "other levels"
+            print(f"{which} predicted in the unannotated region ({sum(value.values())} voxels), by distance to the "
+                  "annotated vertebrae: " + ", ".join(f"{k} {v}" for k, v in value.items()))
             continue
         cells = [f"{name}: Dice {z['dice']:.3f} FN {z['fn']} FP {z['fp']}" for name, z in value["zones"].items()
                  if z["tp"] + z["fn"] + z["fp"]]
