@@ -94,8 +94,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     """How far from the union's edge (voxels, each side) that term looks."""
     union_boundary_partial_labels: bool = False
     """That term where the union's edge meets the unannotated region (ignore label): False leaves the band out there
-    (the outside of the edge is not known as "any vertebra"); True keeps it, the ignored side counted by what it is
-    known not to be, a level the case annotates elsewhere (:func:`.union_loss.union_boundary_loss`)."""
+    (the outside of the edge is not known as "any vertebra"); True keeps it, as the edge of each level against what
+    the region may be: the ignored side counted by what it is known not to be (a level the case annotates elsewhere),
+    the vertebra side by its own level (:func:`.union_loss.union_boundary_loss`)."""
     epochs: int | None = None
     """None keeps nnU-Net's 1000 epochs; likewise for the next two (250 and 50)."""
     iterations_per_epoch: int | None = None
