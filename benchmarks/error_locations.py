@@ -106,9 +106,14 @@ def measure_case(prediction_path: Path, reference_path: Path, ignore: int | None
     import SimpleITK as sitk
 
     predicted, referenced = sitk.ReadImage(str(prediction_path)), sitk.ReadImage(str(reference_path))
-    if predicted.GetSize() != referenced.GetSize() or not np.allclose(predicted.GetSpacing(), referenced.GetSpacing()):
-        raise ValueError(f"{prediction_path}: grid {predicted.GetSize()} / {predicted.GetSpacing()} differs from the "
-                         f"reference's {referenced.GetSize()} / {referenced.GetSpacing()}")
+    same = (predicted.GetSize() == referenced.GetSize()
+            and all(np.allclose(getattr(predicted, f)(), getattr(referenced, f)(), atol=1e-3)
+                    for f in ("GetSpacing", "GetOrigin", "GetDirection")))
+    if not same:
+        raise ValueError(f"{prediction_path}: grid (size {predicted.GetSize()}, spacing {predicted.GetSpacing()}, "
+                         f"origin {predicted.GetOrigin()}, direction {predicted.GetDirection()}) differs from the "
+                         f"reference's ({referenced.GetSize()}, {referenced.GetSpacing()}, {referenced.GetOrigin()}, "
+                         f"{referenced.GetDirection()})")
     prediction, reference = sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(referenced)
     axis = left_right_axis(referenced.GetDirection())
     spacing_kji = tuple(float(s) for s in reversed(referenced.GetSpacing()))

@@ -75,10 +75,15 @@ def test_main_reads_the_ignore_label_and_skips_a_case_without_reference(tmp_path
     for folder, array in (("ref", reference), ("pred", prediction)):
         sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / folder / "c1.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray(prediction), str(tmp_path / "pred" / "orphan.nii.gz"))
+    moved = sitk.GetImageFromArray(prediction)
+    moved.SetOrigin((0.0, 0.0, 5.0))
+    sitk.WriteImage(moved, str(tmp_path / "pred" / "c2.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(reference), str(tmp_path / "ref" / "c2.nii.gz"))
     assert error_locations.main(["--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
                                  "--json", str(tmp_path / "out.json")]) == 0
     out = capsys.readouterr()
     assert "orphan.nii.gz: no reference" in out.err
+    assert "c2.nii.gz: grid" in out.err and "differs from the reference's" in out.err  # skipped, the rest measured
     assert "0-1 mm 0, 1-2 mm 12" in out.out  # the second row: 2 voxels from the body
     import json
 
