@@ -43,9 +43,14 @@ def left_right_axis(direction: tuple[float, ...]) -> int:
     return 2 - int(np.argmax(np.abs(matrix[0])))
 
 
+def _bin_names(upper_ends_mm: tuple[float, ...], beyond: str) -> list[str]:
+    """``"0-a mm"``, ``"a-b mm"``, ... for the bins ending at ``upper_ends_mm``, then ``beyond`` + the last end."""
+    edges = (0.0, *upper_ends_mm)
+    return [f"{a:g}-{b:g} mm" for a, b in zip(edges, edges[1:], strict=False)] + [f"{beyond} {edges[-1]:g} mm"]
+
+
 def zone_names() -> list[str]:
-    edges = (0.0, *ZONES_MM)
-    return ["outside", *(f"{a:g}-{b:g} mm" for a, b in zip(edges, edges[1:], strict=False)), f">= {ZONES_MM[-1]:g} mm"]
+    return ["outside", *_bin_names(ZONES_MM, ">=")]
 
 
 def lateral_zone_counts(prediction: np.ndarray, reference: np.ndarray, ignore: int | None, axis: int,
@@ -73,32 +78,27 @@ def lateral_zone_counts(prediction: np.ndarray, reference: np.ndarray, ignore: i
     return counts
 
 
-def unannotated_spill(prediction: np.ndarray, reference: np.ndarray, ignore: int, spacing_kji: tuple[float, ...],
-                      annotated_levels: bool = True) -> dict[str, int]:
-    """Voxels of the ignore label predicted as a level that the case's reference annotates elsewhere (with
-    ``annotated_levels`` False: as any other level, which the region may hold), by distance (mm) to the nearest
-    annotated vertebra voxel (bins :data:`SPILL_BINS_MM`, then beyond)."""
+def unannotated_spill(prediction: np.ndarray, reference: np.ndarray, ignore: int, spacing_kji: tuple[float, ...]
+                      ) -> dict[str, dict[str, int]]:
+    """Voxels of the ignore label predicted as a level, by distance (mm) to the nearest annotated vertebra voxel
+    (bins :data:`SPILL_BINS_MM`, then beyond): ``"annotated_levels"``, the levels the case's reference annotates
+    elsewhere; ``"other_levels"``, any other level (which the region may hold)."""
     levels = [v for v in np.unique(reference) if v not in (0, ignore)]
-    named = np.isin(prediction, levels)
-    if not annotated_levels:
-        named = (prediction > 0) & (prediction != ignore) & ~named
-    spilled = (reference == ignore) & named
-    edges = (0.0, *SPILL_BINS_MM)
-    names = [f"{a:g}-{b:g} mm" for a, b in zip(edges, edges[1:], strict=False)] + [f"> {SPILL_BINS_MM[-1]:g} mm"]
-    counts = dict.fromkeys(names, 0)
-    if not spilled.any():
+    unannotated = reference == ignore
+    annotated_named = np.isin(prediction, levels)
+    spilled = {"annotated_levels": unannotated & annotated_named,
+               "other_levels": unannotated & (prediction > 0) & (prediction != ignore) & ~annotated_named}
+    names = _bin_names(SPILL_BINS_MM, ">")
+    counts = {key: dict.fromkeys(names, 0) for key in spilled}
+    if not any(mask.any() for mask in spilled.values()):
         return counts
-    annotated = (reference > 0) & (reference != ignore)
-    distance = ndimage.distance_transform_edt(~annotated, sampling=spacing_kji)[spilled]
-    bins = np.searchsorted(np.asarray(SPILL_BINS_MM), distance, side="left")
-    for b, name in enumerate(names):
-        counts[name] = int((bins == b).sum())
+    annotated = (reference > 0) & ~unannotated
+    distance = ndimage.distance_transform_edt(~annotated, sampling=spacing_kji)  # once for both counts
+    for key, mask in spilled.items():
+        bins = np.searchsorted(np.asarray(SPILL_BINS_MM), distance[mask], side="left")
+        for b, name in enumerate(names):
+            counts[key][name] = int((bins == b).sum())
     return counts
-
-
-def _dice(c: dict[str, int]) -> float:
-    denominator = 2 * c["tp"] + c["fn"] + c["fp"]
-    return float("nan") if denominator == 0 else 2 * c["tp"] / denominator
 
 
 def measure_case(prediction_path: Path, reference_path: Path, ignore: int | None) -> dict:
@@ -119,8 +119,8 @@ def measure_case(prediction_path: Path, reference_path: Path, ignore: int | None
     spacing_kji = tuple(float(s) for s in reversed(referenced.GetSpacing()))
     row = {"zones": lateral_zone_counts(prediction, reference, ignore, axis, spacing_kji[axis])}
     if ignore is not None:
-        row["unannotated_spill"] = unannotated_spill(prediction, reference, ignore, spacing_kji)
-        row["unannotated_other_levels"] = unannotated_spill(prediction, reference, ignore, spacing_kji, False)
+        spill = unannotated_spill(prediction, reference, ignore, spacing_kji)
+        row["unannotated_spill"], row["unannotated_other_levels"] = spill["annotated_levels"], spill["other_levels"]
     return row
 
 
@@ -137,6 +137,8 @@ def _sources(mapping: Path | None) -> dict[str, str]:
 
 def summarise(rows: dict[str, dict], sources: dict[str, str]) -> dict:
     """Zone counts and Dice pooled over all cases and per source; spill counts pooled."""
+    from measure.evaluation.overlap import Counts
+
     groups: dict[str, list[str]] = {"all": list(rows)}
     for case in rows:
         groups.setdefault(sources.get(case, "unknown"), []).append(case)
@@ -145,7 +147,7 @@ def summarise(rows: dict[str, dict], sources: dict[str, str]) -> dict:
         zones = {}
         for name in zone_names():
             pooled = {k: sum(rows[c]["zones"][name][k] for c in cases) for k in ("tp", "fn", "fp")}
-            zones[name] = {**pooled, "dice": _dice(pooled)}
+            zones[name] = {**pooled, "dice": Counts(**pooled).dice}
         summary[group] = {"cases": len(cases), "zones": zones}
     for key in ("unannotated_spill", "unannotated_other_levels"):
         counts = [rows[c][key] for c in rows if key in rows[c]]

@@ -380,10 +380,10 @@ def test_boundary_term_wired_outside_the_union_dice(pipeline, tmp_path, monkeypa
         union_dice_weight = 1.0
         union_boundary_weight, union_boundary_width = 0.5, 3
 
-    def trainer(labels):
+    def trainer(labels, cls=Fine, **extra):
         plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
         plans["continue_training"] = False
-        return Fine(plans, "2d_cascade", 0, {**dataset_json, "labels": labels}, torch.device("cpu"))
+        return cls(plans, "2d_cascade", 0, {**dataset_json, "labels": labels, **extra}, torch.device("cpu"))
 
     levels = dataset_json["labels"]
     loss = trainer(levels)._build_loss().loss
@@ -394,19 +394,15 @@ def test_boundary_term_wired_outside_the_union_dice(pipeline, tmp_path, monkeypa
     class FinePartial(Fine):
         union_boundary_partial_labels = True
 
-    plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
-    plans["continue_training"] = False
-    assert FinePartial(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))._build_loss().loss.partial_labels
+    assert trainer(levels, FinePartial)._build_loss().loss.partial_labels
     assert not isinstance(trainer({"background": 0, "vertebra": 1})._build_loss().loss, UnionBoundaryLoss)
 
     class Regions(Fine):
         union_dice_weight = 0.0  # the boundary term's own refusal
 
-    plans = json.loads(pipeline.path("preprocessed", NAME, "nnUNetPlans_spine.json").read_text())
-    plans["continue_training"] = False
-    regions = {**dataset_json, "labels": {"background": 0, "lumbar": [1, 2], "L2": 2}, "regions_class_order": [1, 2]}
+    regions = {"background": 0, "lumbar": [1, 2], "L2": 2}
     with pytest.raises(RuntimeError, match="union_boundary_weight needs label-based training"):
-        Regions(plans, "2d_cascade", 0, regions, torch.device("cpu"))._build_loss()
+        trainer(regions, Regions, regions_class_order=[1, 2])._build_loss()
 
 
 def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path, monkeypatch):

@@ -52,12 +52,12 @@ def test_unannotated_spill_counts_annotated_levels_only_by_distance():
     prediction[0, 0, 2:7] = 7  # L5 run 2 voxels over its edge: 1 mm and 2 mm away
     prediction[0, 0, 9:11] = 8  # S1, which this case does not annotate: allowed there, not counted
     prediction[0, 0, 11] = 7  # L5 far out: 7 mm
-    assert error_locations.unannotated_spill(prediction, reference, IGNORE, (1.0, 1.0, 1.0)) == {
-        "0-1 mm": 1, "1-2 mm": 1, "2-3 mm": 0, "3-5 mm": 0, "> 5 mm": 1}
-    assert error_locations.unannotated_spill(prediction, reference, IGNORE, (1.0, 1.0, 1.0), False) == {
+    spill = error_locations.unannotated_spill(prediction, reference, IGNORE, (1.0, 1.0, 1.0))
+    assert spill["annotated_levels"] == {"0-1 mm": 1, "1-2 mm": 1, "2-3 mm": 0, "3-5 mm": 0, "> 5 mm": 1}
+    assert spill["other_levels"] == {
         "0-1 mm": 0, "1-2 mm": 0, "2-3 mm": 0, "3-5 mm": 1, "> 5 mm": 1}  # S1 at 5 mm (bins end inclusive) and 6 mm
     # 0.5 mm voxels along that axis: 0.5, 1.0 and 3.5 mm
-    assert error_locations.unannotated_spill(prediction, reference, IGNORE, (1.0, 1.0, 0.5)) == {
+    assert error_locations.unannotated_spill(prediction, reference, IGNORE, (1.0, 1.0, 0.5))["annotated_levels"] == {
         "0-1 mm": 2, "1-2 mm": 0, "2-3 mm": 0, "3-5 mm": 1, "> 5 mm": 0}
 
 

@@ -81,10 +81,11 @@ def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label
     region under the unannotated levels' names)."""
     annotated, reference = _annotated_union(target, ignore_label)
     unannotated = ~annotated
-    partial = partial_labels and bool(unannotated.any())
+    near_unannotated = boundary_band(unannotated, width) if bool(unannotated.any()) else None
+    partial = partial_labels and near_unannotated is not None
     band = boundary_band(reference, width)
-    if not partial and bool(unannotated.any()):  # near the unannotated region: one side of the edge unknown
-        band &= annotated & ~boundary_band(unannotated, width)
+    if near_unannotated is not None and not partial:  # near the unannotated region: one side of the edge unknown
+        band &= annotated & ~near_unannotated
     if not band.any():
         return logits.sum() * 0.0
     log_probabilities = torch.log_softmax(logits.float(), dim=1)
@@ -95,7 +96,7 @@ def union_boundary_loss(logits: torch.Tensor, target: torch.Tensor, ignore_label
         labels = target[:, 0].long()
         allowed = allowed_log_probability(log_probabilities, labels, unannotated)
         own = log_probabilities.gather(1, labels.clamp(0, logits.shape[1] - 1)[:, None])[:, 0]
-        picked = torch.where(reference & boundary_band(unannotated, width), own, picked)
+        picked = torch.where(reference & near_unannotated, own, picked)
         picked = torch.where(unannotated, allowed, picked)
     return -picked[band].mean()
 
