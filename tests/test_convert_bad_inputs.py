@@ -251,15 +251,23 @@ def test_interrupted_process_leaves_no_dataset_and_stale_parts_are_cleaned(small
         "from dataset_conversion.convert_cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    process = subprocess.Popen([sys.executable, str(slow), str(small_export), "--out", str(out), "--id", "12",
-                                "--name", "Bad", "--no-progress"], cwd=PROJECT_ROOT, stderr=subprocess.PIPE,
-                               encoding="utf-8", errors="replace")
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(out.glob(".Dataset012_Bad.partial-*/imagesTr/*.nii.gz")):
-        time.sleep(0.05)
-    assert list(out.glob(".Dataset012_Bad.partial-*")), "the conversion never started"
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    log = tmp_path / "stderr.txt"  # a file, not a pipe nobody reads while waiting: the child can never block on it
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, str(slow), str(small_export), "--out", str(out), "--id", "12",
+                                    "--name", "Bad", "--no-progress"], cwd=PROJECT_ROOT, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(out.glob(".Dataset012_Bad.partial-*/imagesTr/*.nii.gz")):
+            assert process.poll() is None, f"spine-convert ended early: {log.read_text()}"
+            time.sleep(0.05)
+        assert list(out.glob(".Dataset012_Bad.partial-*")), "the conversion never started"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:  # whatever failed above, no process outlives the test
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    err = log.read_text(encoding="utf-8", errors="replace")
     assert process.returncode == 130, err
     assert "interrupted; nothing was written" in err and "Traceback" not in err
     assert list(out.iterdir()) == []

@@ -398,6 +398,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+_STARTED: list = []  # the command processes the tests below started
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """Whatever a test's assertions did, the command processes it started (and their workers) are gone after it."""
+    import signal
+
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        for pid in [process.pid, *children(process.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        process.wait(timeout=10)
+
+
 def start_slow_parallel(tmp_path: Path, script_text: str, arguments: list[str]) -> tuple:
     """A real command process (``script_text`` with ``arguments``, ``--jobs 2``) whose cases take 2 s each; returns it
     and its workers' process ids once both workers are busy."""
@@ -412,6 +431,7 @@ def start_slow_parallel(tmp_path: Path, script_text: str, arguments: list[str]) 
                                cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    _STARTED.append(process)
     deadline = time.time() + 60
     while time.time() < deadline and len(children(process.pid)) < 2:
         time.sleep(0.1)
