@@ -409,6 +409,8 @@ def _no_process_outlives_its_test():
     yield
     while _STARTED:
         process = _STARTED.pop()
+        if process.poll() is not None:  # ended and reaped: its id may belong to another process by now
+            continue
         for pid in [process.pid, *children(process.pid)]:
             try:
                 os.kill(pid, signal.SIGKILL)
