@@ -3,7 +3,8 @@
 The steps, run in this order by :func:`tidy_levels`:
 
 - A connected part labelled with a level that lies on the wrong side of other levels' main parts (a "T12" below L5,
-  as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; such parts are taken out, most
+  as stage 2 labels the unannotated sacrum on some real scans) cannot be that level; a level's main part is its
+  largest, where that is body-sized (a level found only in specks orders nothing); such parts are taken out, most
   contradicted first, until every remaining part agrees with the order of the others' main parts. A part taken out
   that is the smaller piece of one body with a level's main part it touches (the lower part of L5 named "S2") gets
   that level; the others are removed.
@@ -70,6 +71,15 @@ def _parts(labels_kji: np.ndarray, values: Sequence[int], spacing_xyz, direction
     return parts, components
 
 
+def _body_sized(part: _Part, level: str, parts: Sequence[_Part]) -> bool:
+    """Whether a level's largest part is large enough to stand for its body in the cranio-caudal order: as
+    :func:`_bodies` counts bodies, at least :data:`MIN_BODY_FRACTION` of the largest part of any level
+    (:data:`SACRAL_MIN_FRACTION` for a sacral level). A level found only in specks has no body to order the others
+    by: a four-voxel "S2" between two bodies named L5 must not take the lower one out."""
+    largest = max(other.voxels for other in parts)
+    return part.voxels >= (SACRAL_MIN_FRACTION if is_sacral_level(level) else MIN_BODY_FRACTION) * largest
+
+
 def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                               direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
                               tolerance_mm: float = ORDER_TOLERANCE_MM) -> tuple[np.ndarray, list[str]]:
@@ -89,7 +99,7 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
         for part in parts:
             if part.value not in largest or part.voxels > largest[part.value].voxels:
                 largest[part.value] = part
-        return largest
+        return {value: part for value, part in largest.items() if _body_sized(part, level_of_value[value], parts)}
 
     def contradictions(part: _Part, mains: dict[int, _Part]) -> int:
         count = 0

@@ -247,6 +247,25 @@ def test_tidy_levels_removes_out_of_order_parts_then_counts():
     assert tidy_levels(labels, CHAIN, SPACING, IDENTITY, False, False) == (labels, [])
 
 
+def test_a_speck_of_a_level_orders_nothing():
+    """A level found only in a speck has no body to order the others by. S1, then L4 taken for a second L5 (larger
+    than the real L5, so it is L5's main part), and an 8-voxel "S2" between the two: the lower L5 is a whole body,
+    not out of order (taking it out lost the body and shifted every level above it by one on a real scan); the speck
+    is, and goes, and the chain is counted again from S1."""
+    labels = stack([8, 7, 7, 6, 5, 4, 3, 2])
+    labels[35:45, 1:11, 1:11] = 7  # the upper "L5" (L4 really) 100 voxels a slice, the real L5 64
+    labels[32:34, 5:7, 5:7] = 9  # the speck, 16 mm above the real L5's centre: "S2" above an L5
+    chain = {**CHAIN, 9: "S2"}
+    cleaned, notes = remove_out_of_order_parts(labels, chain, SPACING)
+    assert np.array_equal(cleaned[labels != 9], labels[labels != 9]) and not (cleaned == 9).any()
+    assert notes == ["S2: 1 part(s) of 8 voxels removed (out of cranio-caudal order with the other levels)"]
+    tidied, notes = tidy_levels(labels, chain, SPACING, IDENTITY)
+    assert body_values(tidied) == [8, 7, 6, 5, 4, 3, 2, 1] and notes[1].startswith("levels counted up from S1")
+    sized = labels.copy()
+    sized[32:34, 2:10, 2:10] = 9  # the same "S2" body-sized (128 voxels, 20 % of a body): it orders, as before
+    assert (remove_out_of_order_parts(sized, chain, SPACING)[0][20:30] == 0).all()
+
+
 def test_a_sacrum_predicted_in_fragments_is_one_body_and_anchors_the_count():
     """A sacrum no training case annotated often comes out in small pieces side by side: each is too small to be a
     body (under MIN_BODY_FRACTION of the largest), together they are one, and a chain skipping L5 above it is counted
