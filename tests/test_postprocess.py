@@ -262,7 +262,7 @@ def test_a_speck_of_a_level_orders_nothing():
     tidied, notes = tidy_levels(labels, chain, SPACING, IDENTITY)
     assert body_values(tidied) == [8, 7, 6, 5, 4, 3, 2, 1] and notes[1].startswith("levels counted up from S1")
     sized = labels.copy()
-    sized[32:34, 2:10, 2:10] = 9  # the same "S2" body-sized (128 voxels, 20 % of a body): it orders, as before
+    sized[32:34, 2:10, 2:10] = 9  # the same "S2" body-sized (128 voxels, over 5 % of the largest part): it orders
     assert (remove_out_of_order_parts(sized, chain, SPACING)[0][20:30] == 0).all()
 
 
