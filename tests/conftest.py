@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -51,3 +53,34 @@ def real_mri() -> Path:
     if not REAL_MRI.is_dir():
         pytest.skip(f"real data not available at {REAL_MRI}")
     return REAL_MRI
+
+
+def children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def started_processes():
+    """A list for the command processes (``subprocess.Popen``) a test starts: whatever its assertions did, those still
+    running, and their children, are killed after it."""
+    started: list = []
+    yield started
+    for process in started:
+        if process.poll() is not None:  # ended and reaped: its id may belong to another process by now
+            continue
+        for pid in [process.pid, *children(process.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        process.wait(timeout=10)

@@ -236,7 +236,8 @@ def test_interrupted_conversion_leaves_no_half_written_dataset(small_export, tmp
     assert list(out.iterdir()) == []  # neither the dataset nor its temporary folder
 
 
-def test_interrupted_process_leaves_no_dataset_and_stale_parts_are_cleaned(small_export, tmp_path):
+def test_interrupted_process_leaves_no_dataset_and_stale_parts_are_cleaned(small_export, tmp_path,
+                                                                         started_processes):
     """A real spine-convert process stopped by SIGTERM (as by a scheduler) mid-conversion."""
     out = tmp_path / "raw"
     slow = tmp_path / "slow.py"  # convert_case slowed down so the signal surely arrives mid-conversion
@@ -255,18 +256,14 @@ def test_interrupted_process_leaves_no_dataset_and_stale_parts_are_cleaned(small
     with log.open("w") as stderr:
         process = subprocess.Popen([sys.executable, str(slow), str(small_export), "--out", str(out), "--id", "12",
                                     "--name", "Bad", "--no-progress"], cwd=PROJECT_ROOT, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(out.glob(".Dataset012_Bad.partial-*/imagesTr/*.nii.gz")):
-            assert process.poll() is None, f"spine-convert ended early: {log.read_text()}"
-            time.sleep(0.05)
-        assert list(out.glob(".Dataset012_Bad.partial-*")), "the conversion never started"
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    finally:  # whatever failed above, no process outlives the test
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    started_processes.append(process)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob(".Dataset012_Bad.partial-*/imagesTr/*.nii.gz")):
+        assert process.poll() is None, f"spine-convert ended early: {log.read_text()}"
+        time.sleep(0.05)
+    assert list(out.glob(".Dataset012_Bad.partial-*")), "the conversion never started"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
     err = log.read_text(encoding="utf-8", errors="replace")
     assert process.returncode == 130, err
     assert "interrupted; nothing was written" in err and "Traceback" not in err

@@ -22,6 +22,7 @@ from measure.outputs import (
     check_writable_folder,
     refuse_outputs_over_inputs,
 )
+from tests.conftest import children
 
 
 def write_volume(path: Path, value: int = 0) -> Path:
@@ -376,20 +377,6 @@ def slow_script(module: str, function: str, cli_module: str) -> str:
     )
 
 
-def children(pid: int) -> list[int]:
-    """Child process ids of ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -398,30 +385,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-_STARTED: list = []  # the command processes the tests below started
-
-
-@pytest.fixture(autouse=True)
-def _no_process_outlives_its_test():
-    """Whatever a test's assertions did, the command processes it started (and their workers) are gone after it."""
-    import signal
-
-    yield
-    while _STARTED:
-        process = _STARTED.pop()
-        if process.poll() is not None:  # ended and reaped: its id may belong to another process by now
-            continue
-        for pid in [process.pid, *children(process.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        process.wait(timeout=10)
-
-
-def start_slow_parallel(tmp_path: Path, script_text: str, arguments: list[str]) -> tuple:
-    """A real command process (``script_text`` with ``arguments``, ``--jobs 2``) whose cases take 2 s each; returns it
-    and its workers' process ids once both workers are busy."""
+def start_slow_parallel(tmp_path: Path, script_text: str, arguments: list[str], started: list) -> tuple:
+    """A real command process (``script_text`` with ``arguments``, ``--jobs 2``) whose cases take 2 s each, added to
+    ``started`` (the ``started_processes`` fixture); returns it and its workers' process ids once both workers are
+    busy."""
     import signal
     import subprocess
     import sys
@@ -433,7 +400,7 @@ def start_slow_parallel(tmp_path: Path, script_text: str, arguments: list[str]) 
                                cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
-    _STARTED.append(process)
+    started.append(process)
     deadline = time.time() + 60
     while time.time() < deadline and len(children(process.pid)) < 2:
         time.sleep(0.1)
@@ -465,17 +432,17 @@ def survivors_of_sigkill(process, workers: list[int]) -> list[int]:
     return [pid for pid in workers if alive(pid)]
 
 
-def start_slow_parallel_measure(tmp_path: Path) -> tuple:
+def start_slow_parallel_measure(tmp_path: Path, started: list) -> tuple:
     """A real ``spine-measure --jobs 2`` process on 12 masks, each case slowed to 2 s."""
     for n in range(12):
         phantom_mask(tmp_path / f"m{n}.nii.gz")
     return start_slow_parallel(tmp_path, slow_script("measure.batch", "measure_case", "measure.cli"),
-                               [str(tmp_path), "-o", str(tmp_path / "out.csv")])
+                               [str(tmp_path), "-o", str(tmp_path / "out.csv")], started)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_ctrl_c_stops_a_parallel_measurement_within_3_s_and_leaves_no_process(tmp_path):
-    process, workers = start_slow_parallel_measure(tmp_path)
+def test_ctrl_c_stops_a_parallel_measurement_within_3_s_and_leaves_no_process(tmp_path, started_processes):
+    process, workers = start_slow_parallel_measure(tmp_path, started_processes)
     seconds, err = interrupt(process)
     assert seconds < 3.0, f"took {seconds:.1f} s to stop"
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
@@ -486,12 +453,12 @@ def test_ctrl_c_stops_a_parallel_measurement_within_3_s_and_leaves_no_process(tm
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_killed_parent_leaves_no_orphaned_workers(tmp_path):
-    process, workers = start_slow_parallel_measure(tmp_path)
+def test_killed_parent_leaves_no_orphaned_workers(tmp_path, started_processes):
+    process, workers = start_slow_parallel_measure(tmp_path, started_processes)
     assert not survivors_of_sigkill(process, workers), "workers outlived their killed parent"
 
 
-def start_slow_parallel_convert(tmp_path: Path) -> tuple:
+def start_slow_parallel_convert(tmp_path: Path, started: list) -> tuple:
     """A real ``spine-convert --jobs 2`` process on an export of 8 phantom cases, each slowed to 2 s."""
     from dataset_conversion.phantom import GridSpec, fov_for, make_phantom, typical_spine
     from dataset_conversion.phantom_cli import write_case
@@ -503,19 +470,19 @@ def start_slow_parallel_convert(tmp_path: Path) -> tuple:
     return start_slow_parallel(tmp_path, slow_script("dataset_conversion.convert", "convert_case",
                                                      "dataset_conversion.convert_cli"),
                                [str(tmp_path / "export"), "--out", str(tmp_path / "raw"), "--id", "990", "--name",
-                                "Slow"])
+                                "Slow"], started)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_killed_spine_convert_leaves_no_orphaned_workers(tmp_path):
+def test_killed_spine_convert_leaves_no_orphaned_workers(tmp_path, started_processes):
     """Issue 12, item 4: after SIGKILL, spine-convert --jobs 2 left its workers running with parent 1."""
-    process, workers = start_slow_parallel_convert(tmp_path)
+    process, workers = start_slow_parallel_convert(tmp_path, started_processes)
     assert not survivors_of_sigkill(process, workers), "workers outlived their killed parent"
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
-def test_ctrl_c_stops_spine_convert_within_3_s(tmp_path):
-    process, workers = start_slow_parallel_convert(tmp_path)
+def test_ctrl_c_stops_spine_convert_within_3_s(tmp_path, started_processes):
+    process, workers = start_slow_parallel_convert(tmp_path, started_processes)
     seconds, err = interrupt(process)
     assert seconds < 3.0, f"took {seconds:.1f} s to stop"
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
