@@ -71,13 +71,12 @@ def _parts(labels_kji: np.ndarray, values: Sequence[int], spacing_xyz, direction
     return parts, components
 
 
-def _body_sized(part: _Part, level: str, parts: Sequence[_Part]) -> bool:
+def _body_sized(part: _Part, level: str, largest_voxels: int) -> bool:
     """Whether a level's largest part is large enough to stand for its body in the cranio-caudal order: as
     :func:`_bodies` counts bodies, at least :data:`MIN_BODY_FRACTION` of the largest part of any level
-    (:data:`SACRAL_MIN_FRACTION` for a sacral level). A level found only in specks has no body to order the others
-    by: a four-voxel "S2" between two bodies named L5 must not take the lower one out."""
-    largest = max(other.voxels for other in parts)
-    return part.voxels >= (SACRAL_MIN_FRACTION if is_sacral_level(level) else MIN_BODY_FRACTION) * largest
+    (``largest_voxels``; :data:`SACRAL_MIN_FRACTION` for a sacral level). A level found only in specks has no body
+    to order the others by: a four-voxel "S2" between two bodies named L5 must not take the lower one out."""
+    return part.voxels >= (SACRAL_MIN_FRACTION if is_sacral_level(level) else MIN_BODY_FRACTION) * largest_voxels
 
 
 def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
@@ -99,7 +98,8 @@ def remove_out_of_order_parts(labels_kji: np.ndarray, level_of_value: Mapping[in
         for part in parts:
             if part.value not in largest or part.voxels > largest[part.value].voxels:
                 largest[part.value] = part
-        return {value: part for value, part in largest.items() if _body_sized(part, level_of_value[value], parts)}
+        overall = max((part.voxels for part in largest.values()), default=0)
+        return {value: part for value, part in largest.items() if _body_sized(part, level_of_value[value], overall)}
 
     def contradictions(part: _Part, mains: dict[int, _Part]) -> int:
         count = 0
