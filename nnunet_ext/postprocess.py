@@ -211,29 +211,19 @@ class _Body:
 
 def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz, direction,
             offset_kji: Sequence[int]) -> list[_Body]:
-    """The vertebral bodies of a labelled sub-array (cranial first): connected parts of the labelled voxels, a part
-    split by level where its levels lie more than :data:`SPLIT_MM` apart, separate parts of one level at one height
+    """The vertebral bodies of a labelled sub-array (cranial first): connected parts of the labelled voxels, split
+    where a thin bridge joins two bodies (:func:`_split_at_thin_bridges`) and by level where its levels lie more than
+    :data:`SPLIT_MM` apart (:func:`_level_pieces`), separate parts of one level at one height
     joined, bodies below :data:`MIN_BODY_FRACTION` of the largest left out (a sacral body caudal of the others from
     :data:`SACRAL_MIN_FRACTION` on)."""
     values = [v for v, level in level_of_value.items() if is_known_level(level)]
     labelled = np.isin(labels_kji, values)
     component, count = ndimage.label(labelled)
+    spacing_kji = tuple(float(s) for s in reversed(spacing_xyz))
     bodies = []
     for index, box in enumerate(ndimage.find_objects(component), start=1):
-        part = component[box] == index
-        pieces = [part & (labels_kji[box] == v) for v in np.unique(labels_kji[box][part])]
-        pieces = [piece for piece in pieces if piece.sum() >= 0.25 * part.sum()]
-        centres = [_superior_mm(np.add(ndimage.center_of_mass(piece), [b.start for b in box]) + offset_kji,
-                                spacing_xyz, direction) for piece in pieces]
-        if len(pieces) < 2 or max(centres) - min(centres) <= SPLIT_MM:
-            pieces = [part]
-        for piece in pieces:
-            mask = np.zeros_like(labelled)
-            mask[box] = piece
-            votes = np.bincount(labels_kji[mask].ravel())
-            position = _position_mm(np.add(ndimage.center_of_mass(mask), offset_kji), spacing_xyz, direction)
-            bodies.append(_Body(mask, int(mask.sum()), float(position[2]), level_of_value[int(np.argmax(votes))],
-                                position))
+        for part in _split_at_thin_bridges(component[box] == index, spacing_kji):
+            bodies += _level_pieces(part, box, labels_kji, level_of_value, spacing_xyz, direction, offset_kji)
     bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
     kept = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
@@ -241,6 +231,49 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     kept += [body for body in bodies if is_sacral_level(body.level) and body.superior_mm < lowest
              and SACRAL_MIN_FRACTION * largest <= body.voxels < MIN_BODY_FRACTION * largest]
     return sorted(kept, key=lambda body: -body.superior_mm)
+
+
+def _split_at_thin_bridges(part: np.ndarray, spacing_kji: Sequence[float]) -> list[np.ndarray]:
+    """A connected part (boolean, on its box) as the bodies it holds: where taking off its surface voxels once (face
+    neighbours) leaves two or more cores of body size (:data:`MIN_BODY_FRACTION` of the largest core), each voxel goes
+    to the nearest core (distances in mm, ``spacing_kji``); else the part whole. Two bodies joined across the disc by
+    a bridge one or two voxels thick are two bodies, whatever their labels say; a thicker bridge, or a filled disc,
+    still joins them (the level split of :func:`_level_pieces` then decides)."""
+    core, count = ndimage.label(ndimage.binary_erosion(part, ndimage.generate_binary_structure(3, 1)))
+    if count < 2:
+        return [part]
+    sizes = np.bincount(core.ravel())[1:]
+    seeds = np.flatnonzero(sizes >= MIN_BODY_FRACTION * sizes.max()) + 1
+    if len(seeds) < 2:
+        return [part]
+    seeded = np.where(np.isin(core, seeds), core, 0)
+    nearest = ndimage.distance_transform_edt(seeded == 0, sampling=spacing_kji, return_distances=False,
+                                             return_indices=True)
+    owner = seeded[tuple(nearest)]
+    return [part & (owner == seed) for seed in seeds]
+
+
+def _level_pieces(part: np.ndarray, box: tuple[slice, ...], labels_kji: np.ndarray,
+                  level_of_value: Mapping[int, str], spacing_xyz, direction, offset_kji: Sequence[int]
+                  ) -> list[_Body]:
+    """The bodies of one part (boolean, on ``box`` of ``labels_kji``): one, or one per level where its levels (each at
+    least a quarter of the part) lie more than :data:`SPLIT_MM` apart along superior-inferior (two bodies grown
+    together across a thin disc under two names)."""
+    pieces = [part & (labels_kji[box] == v) for v in np.unique(labels_kji[box][part])]
+    pieces = [piece for piece in pieces if piece.sum() >= 0.25 * part.sum()]
+    centres = [_superior_mm(np.add(ndimage.center_of_mass(piece), [b.start for b in box]) + offset_kji,
+                            spacing_xyz, direction) for piece in pieces]
+    if len(pieces) < 2 or max(centres) - min(centres) <= SPLIT_MM:
+        pieces = [part]
+    bodies = []
+    for piece in pieces:
+        mask = np.zeros(labels_kji.shape, bool)
+        mask[box] = piece
+        votes = np.bincount(labels_kji[mask].ravel())
+        position = _position_mm(np.add(ndimage.center_of_mass(mask), offset_kji), spacing_xyz, direction)
+        bodies.append(_Body(mask, int(mask.sum()), float(position[2]), level_of_value[int(np.argmax(votes))],
+                            position))
+    return bodies
 
 
 def _fragments_joined(bodies: list[_Body]) -> list[_Body]:

@@ -165,6 +165,25 @@ def test_two_bodies_grown_together_count_as_two_one_body_with_two_names_as_one()
     assert body_values(counted) == [8, 7, 6, 5, 4] and (counted[50:55, 2:10, 2:10] == 5).all() and notes
 
 
+def test_two_bodies_joined_by_a_thin_bridge_are_two_bodies_whatever_their_labels():
+    """Stage 2 can join two bodies across the disc by a bridge a voxel or two thick and give both one name (a
+    zukic2014 scan, twenty-eighth session): one tall "L4" made the chain look consistent. Taken apart at the bridge,
+    the chain names L4 twice and is counted up from S1; a body with a thin waist stays one body."""
+    labels = stack([8, 7, 6, 6, 5, 4, 3])  # caudal first: S1, L5, L4, L4 (really L3), L3, L2, L1
+    labels[45:50, 5, 5:7] = 6  # a 1 x 2-voxel bridge through the disc between the two "L4" bodies
+    counted, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
+    assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2] and notes
+    assert set(np.unique(counted[45:50, 5, 5:7])) <= {5, 6}  # the bridge goes with the body it is nearer
+    thick = stack([8, 7, 6, 6, 5, 4, 3])
+    thick[45:50, 4:7, 4:7] = 6  # 3 x 3 voxels: a core survives the erosion, the two stay one part as before
+    assert body_values(tidy_levels(thick, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 6, 5, 4, 3]
+    waist = stack([8, 7, 6, 5, 4])
+    waist[39:41, 2:10, 2:10] = 0
+    waist[39:41, 5, 5] = 6  # the L4 body pinched to one voxel in its middle: two halves 12 mm apart, one body
+    counted, notes = tidy_levels(waist, CHAIN, SPACING, IDENTITY)
+    assert notes == [] and np.array_equal(counted, waist)
+
+
 MERGED = (1.0, 1.0, 4.4)  # the same stacks 2.2 times as tall: bodies 66 mm apart, each two vertebrae grown together
 
 
