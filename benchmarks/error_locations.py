@@ -102,21 +102,12 @@ def unannotated_spill(prediction: np.ndarray, reference: np.ndarray, ignore: int
 
 
 def measure_case(prediction_path: Path, reference_path: Path, ignore: int | None) -> dict:
-    """Both counts of one case, read with SimpleITK; raises ValueError where the two grids differ."""
-    import SimpleITK as sitk
+    """Both counts of one case, read as ``spine-evaluate`` reads it (:func:`measure.evaluation.cases.read_pair`: a
+    prediction in another axis order of the same grid reoriented); raises ValueError where the two grids differ."""
+    from measure.evaluation.cases import read_pair
 
-    predicted, referenced = sitk.ReadImage(str(prediction_path)), sitk.ReadImage(str(reference_path))
-    same = (predicted.GetSize() == referenced.GetSize()
-            and all(np.allclose(getattr(predicted, f)(), getattr(referenced, f)(), atol=1e-3)
-                    for f in ("GetSpacing", "GetOrigin", "GetDirection")))
-    if not same:
-        raise ValueError(f"{prediction_path}: grid (size {predicted.GetSize()}, spacing {predicted.GetSpacing()}, "
-                         f"origin {predicted.GetOrigin()}, direction {predicted.GetDirection()}) differs from the "
-                         f"reference's ({referenced.GetSize()}, {referenced.GetSpacing()}, {referenced.GetOrigin()}, "
-                         f"{referenced.GetDirection()})")
-    prediction, reference = sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(referenced)
-    axis = left_right_axis(referenced.GetDirection())
-    spacing_kji = tuple(float(s) for s in reversed(referenced.GetSpacing()))
+    prediction, reference, spacing_kji, direction, _ = read_pair(prediction_path, reference_path)
+    axis = left_right_axis(direction)
     row = {"zones": lateral_zone_counts(prediction, reference, ignore, axis, spacing_kji[axis])}
     if ignore is not None:
         spill = unannotated_spill(prediction, reference, ignore, spacing_kji)
