@@ -103,7 +103,8 @@ def unannotated_spill(prediction: np.ndarray, reference: np.ndarray, ignore: int
 
 def measure_case(prediction_path: Path, reference_path: Path, ignore: int | None) -> dict:
     """Both counts of one case, read as ``spine-evaluate`` reads it (:func:`measure.evaluation.cases.read_pair`: a
-    prediction in another axis order of the same grid reoriented); raises ValueError where the two grids differ."""
+    prediction in another axis order of the same grid reoriented); raises ValueError (``MaskReadError``) where a mask
+    cannot be read or is not a label mask, or where the two grids differ."""
     from measure.evaluation.cases import read_pair
 
     prediction, reference, spacing_kji, direction, _ = read_pair(prediction_path, reference_path)

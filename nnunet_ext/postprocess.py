@@ -8,9 +8,11 @@ The steps, run in this order by :func:`tidy_levels`:
   contradicted first, until every remaining part agrees with the order of the others' main parts. A part taken out
   that is the smaller piece of one body with a level's main part it touches (the lower part of L5 named "S2") gets
   that level; the others are removed.
-- A chain of bodies that names one level twice, or skips one above S1, is counted again from the sacrum upward
-  (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral body at its caudal end is named
-  by the run of consecutive levels its voxels voted for most (:func:`count_levels_by_votes`).
+- A chain of bodies (connected parts, taken apart where a bridge a voxel or two thick joins two bodies across the
+  disc, or where one part holds two levels far apart) that names one level twice, or skips one above S1, is counted
+  again from the sacrum upward (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral
+  body at its caudal end is named by the run of consecutive levels its voxels voted for most
+  (:func:`count_levels_by_votes`).
 - Every body gets one level, the level of most of its voxels, where the other levels' voxels lie near its centre
   (:func:`one_level_per_body`).
 """
@@ -219,10 +221,10 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     values = [v for v, level in level_of_value.items() if is_known_level(level)]
     labelled = np.isin(labels_kji, values)
     component, count = ndimage.label(labelled)
-    spacing_kji = tuple(float(s) for s in reversed(spacing_xyz))
     bodies = []
     for index, box in enumerate(ndimage.find_objects(component), start=1):
-        for part in _split_at_thin_bridges(component[box] == index, spacing_kji):
+        origin_kji = np.add([b.start for b in box], offset_kji)
+        for part in _split_at_thin_bridges(component[box] == index, origin_kji, spacing_xyz, direction):
             bodies += _level_pieces(part, box, labels_kji, level_of_value, spacing_xyz, direction, offset_kji)
     bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
@@ -233,12 +235,15 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     return sorted(kept, key=lambda body: -body.superior_mm)
 
 
-def _split_at_thin_bridges(part: np.ndarray, spacing_kji: Sequence[float]) -> list[np.ndarray]:
-    """A connected part (boolean, on its box) as the bodies it holds: where taking off its surface voxels once (face
-    neighbours) leaves two or more cores of body size (:data:`MIN_BODY_FRACTION` of the largest core), each voxel goes
-    to the nearest core (distances in mm, ``spacing_kji``); else the part whole. Two bodies joined across the disc by
-    a bridge one or two voxels thick are two bodies, whatever their labels say; a thicker bridge, or a filled disc,
-    still joins them (the level split of :func:`_level_pieces` then decides)."""
+def _split_at_thin_bridges(part: np.ndarray, origin_kji: Sequence[float], spacing_xyz: Sequence[float],
+                           direction: Sequence[float]) -> list[np.ndarray]:
+    """A connected part (boolean, on its box, whose first voxel is ``origin_kji`` of the image) as the bodies it
+    holds: where taking off its surface voxels once (face neighbours) leaves two or more cores of body size
+    (:data:`MIN_BODY_FRACTION` of the largest core), each voxel goes to the nearest core (distances in mm), and the
+    pieces whose centres lie more than :data:`SPLIT_MM` apart along superior-inferior are separate bodies (nearer
+    ones stay together); else the part whole. Two bodies joined across the disc by a bridge one or two voxels thick
+    (voxels, not mm) are two bodies, whatever their labels say; a body with a thin waist, or a thicker bridge, stays
+    one part (the level split of :func:`_level_pieces` then decides)."""
     core, count = ndimage.label(ndimage.binary_erosion(part, ndimage.generate_binary_structure(3, 1)))
     if count < 2:
         return [part]
@@ -247,15 +252,25 @@ def _split_at_thin_bridges(part: np.ndarray, spacing_kji: Sequence[float]) -> li
     if len(seeds) < 2:
         return [part]
     seeded = np.where(np.isin(core, seeds), core, 0)
-    nearest = ndimage.distance_transform_edt(seeded == 0, sampling=spacing_kji, return_distances=False,
-                                             return_indices=True)
+    nearest = ndimage.distance_transform_edt(seeded == 0, sampling=tuple(float(s) for s in reversed(spacing_xyz)),
+                                             return_distances=False, return_indices=True)
     owner = seeded[tuple(nearest)]
-    return [part & (owner == seed) for seed in seeds]
+    pieces = [part & (owner == seed) for seed in seeds]
+    centres = [_superior_mm(np.add(ndimage.center_of_mass(piece), origin_kji), spacing_xyz, direction)
+               for piece in pieces]
+    order = np.argsort(centres)[::-1]  # cranial first
+    bodies = [pieces[order[0]]]
+    for above, below in zip(order[:-1], order[1:], strict=True):
+        if centres[above] - centres[below] > SPLIT_MM:
+            bodies.append(pieces[below])
+        else:
+            bodies[-1] = bodies[-1] | pieces[below]
+    return bodies
 
 
 def _level_pieces(part: np.ndarray, box: tuple[slice, ...], labels_kji: np.ndarray,
-                  level_of_value: Mapping[int, str], spacing_xyz, direction, offset_kji: Sequence[int]
-                  ) -> list[_Body]:
+                  level_of_value: Mapping[int, str], spacing_xyz: Sequence[float], direction: Sequence[float],
+                  offset_kji: Sequence[int]) -> list[_Body]:
     """The bodies of one part (boolean, on ``box`` of ``labels_kji``): one, or one per level where its levels (each at
     least a quarter of the part) lie more than :data:`SPLIT_MM` apart along superior-inferior (two bodies grown
     together across a thin disc under two names)."""

@@ -177,11 +177,17 @@ def test_two_bodies_joined_by_a_thin_bridge_are_two_bodies_whatever_their_labels
     thick = stack([8, 7, 6, 6, 5, 4, 3])
     thick[45:50, 4:7, 4:7] = 6  # 3 x 3 voxels: a core survives the erosion, the two stay one part as before
     assert body_values(tidy_levels(thick, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 6, 5, 4, 3]
+    two = stack([8, 7, 6, 6, 5, 4, 3])
+    two[45:50, 5:7, 5:7] = 6  # a 2 x 2-voxel bridge: the erosion leaves nothing of it either
+    assert body_values(tidy_levels(two, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 5, 4, 3, 2]
     waist = stack([8, 7, 6, 5, 4])
     waist[39:41, 2:10, 2:10] = 0
     waist[39:41, 5, 5] = 6  # the L4 body pinched to one voxel in its middle: two halves 12 mm apart, one body
     counted, notes = tidy_levels(waist, CHAIN, SPACING, IDENTITY)
     assert notes == [] and np.array_equal(counted, waist)
+    waist[41:45][waist[41:45] == 6] = 5  # its upper half named L3: still one body, no second L3 in the chain
+    counted, notes = tidy_levels(waist, CHAIN, SPACING, IDENTITY)
+    assert body_values(counted) == [8, 7, 6, 5, 4] and not any("counted" in note for note in notes)
 
 
 MERGED = (1.0, 1.0, 4.4)  # the same stacks 2.2 times as tall: bodies 66 mm apart, each two vertebrae grown together
