@@ -225,7 +225,7 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     for index, box in enumerate(ndimage.find_objects(component), start=1):
         origin_kji = np.add([b.start for b in box], offset_kji)
         for part in _split_at_thin_bridges(component[box] == index, origin_kji, spacing_xyz, direction):
-            bodies += _level_pieces(part, box, labels_kji, level_of_value, spacing_xyz, direction, offset_kji)
+            bodies += _level_pieces(part, box, origin_kji, labels_kji, level_of_value, spacing_xyz, direction)
     bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
     kept = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
@@ -256,8 +256,7 @@ def _split_at_thin_bridges(part: np.ndarray, origin_kji: Sequence[float], spacin
                                              return_distances=False, return_indices=True)
     owner = seeded[tuple(nearest)]
     pieces = [part & (owner == seed) for seed in seeds]
-    centres = [_superior_mm(np.add(ndimage.center_of_mass(piece), origin_kji), spacing_xyz, direction)
-               for piece in pieces]
+    centres = [_piece_superior_mm(piece, origin_kji, spacing_xyz, direction) for piece in pieces]
     order = np.argsort(centres)[::-1]  # cranial first
     bodies = [pieces[order[0]]]
     for above, below in zip(order[:-1], order[1:], strict=True):
@@ -268,16 +267,21 @@ def _split_at_thin_bridges(part: np.ndarray, origin_kji: Sequence[float], spacin
     return bodies
 
 
-def _level_pieces(part: np.ndarray, box: tuple[slice, ...], labels_kji: np.ndarray,
-                  level_of_value: Mapping[int, str], spacing_xyz: Sequence[float], direction: Sequence[float],
-                  offset_kji: Sequence[int]) -> list[_Body]:
-    """The bodies of one part (boolean, on ``box`` of ``labels_kji``): one, or one per level where its levels (each at
-    least a quarter of the part) lie more than :data:`SPLIT_MM` apart along superior-inferior (two bodies grown
-    together across a thin disc under two names)."""
+def _piece_superior_mm(piece: np.ndarray, origin_kji: Sequence[float], spacing_xyz: Sequence[float],
+                       direction: Sequence[float]) -> float:
+    """Superior coordinate (mm) of the centroid of a boolean piece on a box whose first voxel is ``origin_kji``."""
+    return _superior_mm(np.add(ndimage.center_of_mass(piece), origin_kji), spacing_xyz, direction)
+
+
+def _level_pieces(part: np.ndarray, box: tuple[slice, ...], origin_kji: Sequence[float], labels_kji: np.ndarray,
+                  level_of_value: Mapping[int, str], spacing_xyz: Sequence[float], direction: Sequence[float]
+                  ) -> list[_Body]:
+    """The bodies of one part (boolean, on ``box`` of ``labels_kji``, whose first voxel is ``origin_kji`` of the
+    image): one, or one per level where its levels (each at least a quarter of the part) lie more than
+    :data:`SPLIT_MM` apart along superior-inferior (two bodies grown together across a thin disc under two names)."""
     pieces = [part & (labels_kji[box] == v) for v in np.unique(labels_kji[box][part])]
     pieces = [piece for piece in pieces if piece.sum() >= 0.25 * part.sum()]
-    centres = [_superior_mm(np.add(ndimage.center_of_mass(piece), [b.start for b in box]) + offset_kji,
-                            spacing_xyz, direction) for piece in pieces]
+    centres = [_piece_superior_mm(piece, origin_kji, spacing_xyz, direction) for piece in pieces]
     if len(pieces) < 2 or max(centres) - min(centres) <= SPLIT_MM:
         pieces = [part]
     bodies = []
@@ -285,7 +289,7 @@ def _level_pieces(part: np.ndarray, box: tuple[slice, ...], labels_kji: np.ndarr
         mask = np.zeros(labels_kji.shape, bool)
         mask[box] = piece
         votes = np.bincount(labels_kji[mask].ravel())
-        position = _position_mm(np.add(ndimage.center_of_mass(mask), offset_kji), spacing_xyz, direction)
+        position = _position_mm(np.add(ndimage.center_of_mass(piece), origin_kji), spacing_xyz, direction)
         bodies.append(_Body(mask, int(mask.sum()), float(position[2]), level_of_value[int(np.argmax(votes))],
                             position))
     return bodies
