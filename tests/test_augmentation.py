@@ -1,6 +1,7 @@
 """The cranial field-of-view cut (stage 1's augmentation): the cranial end found from the level labels in any
 orientation, the right share turned into nnU-Net's padding, and the transform in the cascade trainer's pipeline; the
-contrast inversion: image channels negated together, a cascade's previous-stage channels never."""
+contrast inversion: image channels negated together, a cascade's previous-stage channels never; the left-right
+mirroring of a 2.5D input: what the neighbour-slice stacking of a mirrored volume gives."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from nnunet_ext.training.augmentation import (  # noqa: E402 - after the importo
     PADDING_SEG,
     ContrastInversion,
     CranialFieldOfViewCrop,
+    NeighbourSlicesMirror,
     cranial_axis,
     cut_cranial_end,
+    reversed_neighbour_order,
 )
 
 
@@ -170,3 +173,56 @@ def test_the_recipe_inverts_in_stage_1_only() -> None:
     assert inversions(nnUNetTrainerSpineCoarseCpu, (16, 64, 64)) == 1
     assert inversions(nnUNetTrainerSpineCoarseBinaryCpu, (16, 64, 64)) == 0
     assert inversions(nnUNetTrainerSpineFineCpu, (64, 64)) == 0
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_reversed_neighbours_are_the_stack_of_the_mirrored_volume(channels) -> None:
+    """Stacking the neighbours of a volume mirrored left-right (slice axis) gives, at the mirrored slice, the
+    reversed stack of the original slice: the transform is left-right mirroring for a 2.5D input."""
+    from nnunet_ext.neighbours import stack_neighbours
+
+    volume = torch.rand(channels, 9, 5, 6).numpy()
+    stacked = torch.from_numpy(stack_neighbours(volume, channels, 2))
+    mirrored = torch.from_numpy(stack_neighbours(volume[:, ::-1].copy(), channels, 2))
+    for s in range(9):
+        assert torch.equal(reversed_neighbour_order(stacked[:, s], 2), mirrored[:, 8 - s])
+    assert not torch.equal(reversed_neighbour_order(stacked[:, 4], 2), stacked[:, 4])  # it does change the input
+    with pytest.raises(ValueError):
+        reversed_neighbour_order(torch.zeros(4, 3, 3), 2)  # 4 channels are not 5 offsets
+
+
+def test_neighbour_mirror_in_a_stage_2_pipeline_leaves_the_previous_stage_channels() -> None:
+    """In the cascade's 2.5D stage 2 with the attribute set, the neighbour slices swap sides in about the share of
+    patches asked for; the centre slice, the previous stage's one-hot channels and the segmentation never change.
+    Off by default, and then not in the pipeline."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training.trainers import nnUNetTrainerSpine
+
+    class Mirroring(nnUNetTrainerSpine):
+        neighbour_slices, neighbour_mirror_probability = 2, 0.5
+
+    class Plain(nnUNetTrainerSpine):
+        neighbour_slices = 2
+
+    def pipeline(trainer):
+        return trainer.get_training_transforms((32, 32), (0.0, 0.0), None, (), False, is_cascaded=True,
+                                               foreground_labels=[1, 2])
+
+    assert sum(isinstance(t, NeighbourSlicesMirror) for t in pipeline(Plain).transforms) == 0
+    transforms = pipeline(Mirroring)
+    assert sum(isinstance(t, NeighbourSlicesMirror) for t in transforms.transforms) == 1
+    mirror = next(t for t in transforms.transforms if isinstance(t, NeighbourSlicesMirror))
+    seg = torch.zeros(2, 32, 32, dtype=torch.int16)
+    seg[0, 8:20, 10:22], seg[1, 8:20, 10:22] = 1, 2
+    image = torch.arange(5, dtype=torch.float32)[:, None, None].expand(5, 32, 32).clone()
+    torch.manual_seed(0)
+    swapped = 0
+    for _ in range(200):
+        out = mirror(image=image.clone(), segmentation=seg.clone())
+        assert torch.equal(out["segmentation"], seg) and torch.equal(out["image"][2], image[2])
+        swapped += bool(out["image"][0, 0, 0] == 4)
+    assert 70 <= swapped <= 130  # 100 expected
+    torch.manual_seed(2)
+    out = transforms(image=torch.rand(5, 32, 32) + 2, segmentation=seg)
+    assert out["image"].shape[0] == 7  # five slices and one channel per foreground class of the previous stage
+    assert set(out["image"][5:].unique().tolist()) <= {0.0, 1.0}

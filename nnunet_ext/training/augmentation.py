@@ -96,3 +96,32 @@ class ContrastInversion:
 
     def __repr__(self) -> str:
         return f"ContrastInversion(probability={self.probability})"
+
+
+def reversed_neighbour_order(image: torch.Tensor, k: int) -> torch.Tensor:
+    """``image`` ``((2k + 1) * C, *plane)`` in :func:`nnunet_ext.neighbours.stack_neighbours`' layout (slice-offset
+    major: the ``C`` channels of slice ``s - k`` first) with the offsets in reverse order: the same sagittal slice
+    with its left and right neighbours swapped, which is what mirroring the volume left-right does to a 2.5D
+    input (a sagittal slice has no left-right axis of its own)."""
+    offsets = 2 * k + 1
+    if k < 1 or image.shape[0] % offsets:
+        raise ValueError(f"{image.shape[0]} channels are not {offsets} neighbour offsets of equal size")
+    return image.reshape(offsets, image.shape[0] // offsets, *image.shape[1:]).flip(0).reshape(image.shape)
+
+
+class NeighbourSlicesMirror:
+    """A batchgeneratorsv2-style transform: with ``probability``, the patch's ``k`` neighbour slices each side swap
+    sides (:func:`reversed_neighbour_order`): the left-right mirroring nnU-Net applies to 3D patches, for a 2.5D stage
+    whose patches are sagittal slices. The segmentation, of the centre slice, is unchanged; applied before nnU-Net
+    appends a cascade's previous-stage channels to the image."""
+
+    def __init__(self, k: int, probability: float) -> None:
+        self.k, self.probability = int(k), probability
+
+    def __call__(self, **data_dict) -> dict:
+        if float(torch.rand(())) < self.probability:
+            data_dict["image"] = reversed_neighbour_order(data_dict["image"], self.k)
+        return data_dict
+
+    def __repr__(self) -> str:
+        return f"NeighbourSlicesMirror(k={self.k}, probability={self.probability})"

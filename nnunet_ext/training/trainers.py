@@ -45,7 +45,7 @@ from nnunet_ext.plans import (
     record_neighbour_slices,
     trained_cpu_precision,
 )
-from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfViewCrop
+from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfViewCrop, NeighbourSlicesMirror
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 from nnunet_ext.training.progress_plot import ProgressPlots
 from nnunet_ext.training.sampling import class_shares, level_balanced_case_weights, replicated_cases
@@ -130,6 +130,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
     (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
     validation gets them too; ``nnUNetv2_predict`` does not stack them and fails on such a model)."""
+    neighbour_mirror_probability: float = 0.0
+    """2D stages with :attr:`neighbour_slices`: share of training patches whose neighbour slices swap sides
+    (:class:`.augmentation.NeighbourSlicesMirror`: the left-right mirroring of a 2.5D input; 0: never)."""
     time_budget_bfloat16_s: float | None = None
     """Where the network trains in bfloat16 on the CPU (:attr:`cpu_bfloat16` on a CPU that has it natively), this
     budget (s) instead of :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`; None: the same budget
@@ -318,7 +321,8 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
         """nnU-Net's training transforms with the scaling range narrowed to :attr:`scaling_range`, without
         :attr:`dropped_transforms`, the cranial field-of-view cut of :attr:`cranial_crop_probability` after the
         spatial transform (level datasets only), and the contrast inversion of
-        :attr:`contrast_inversion_probability` (before nnU-Net's intensity transforms)."""
+        :attr:`contrast_inversion_probability` (before nnU-Net's intensity transforms) and, for a 2.5D stage, the
+        left-right mirroring of :attr:`neighbour_mirror_probability` (after the spatial transform)."""
         transforms = super().get_training_transforms(*args, **kwargs)
         set_spatial_scaling(transforms, cls.scaling_range)
         if cls.dropped_transforms:
@@ -327,6 +331,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             insert_after_spatial(transforms, ContrastInversion(cls.contrast_inversion_probability))
         if cls.neighbour_slices:
             synchronize_intensity_channels(transforms)
+            if cls.neighbour_mirror_probability > 0:
+                insert_after_spatial(transforms, NeighbourSlicesMirror(cls.neighbour_slices,
+                                                                       cls.neighbour_mirror_probability))
         levels = [v for v in kwargs.get("foreground_labels") or () if v != kwargs.get("ignore_label")]
         if cls.cranial_crop_probability > 0 and len(levels) > 1 and not kwargs.get("regions"):
             insert_after_spatial(transforms, CranialFieldOfViewCrop(sorted(levels), cls.cranial_crop_probability,
