@@ -226,3 +226,17 @@ def test_neighbour_mirror_in_a_stage_2_pipeline_leaves_the_previous_stage_channe
     out = transforms(image=torch.rand(5, 32, 32) + 2, segmentation=seg)
     assert out["image"].shape[0] == 7  # five slices and one channel per foreground class of the previous stage
     assert set(out["image"][5:].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_recipe_mirrors_the_neighbour_slices_of_its_multiclass_stage_2_only() -> None:
+    """The CPU recipe's stage 2 mirrors its 2.5D input (docs/benchmarks.md, "Twenty-ninth session"); the binary
+    M_SC's stage 2, not measured with it, does not."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.training.variants import nnUNetTrainerSpineFineBinaryCpu, nnUNetTrainerSpineFineCpu
+
+    def mirrors(trainer) -> int:
+        return transforms_of_kind(trainer, NeighbourSlicesMirror, (64, 64), foreground_labels=list(range(1, 10)),
+                                  ignore_label=10)
+
+    assert mirrors(nnUNetTrainerSpineFineCpu) == 1
+    assert mirrors(nnUNetTrainerSpineFineBinaryCpu) == 0
