@@ -189,6 +189,8 @@ def test_reversed_neighbours_are_the_stack_of_the_mirrored_volume(channels) -> N
     assert not torch.equal(reversed_neighbour_order(stacked[:, 4], 2), stacked[:, 4])  # it does change the input
     with pytest.raises(ValueError):
         reversed_neighbour_order(torch.zeros(4, 3, 3), 2)  # 4 channels are not 5 offsets
+    with pytest.raises(ValueError):
+        NeighbourSlicesMirror(0, 0.5)  # no neighbours to mirror
 
 
 def test_neighbour_mirror_in_a_stage_2_pipeline_leaves_the_previous_stage_channels() -> None:
@@ -204,13 +206,22 @@ def test_neighbour_mirror_in_a_stage_2_pipeline_leaves_the_previous_stage_channe
     class Plain(nnUNetTrainerSpine):
         neighbour_slices = 2
 
+    class Flat(nnUNetTrainerSpine):  # a 2D stage without neighbour slices has nothing to mirror
+        neighbour_mirror_probability = 0.5
+
     def pipeline(trainer):
         return trainer.get_training_transforms((32, 32), (0.0, 0.0), None, (), False, is_cascaded=True,
                                                foreground_labels=[1, 2])
 
     assert sum(isinstance(t, NeighbourSlicesMirror) for t in pipeline(Plain).transforms) == 0
+    with pytest.raises(ValueError, match="needs neighbour_slices"):
+        pipeline(Flat)
     transforms = pipeline(Mirroring)
     assert sum(isinstance(t, NeighbourSlicesMirror) for t in transforms.transforms) == 1
+    names = [type(t).__name__ for t in transforms.transforms]
+    # after the spatial transform, before the previous stage's segmentation joins the image as one-hot channels
+    assert names.index("SpatialTransform") < names.index("NeighbourSlicesMirror") < names.index(
+        "MoveSegAsOneHotToDataTransform")
     mirror = next(t for t in transforms.transforms if isinstance(t, NeighbourSlicesMirror))
     seg = torch.zeros(2, 32, 32, dtype=torch.int16)
     seg[0, 8:20, 10:22], seg[1, 8:20, 10:22] = 1, 2

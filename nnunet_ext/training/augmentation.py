@@ -116,6 +116,8 @@ class NeighbourSlicesMirror:
     appends a cascade's previous-stage channels to the image."""
 
     def __init__(self, k: int, probability: float) -> None:
+        if int(k) < 1:
+            raise ValueError(f"NeighbourSlicesMirror needs at least one neighbour slice each side, not k={k}")
         self.k, self.probability = int(k), probability
 
     def __call__(self, **data_dict) -> dict:

@@ -132,7 +132,8 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     validation gets them too; ``nnUNetv2_predict`` does not stack them and fails on such a model)."""
     neighbour_mirror_probability: float = 0.0
     """2D stages with :attr:`neighbour_slices`: share of training patches whose neighbour slices swap sides
-    (:class:`.augmentation.NeighbourSlicesMirror`: the left-right mirroring of a 2.5D input; 0: never)."""
+    (:class:`.augmentation.NeighbourSlicesMirror`: the left-right mirroring of a 2.5D input; 0: never; refused without
+    neighbour slices)."""
     time_budget_bfloat16_s: float | None = None
     """Where the network trains in bfloat16 on the CPU (:attr:`cpu_bfloat16` on a CPU that has it natively), this
     budget (s) instead of :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`; None: the same budget
@@ -329,6 +330,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             drop_transforms(transforms, cls.dropped_transforms)
         if cls.contrast_inversion_probability > 0:
             insert_after_spatial(transforms, ContrastInversion(cls.contrast_inversion_probability))
+        if cls.neighbour_mirror_probability > 0 and not cls.neighbour_slices:
+            raise ValueError(f"{cls.__name__}: neighbour_mirror_probability needs neighbour_slices (a 2.5D stage); "
+                             "set it to 0 for a stage without neighbour slices")
         if cls.neighbour_slices:
             synchronize_intensity_channels(transforms)
             if cls.neighbour_mirror_probability > 0:
