@@ -118,9 +118,6 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     foreground_oversampling = 0.5  # most sagittal slices hold no vertebra
     validate_after_training = False  # 8-10 min per fold on 2 cores, and spine-predict + spine-evaluate do it again
     neighbour_slices = 2  # 2.5D: binary Dice and heights better on real scans, same cost ("Seventh session")
-    neighbour_mirror_probability = 0.5  # left-right mirroring of the 2.5D input, as nnU-Net mirrors 3D patches:
-    # retrained on the same stage 1, levels 263 -> 271 of 271, multiclass 0.872 -> 0.893, binary 0.902 -> 0.903
-    # (one training; "Twenty-ninth session")
     cpu_bfloat16 = True  # the preset's 16-128 stage 2 at about the cost of 8-96 in float32 ("Ninth session")
     rare_level_sampling = 0.5  # as stage 1: S1, T11 and T12 from the few cases that annotate them, twice as often
     union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
@@ -154,6 +151,5 @@ class nnUNetTrainerSpineFineBinaryCpu(nnUNetTrainerSpineFineCpu):
     expected_num_classes = 2
     epochs, iterations_per_epoch = 28, 50  # 1400 iterations: both stages of both folds in 45 minutes on 2 cores
     rare_level_sampling = 0.0  # one class: nothing to balance
-    neighbour_mirror_probability = 0.0  # not measured on M_SC
     time_budget_s = 760.0  # with stage 1's 280 s: both stages of both folds inside 45 min on a slow 2-core machine
     time_budget_bfloat16_s = None
