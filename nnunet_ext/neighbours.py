@@ -27,6 +27,17 @@ def neighbour_indices(start: int, stop: int, num_slices: int, k: int) -> np.ndar
     return np.clip(np.arange(start, stop)[None, :] + offsets, 0, num_slices - 1)
 
 
+def mirrored_channel_order(num_channels: int, k: int) -> list[int]:
+    """Channel order that turns a stacked input of ``num_channels`` = ``(2k + 1) * C`` channels (this module's
+    slice-offset-major layout) into the stack of the volume mirrored along the slice axis: the offsets reversed, the
+    ``C`` channels within each offset kept in order."""
+    offsets = 2 * k + 1
+    if k < 1 or num_channels % offsets:
+        raise ValueError(f"{num_channels} channels are not {offsets} neighbour offsets of equal size")
+    per_offset = num_channels // offsets
+    return [offset * per_offset + c for offset in reversed(range(offsets)) for c in range(per_offset)]
+
+
 def _stacked(block: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``block`` ``(C, S', H, W)`` gathered at ``indices`` ``(2k + 1, n)`` (indices into ``S'``) into
     ``((2k + 1) * C, n, H, W)``, slice-offset major."""

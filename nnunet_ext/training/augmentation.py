@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from nnunet_ext.neighbours import mirrored_channel_order
+
 PADDING_SEG = -1
 """nnU-Net's segmentation value outside the image after its spatial transform (``padding_value_seg``)."""
 
@@ -103,10 +105,7 @@ def reversed_neighbour_order(image: torch.Tensor, k: int) -> torch.Tensor:
     major: the ``C`` channels of slice ``s - k`` first) with the offsets in reverse order: the same sagittal slice
     with its left and right neighbours swapped, which is what mirroring the volume left-right does to a 2.5D
     input (a sagittal slice has no left-right axis of its own)."""
-    offsets = 2 * k + 1
-    if k < 1 or image.shape[0] % offsets:
-        raise ValueError(f"{image.shape[0]} channels are not {offsets} neighbour offsets of equal size")
-    return image.reshape(offsets, image.shape[0] // offsets, *image.shape[1:]).flip(0).reshape(image.shape)
+    return image[mirrored_channel_order(image.shape[0], k)]
 
 
 class NeighbourSlicesMirror:
