@@ -12,6 +12,7 @@ pytest.importorskip("scipy")
 
 from nnunet_ext.postprocess import (  # noqa: E402
     _chain,
+    _gap_along_centres_mm,
     count_levels_by_votes,
     count_levels_from_sacrum,
     one_level_per_body,
@@ -132,17 +133,52 @@ def test_a_skip_across_a_missed_body_or_above_s2_is_left_alone():
     assert notes == [] and counted is labels
 
 
+def fused(order: list[int]) -> np.ndarray:
+    """:func:`stack` with the disc between its two caudal bodies narrowed to one slice (2 mm): the sacrum's S1 and
+    S2, fused, against the 10-mm discs above."""
+    labels = stack(order)
+    labels[15:19] = labels[10:11]  # the lowest body grown up to one slice below the next
+    return labels
+
+
 def test_a_sacrum_in_two_pieces_is_the_sacrum_not_a_repeated_level():
-    """Two bodies both "S1" at the caudal end are the sacrum in pieces (the demo's phantom_001 once): the lumbar chain
-    above, named once each, stays; a repeat above such a sacrum is counted from its most cranial piece."""
-    labels = stack([8, 8, 7, 6, 5, 4, 3, 2])
+    """Two bodies both "S1" at the caudal end with no disc between them are the sacrum in pieces (S1 and S2; the
+    demo's phantom_001 once, whose S1-S2 gap is 2.5 mm): the lumbar chain above, named once each, stays; a repeat
+    above such a sacrum is counted from its most cranial piece."""
+    labels = fused([8, 8, 7, 6, 5, 4, 3, 2])
     counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
     assert notes == [] and counted is labels
-    labels = stack([8, 8, 7, 7, 6, 5, 4, 3])  # and L4 taken for a second L5 above it
+    labels = fused([8, 8, 7, 7, 6, 5, 4, 3])  # and L4 taken for a second L5 above it
     counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
     assert body_values(counted) == [8, 8, 7, 6, 5, 4, 3, 2]
     assert notes == ["levels counted up from S1: the bodies predicted L1 L2 L3 L4 L5 L5 S1 S1 (cranial first) "
                      "are T12 L1 L2 L3 L4 L5 S1 S1"]
+
+
+def test_two_bodies_named_s1_a_disc_apart_are_l5_and_s1():
+    """A chain counted one level caudal of the truth (more thoracic levels in view than in the training scans) names
+    L5 "S1" above the real S1: two body-sized "S1" bodies with a disc as thick as the lumbar ones between them are
+    two vertebrae, and the chain is counted up from the lower one; a small "S1" piece below, or a thin gap, is not."""
+    labels = stack([8, 8, 7, 6, 5, 4, 3, 2])  # S1 S1 L5 L4 L3 L2 L1 T12, caudal first; 10-mm discs throughout
+    counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
+    assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert notes == ["levels counted up from S1: the bodies predicted T12 L1 L2 L3 L4 L5 S1 S1 (cranial first) "
+                     "are T11 T12 L1 L2 L3 L4 L5 S1"]
+    small = labels.copy()
+    small[5:15, 2:10, 2:5] = 0  # the lower "S1" a sliver (3 of 8 columns wide: under MIN_BODY_FRACTION of a body)
+    small[5:15, 2:10, 7:10] = 0
+    small[5:15, 2:10, 6] = 0
+    counted, notes = count_levels_from_sacrum(small, CHAIN, SPACING)
+    assert notes == [] and counted is small
+    assert count_levels_from_sacrum(fused([8, 8, 7, 6, 5, 4, 3, 2]), CHAIN, SPACING)[1] == []
+
+
+def test_the_gap_between_two_bodies_is_measured_along_the_line_joining_their_centres():
+    labels = stack([8, 7])  # bodies 10 slices tall at 2 mm, 5 slices apart: a 10-mm gap along k
+    upper, lower = labels == 7, labels == 8
+    assert _gap_along_centres_mm(upper, lower, np.array([2.0, 1.0, 1.0])) == pytest.approx(10.0, abs=0.6)
+    assert _gap_along_centres_mm(upper, lower, np.array([1.0, 1.0, 1.0])) == pytest.approx(5.0, abs=0.3)
+    assert _gap_along_centres_mm(upper, upper | lower, np.array([2.0, 1.0, 1.0])) == 0.0  # touching there
 
 
 def test_counting_follows_the_direction_not_the_array_axis():
