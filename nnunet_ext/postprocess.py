@@ -9,8 +9,8 @@ The steps, run in this order by :func:`tidy_levels`:
   that is the smaller piece of one body with a level's main part it touches (the lower part of L5 named "S2") gets
   that level; the others are removed.
 - A chain of bodies (connected parts, taken apart where a bridge a voxel or two thick joins two bodies across the
-  disc, or where one part holds two levels far apart) that names one level twice (a sacral level too, where its two
-  bodies lie a disc apart: the sacrum's segments are fused), or skips one above S1, is counted again from the sacrum
+  disc, or where one part holds two levels far apart) that names one level twice (S1 too, where its two bodies lie a
+  disc apart: the sacrum's segments are fused), or skips one above S1, is counted again from the sacrum
   upward (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral
   body at its caudal end is named by the run of consecutive levels its voxels voted for most
   (:func:`count_levels_by_votes`).
@@ -353,18 +353,22 @@ the chain). Adult lumbar levels lie 30-40 mm apart (centroid to centroid: median
 apart, and counting such a chain one level per body names it wrong."""
 
 
-SACRAL_DISC_FRACTION = 0.5
-"""Two separate bodies named the same sacral level at the top of a chain's caudal sacral run are two vertebrae (L5
-and S1 under one name, a count shifted one level caudal) when the gap between them along the line joining their
-centres is at least this fraction of the median such gap between the bodies above (a disc as thick as theirs); the
-sacrum's own segments are fused (S1-S2: no disc, or a rudimentary one of a few mm), and pieces of it named alike
-keep their levels."""
+SACRAL_DISC_FRACTION = 0.75
+"""Two separate bodies both named S1 at the top of a chain's caudal sacral run are two vertebrae (L5 and S1 under one
+name, a count shifted one level caudal) when the gap between them along the line joining their centres is at least
+this fraction of the median such gap higher up the chain (a disc about as thick as the lumbar ones, 8-12 mm); the
+sacrum's own segments are fused (S1-S2: no disc, or a rudimentary one of a few mm, under this fraction), and pieces
+of it named alike keep their levels."""
+
+MIN_GAPS_COMPARED = 3
+"""The median gap of :data:`SACRAL_DISC_FRACTION` is taken over at least this many gaps (one odd gap moves a median
+of two)."""
 
 
 def _gap_along_centres_mm(upper: np.ndarray, lower: np.ndarray, spacing_kji: np.ndarray) -> float:
     """Length (mm) of the stretch between two bodies (boolean masks on one array, spacing in array order) on the
     line joining their centres: from where the line last leaves ``upper`` to where it next enters ``lower``; 0 where
-    they touch there, NaN where the line misses either."""
+    they touch or interleave along it (``lower`` not entered after ``upper`` is left), NaN where it misses either."""
     start, stop = (np.asarray(ndimage.center_of_mass(mask)) for mask in (upper, lower))
     steps = max(int(np.ceil(4 * np.abs(stop - start).max())), 2)  # a quarter voxel
     along = np.linspace(0.0, 1.0, steps + 1)
@@ -374,25 +378,31 @@ def _gap_along_centres_mm(upper: np.ndarray, lower: np.ndarray, spacing_kji: np.
         return float("nan")
     left = along[in_upper].max()
     entered = along[in_lower & (along > left)]
-    return float((entered.min() - left) * np.linalg.norm((stop - start) * spacing_kji)) if len(entered) else 0.0
+    if not len(entered):
+        return 0.0
+    between = entered.min() - left - 1.0 / steps  # the samples strictly between the two, each a step long
+    return float(max(between, 0.0) * np.linalg.norm((stop - start) * spacing_kji))
 
 
 def _sacral_name_repeated_across_a_disc(bodies: Sequence[_Body], top: int, spacing_xyz: Sequence[float]) -> bool:
-    """Whether ``bodies[top]``, the most cranial body of the chain's caudal sacral run, and the body below it carry
-    the same sacral level, are both body-sized (:data:`MIN_BODY_FRACTION` of the largest) and lie a disc apart
-    (:data:`SACRAL_DISC_FRACTION`; at least two gaps above to compare with): a network that counts one level
-    caudal of the truth names L5 "S1" above the real S1, where the sacrum's fused segments have no disc between
-    them."""
-    if top < 2 or top + 1 >= len(bodies) or bodies[top + 1].level != bodies[top].level:
-        return False
-    if min(bodies[top].voxels, bodies[top + 1].voxels) < MIN_BODY_FRACTION * max(body.voxels for body in bodies):
+    """Whether ``bodies[top]``, the most cranial body of the chain's caudal sacral run, and the body below it are
+    both named S1, are both body-sized (:data:`MIN_BODY_FRACTION` of the largest) and lie a disc apart: their gap
+    along the line joining their centres at least :data:`SACRAL_DISC_FRACTION` of the median of the gaps from the
+    chain's top down to ``bodies[top]`` (those the line crosses, touching ones left out; at least
+    :data:`MIN_GAPS_COMPARED`). A network that counts one level caudal of the truth names L5 "S1" above the real S1;
+    the sacrum's fused segments have no such disc between them. (Two "S2" a disc apart would be L5 and S1 named two
+    levels low: not counted from.)"""
+    if (top + 1 >= len(bodies) or bodies[top].level != FIRST_SACRAL or bodies[top + 1].level != FIRST_SACRAL
+            or min(bodies[top].voxels, bodies[top + 1].voxels) < MIN_BODY_FRACTION * max(b.voxels for b in bodies)):
         return False
     spacing_kji = np.asarray(spacing_xyz, float)[::-1]
     above = [_gap_along_centres_mm(upper.mask, lower.mask, spacing_kji)
              for upper, lower in zip(bodies[:top], bodies[1:top + 1], strict=True)]
-    typical = float(np.nanmedian(above)) if not all(np.isnan(above)) else float("nan")
+    above = [gap for gap in above if gap > 0]  # NaN and touching bodies (a bridge split) say nothing of the discs
+    if len(above) < MIN_GAPS_COMPARED:
+        return False
     gap = _gap_along_centres_mm(bodies[top].mask, bodies[top + 1].mask, spacing_kji)
-    return bool(typical > 0 and gap >= SACRAL_DISC_FRACTION * typical)
+    return bool(gap >= SACRAL_DISC_FRACTION * float(np.median(above)))
 
 
 def _gaps_mm(superior_mm: Sequence[float]) -> np.ndarray:
@@ -432,13 +442,13 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     levels; pieces of one level side by side are one body, so a sacrum predicted in slivers too small to count alone
     still anchors the count); its most cranial body keeps its level and each body cranial to it gets the next level up,
     as a radiologist counts on a sagittal lumbar scan; a body counted beyond the levels the mask can hold becomes
-    background. Where the run's two most cranial bodies carry the same sacral name a disc apart
+    background. Where the run's two most cranial bodies are both named S1 and lie a disc apart
     (:func:`_sacral_name_repeated_across_a_disc`: L5 named "S1" above the real S1), the lower one is the sacrum's top
     and the chain is counted from it, the upper one with the bodies above it. A skipped level is counted again only
     when at least three bodies lie above S1, they follow each other evenly (no gap over :data:`GAP_FACTOR` times the
     median: a missed body would make the count one too low) and none is a transitional variant (L6, T13). Chains
-    named in order, without a sacral body at the caudal end, or of bodies that each hold more than one vertebra
-    (median gap over :data:`LEVEL_PITCH_MAX_MM`), are left alone.
+    named in order (but for an S1 named twice across a disc), without a sacral body at the caudal end, or of bodies
+    that each hold more than one vertebra (median gap over :data:`LEVEL_PITCH_MAX_MM`), are left alone.
     Returns the mask and one note when it relabelled."""
     box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
     if not bodies:
@@ -450,7 +460,7 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     if sacrum == len(predicted) or sacrum == 0:
         return labels_kji, []
     shifted = _sacral_name_repeated_across_a_disc(bodies, sacrum, spacing_xyz)
-    sacrum += shifted  # then the lower of the two is the sacrum's top, and the upper one is counted as L5
+    sacrum += int(shifted)  # then the lower of the two is the sacrum's top, and the upper one is counted as L5
     above = predicted[:sacrum]
     anchor = predicted[sacrum]  # the most cranial sacral body keeps its level; the sacral pieces below stay
     expected = _cranial_levels(anchor, sacrum + 1)[::-1][:-1]

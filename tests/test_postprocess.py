@@ -133,11 +133,11 @@ def test_a_skip_across_a_missed_body_or_above_s2_is_left_alone():
     assert notes == [] and counted is labels
 
 
-def fused(order: list[int]) -> np.ndarray:
-    """:func:`stack` with the disc between its two caudal bodies narrowed to one slice (2 mm): the sacrum's S1 and
-    S2, fused, against the 10-mm discs above."""
+def fused(order: list[int], gap_slices: int = 1) -> np.ndarray:
+    """:func:`stack` with the disc between its two caudal bodies narrowed to ``gap_slices`` slices (2 mm each; the
+    other discs 5 slices, 10 mm): with one, the sacrum's S1 and S2, fused."""
     labels = stack(order)
-    labels[15:19] = labels[10:11]  # the lowest body grown up to one slice below the next
+    labels[15:20 - gap_slices] = labels[10:11]  # the lowest body grown up towards the next
     return labels
 
 
@@ -157,28 +157,44 @@ def test_a_sacrum_in_two_pieces_is_the_sacrum_not_a_repeated_level():
 
 def test_two_bodies_named_s1_a_disc_apart_are_l5_and_s1():
     """A chain counted one level caudal of the truth (more thoracic levels in view than in the training scans) names
-    L5 "S1" above the real S1: two body-sized "S1" bodies with a disc as thick as the lumbar ones between them are
-    two vertebrae, and the chain is counted up from the lower one; a small "S1" piece below, or a thin gap, is not."""
+    L5 "S1" above the real S1: two body-sized "S1" bodies with a disc about as thick as the ones above between them
+    (at least SACRAL_DISC_FRACTION, 0.75, of their median) are two vertebrae, and the chain is counted up from the
+    lower one. A small "S1" piece below, a thin gap (2 or 6 mm against 10), two "S2", or a chain too short to tell
+    the discs by (fewer than MIN_GAPS_COMPARED gaps above) is not."""
     labels = stack([8, 8, 7, 6, 5, 4, 3, 2])  # S1 S1 L5 L4 L3 L2 L1 T12, caudal first; 10-mm discs throughout
     counted, notes = count_levels_from_sacrum(labels, CHAIN, SPACING)
     assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2, 1]
     assert notes == ["levels counted up from S1: the bodies predicted T12 L1 L2 L3 L4 L5 S1 S1 (cranial first) "
                      "are T11 T12 L1 L2 L3 L4 L5 S1"]
     small = labels.copy()
-    small[5:15, 2:10, 2:5] = 0  # the lower "S1" a sliver (3 of 8 columns wide: under MIN_BODY_FRACTION of a body)
-    small[5:15, 2:10, 7:10] = 0
-    small[5:15, 2:10, 6] = 0
+    small[5:15, 2:10, 2:10] = 0
+    small[5:15, 2:10, 5] = 8  # the lower "S1" a sliver, 1 of 8 columns (12.5 % of a body: under MIN_BODY_FRACTION)
     counted, notes = count_levels_from_sacrum(small, CHAIN, SPACING)
     assert notes == [] and counted is small
-    assert count_levels_from_sacrum(fused([8, 8, 7, 6, 5, 4, 3, 2]), CHAIN, SPACING)[1] == []
+    for gap_slices in (1, 3):  # 2 and 6 mm: under 0.75 x 10 mm
+        thin = fused([8, 8, 7, 6, 5, 4, 3, 2], gap_slices)
+        assert count_levels_from_sacrum(thin, CHAIN, SPACING)[1] == [], gap_slices
+    with_s2 = {**CHAIN, 9: "S2"}
+    two_s2 = stack([9, 9, 7, 6, 5, 4, 3, 2])
+    counted, notes = count_levels_from_sacrum(two_s2, with_s2, SPACING)
+    assert notes == [] and counted is two_s2
+    short = stack([8, 8, 7, 6])  # two gaps above the upper "S1": too few to know a disc by
+    counted, notes = count_levels_from_sacrum(short, CHAIN, SPACING)
+    assert notes == [] and counted is short
+    assert count_levels_from_sacrum(stack([8, 8, 7, 6, 5]), CHAIN, SPACING)[1] != []  # three gaps: counted
 
 
 def test_the_gap_between_two_bodies_is_measured_along_the_line_joining_their_centres():
-    labels = stack([8, 7])  # bodies 10 slices tall at 2 mm, 5 slices apart: a 10-mm gap along k
+    labels = stack([8, 7])  # bodies 10 slices tall, 5 slices apart along k
     upper, lower = labels == 7, labels == 8
     assert _gap_along_centres_mm(upper, lower, np.array([2.0, 1.0, 1.0])) == pytest.approx(10.0, abs=0.6)
     assert _gap_along_centres_mm(upper, lower, np.array([1.0, 1.0, 1.0])) == pytest.approx(5.0, abs=0.3)
-    assert _gap_along_centres_mm(upper, upper | lower, np.array([2.0, 1.0, 1.0])) == 0.0  # touching there
+    touching = lower.copy()
+    touching[15:20, 2:10, 2:10] = True  # the lower body grown up to the upper one
+    assert _gap_along_centres_mm(upper, touching, np.array([2.0, 1.0, 1.0])) == 0.0
+    hollow = upper.copy()
+    hollow[:, 4:8, 4:8] = False  # a ring round the line: the line from its centre never enters it
+    assert np.isnan(_gap_along_centres_mm(hollow, lower, np.array([2.0, 1.0, 1.0])))
 
 
 def test_counting_follows_the_direction_not_the_array_axis():
