@@ -262,10 +262,14 @@ PRECISIONS = ("auto", *CPU_PRECISIONS)
 """Compute precisions of :func:`load_predictor` on the CPU (``auto``: the one the model was trained in, where the
 CPU has it natively)."""
 
+CPU_LAYOUTS = ("auto", "contiguous", "channels-last")
+"""Tensor layouts of :func:`load_predictor` on the CPU (``auto``: channels-last where a network computes in bfloat16
+on a CPU with AMX, contiguous otherwise)."""
+
 
 def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None = None,
                    checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
-                   tile_step_size: float = 0.5, precision: str = "auto"):
+                   tile_step_size: float = 0.5, precision: str = "auto", cpu_layout: str = "auto"):
     """An ``nnUNetPredictor`` holding one trained model folder (every fold's weights, ``folds`` None: each fold with
     ``checkpoint``). A checkpoint of the project's trainers (``nnUNetTrainerSpine*``, whose networks come from the
     plans alone) is loaded through ``manual_initialization``, skipping nnU-Net's trainer lookup (which imports every
@@ -276,17 +280,25 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     for a model trained in bfloat16 on the CPU (the model folder's plans.json records it,
     :func:`~nnunet_ext.plans.trained_cpu_precision`) where the CPU has it natively, float32 otherwise. On CUDA
     nnU-Net's predictor uses its own float16 autocast either way. The predictor's ``cpu_precision`` attribute says
-    which precision its network computes in on the CPU."""
+    which precision its network computes in on the CPU.
+
+    ``cpu_layout``: the project's networks on the CPU (not on CUDA, not nnU-Net's own networks, whose layout this
+    leaves as it is) run on ``channels-last`` tensors or as given
+    (``contiguous``); ``auto`` picks channels-last for a bfloat16 network on a CPU with AMX, where it is faster
+    (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). The predictor's ``cpu_layout`` attribute says
+    which one its network runs in."""
     import json
 
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_ext.networks.precision import set_cpu_autocast
+    from nnunet_ext.networks.precision import cpu_amx_supported, set_cpu_autocast, set_cpu_channels_last
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if cpu_layout not in CPU_LAYOUTS:
+        raise ValueError(f"cpu_layout {cpu_layout!r}: one of {', '.join(CPU_LAYOUTS)}")
     folder = Path(model_folder)
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
@@ -299,6 +311,7 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
                    for f in folds]
     first = checkpoints[0]
     predictor.cpu_precision = "float32"
+    predictor.cpu_layout = "contiguous"
     if not str(first["trainer_name"]).startswith("nnUNetTrainerSpine"):
         predictor.initialize_from_trained_model_folder(str(folder), tuple(folds), checkpoint)
         return predictor
@@ -323,6 +336,10 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
             raise ValueError("bfloat16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this one has none: use "
                              "float32")
         predictor.cpu_precision = "bfloat16"
+    channels_last = cpu_layout == "channels-last" or (
+        cpu_layout == "auto" and predictor.cpu_precision == "bfloat16" and cpu_amx_supported())
+    if torch_device.type == "cpu" and channels_last and set_cpu_channels_last(predictor.network, True):
+        predictor.cpu_layout = "channels-last"
     return predictor
 
 

@@ -87,6 +87,9 @@ class RunOptions:
     precision: str = "auto"
     """Network compute on the CPU: ``auto`` (each stage in the precision it was trained in, where the CPU has it),
     ``float32`` or ``bfloat16`` (:func:`~nnunet_ext.compat.load_predictor`)."""
+    cpu_layout: str = "auto"
+    """Tensor layout on the CPU: ``auto`` (channels-last for bfloat16 on a CPU with AMX), ``contiguous`` or
+    ``channels-last`` (:func:`~nnunet_ext.compat.load_predictor`)."""
 
 
 @dataclass
@@ -256,7 +259,8 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
                     on_loaded: Callable[[dict[str, str]], None] | None = None) -> list[PreparedCase]:
     """Segment every input scan with the two-stage cascade, one case at a time in this process (models loaded
     once); masks go to ``output_dir/CASE.nii.gz``; ``on_loaded`` is called once the models are loaded, with each
-    stage's compute precision on the CPU (``{"stage 1": "float32", "stage 2": "bfloat16"}``; empty on CUDA), and
+    stage's compute precision on the CPU (``{"stage 1": "float32", "stage 2": "bfloat16 (channels-last)"}``, with
+    the layout where it is channels-last; empty on CUDA), and
     ``on_case`` as each case ends."""
     from .segment import load_cascade
 
@@ -275,10 +279,11 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
     level_of_value = {int(v): name for name, v in labels.items() if isinstance(v, int)}
     predictors = load_cascade(model.folder(COARSE_CONFIGURATION), model.folder(FINE_CONFIGURATION),
                               model.coarse_folds, model.fine_folds, model.checkpoint, run.device, run.mirroring,
-                              run.tile_step_size, run.full_window, run.slice_batch, run.precision)
+                              run.tile_step_size, run.full_window, run.slice_batch, run.precision, run.cpu_layout)
     if on_loaded is not None:
-        on_loaded({} if run.device != "cpu" else {"stage 1": predictors.coarse.cpu_precision,
-                                                  "stage 2": predictors.fine.cpu_precision})
+        on_loaded({} if run.device != "cpu" else {
+            name: predictor.cpu_precision + (" (channels-last)" if predictor.cpu_layout == "channels-last" else "")
+            for name, predictor in (("stage 1", predictors.coarse), ("stage 2", predictors.fine))})
     done = []
     for case_id, path in cases:
         start = time.perf_counter()

@@ -42,12 +42,14 @@ class CascadePredictors:
 def load_cascade(coarse_folder, fine_folder, coarse_folds=None, fine_folds=None,
                  checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
                  tile_step_size: float = 0.5, full_window: bool = False,
-                 slice_batch: int = DEFAULT_SLICE_BATCH, precision: str = "auto") -> CascadePredictors:
-    """Load both stages' trained models once (``precision``: :func:`~nnunet_ext.compat.load_predictor`)."""
+                 slice_batch: int = DEFAULT_SLICE_BATCH, precision: str = "auto",
+                 cpu_layout: str = "auto") -> CascadePredictors:
+    """Load both stages' trained models once (``precision``, ``cpu_layout``:
+    :func:`~nnunet_ext.compat.load_predictor`)."""
     from .compat import load_predictor
 
     common = dict(checkpoint=checkpoint, device=device, mirroring=mirroring, tile_step_size=tile_step_size,
-                  precision=precision)
+                  precision=precision, cpu_layout=cpu_layout)
     return CascadePredictors(load_predictor(coarse_folder, coarse_folds, **common),
                              load_predictor(fine_folder, fine_folds, **common), full_window, slice_batch)
 

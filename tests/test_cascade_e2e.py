@@ -171,7 +171,7 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     it was trained in: the fast path and the full sliding window give the same masks."""
     import torch
 
-    from nnunet_ext.networks.precision import cpu_bfloat16_supported
+    from nnunet_ext.networks.precision import cpu_amx_supported, cpu_bfloat16_supported
 
     (tmp_path / "user_trainers.py").write_text(NEIGHBOURS_TRAINER)
     env = pipeline.env
@@ -193,7 +193,8 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     assert plans["configurations"]["2d_cascade"]["spine_neighbour_slices"] == 1
     bfloat16 = cpu_bfloat16_supported()
     assert plans["configurations"]["2d_cascade"].get("spine_cpu_precision") == ("bfloat16" if bfloat16 else None)
-    precision = "compute precision on the CPU: stage 1 float32, stage 2 " + ("bfloat16" if bfloat16 else "float32")
+    precision = "compute precision on the CPU: stage 1 float32, stage 2 " + (
+        ("bfloat16 (channels-last)" if cpu_amx_supported() else "bfloat16") if bfloat16 else "float32")
     assert all(precision in done.stdout for done in printed.values()), printed["fast"].stdout
     assert plans["configurations"]["2d_cascade"]["architecture"]["arch_kwargs"]["features_per_stage"] == [
         6, 12, 24, 48, 72]

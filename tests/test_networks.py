@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
+from nnunet_ext.networks.blocks import InstanceNorm2d, InstanceNorm3d, is_channels_last  # noqa: E402
 from nnunet_ext.networks.coarse3d import CoarseDeepLabGCN3D  # noqa: E402
 from nnunet_ext.networks.factory import (  # noqa: E402
     COARSE_CLASS,
@@ -24,7 +25,12 @@ from nnunet_ext.networks.factory import (  # noqa: E402
 )
 from nnunet_ext.networks.fine2d import ResidualUNet2D  # noqa: E402
 from nnunet_ext.networks.graph import class_edges, edge_index  # noqa: E402
-from nnunet_ext.networks.precision import cpu_bfloat16_supported, set_cpu_autocast  # noqa: E402
+from nnunet_ext.networks.precision import (  # noqa: E402
+    cpu_amx_supported,
+    cpu_bfloat16_supported,
+    set_cpu_autocast,
+    set_cpu_channels_last,
+)
 
 PROJECT_LABELS = {"background": 0, "T11": 1, "T12": 2, "L1": 3, "L2": 4, "L3": 5, "L4": 6, "L5": 7, "S1": 8,
                   "S2": 9, "ignore": 10}
@@ -210,6 +216,74 @@ def test_cpu_autocast_only_for_the_cascade_networks():
     assert set_cpu_autocast(wrapped, None) and wrapped._orig_mod.cpu_autocast_dtype is None
 
 
+@pytest.mark.parametrize("norm_class, shape", [(InstanceNorm2d, (3, 5, 9, 7)), (InstanceNorm2d, (1, 4, 6, 6)),
+                                               (InstanceNorm3d, (2, 5, 4, 9, 7)), (InstanceNorm3d, (1, 3, 2, 5, 4))])
+def test_instance_norm_keeps_a_channels_last_input_channels_last(norm_class, shape):
+    """Each sample's own statistics (as torch's instance_norm on the contiguous input, to 1e-5), the channels-last
+    layout kept, gradients equal; contiguous inputs and the state dict as torch's own module."""
+    torch.manual_seed(0)
+    norm = norm_class(shape[1], eps=1e-5, affine=True)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    base = (torch.nn.InstanceNorm2d if len(shape) == 4 else torch.nn.InstanceNorm3d)(shape[1], affine=True)
+    base.load_state_dict(norm.state_dict())
+    x = (torch.randn(*shape) * torch.arange(1, shape[0] + 1).view(-1, *[1] * (len(shape) - 1)) + 3.0)
+    layout = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    x_last = x.contiguous(memory_format=layout).requires_grad_()
+    x_plain = x.clone().requires_grad_()
+    out_last, expected = norm(x_last), base(x_plain)
+    assert out_last.is_contiguous(memory_format=layout) and not out_last.is_contiguous()
+    torch.testing.assert_close(out_last, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm(x), expected, atol=0, rtol=0)  # contiguous: torch's own path
+    weights = torch.randn(*shape)
+    (out_last * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x_last.grad, x_plain.grad, atol=1e-4, rtol=1e-4)
+    assert list(norm.state_dict()) == list(base.state_dict())
+    norm.eval(), base.eval()  # instance statistics in eval mode too
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x_last), base(x), atol=1e-5, rtol=1e-5)
+    tracking = norm_class(shape[1], affine=True, track_running_stats=True)  # running statistics: torch's own path
+    with torch.no_grad():
+        assert not is_channels_last(tracking(x.contiguous(memory_format=layout)))
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: tiny_coarse((16, 48, 48), deep_supervision=True), (2, 1, 16, 48, 48)),
+    (lambda: tiny_fine((64, 48), deep_supervision=True), (3, 10, 64, 48))])
+def test_cpu_channels_last_switch(build, shape):
+    """set_cpu_channels_last: the same outputs in float32 (to 1e-4 of their range), the same state dict; switched
+    off again the outputs of the contiguous layout exactly; only the cascade's networks take it."""
+    net = build().eval()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    keys = list(net.state_dict())
+    norms = [m for m in net.encoder.modules() if isinstance(m, torch.nn.modules.instancenorm._InstanceNorm)]
+    assert norms and all(isinstance(m, (InstanceNorm2d, InstanceNorm3d)) for m in norms)
+    layouts = []  # (input, output) channels-last, per norm call
+    hooks = [m.register_forward_hook(lambda m, i, o: layouts.append((is_channels_last(i[0]), is_channels_last(o))))
+             for m in norms]
+    with torch.no_grad():
+        reference = net(x)
+        assert not any(any(pair) for pair in layouts)
+        layouts.clear()
+        assert set_cpu_channels_last(net, True)
+        outputs = net(x)
+    # the encoder's norms got channels-last inputs (but for the two after the convolutions of a one-channel input,
+    # whose outputs follow that input, which is both layouts at once) and kept the layout
+    assert len(layouts) == len(norms) and sum(i for i, _ in layouts) == len(norms) - (2 if shape[1] == 1 else 0)
+    assert all(o for i, o in layouts if i)
+    for hook in hooks:
+        hook.remove()
+    for output, expected in zip(outputs, reference, strict=True):
+        torch.testing.assert_close(output, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    assert outputs[0].is_contiguous(memory_format=torch.channels_last_3d if len(shape) == 5 else torch.channels_last)
+    assert list(net.state_dict()) == keys
+    assert set_cpu_channels_last(net, False)
+    with torch.no_grad():
+        assert all(torch.equal(o, e) for o, e in zip(net(x), reference, strict=True))
+    assert not set_cpu_channels_last(torch.nn.Conv2d(1, 1, 3), True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_mixed_precision():
     coarse = tiny_coarse((16, 48, 48), deep_supervision=True).cuda()
@@ -262,17 +336,26 @@ def test_nnunet_builds_the_networks_from_plans(configuration, class_name):
     assert net(torch.randn(1, inputs, *patch)).shape == (1, 10, *patch)
 
 
+def _tiny_fine_model(folder, trained_in: str = "float32") -> None:
+    """A model folder holding an initialised tiny stage-2 network (fold 0), its plans recording ``trained_in``."""
+    from nnunet_ext.compat import write_initialised_model
+    from nnunet_ext.plans import record_cpu_precision
+
+    patch, spacing = (40, 36), (1.0, 1.0)
+    plans = _plans("2d", architecture_entry(FINE_CLASS, fine_arch_kwargs(patch, spacing, **TINY_FINE)), patch, spacing)
+    record_cpu_precision(plans["configurations"]["2d"], trained_in)
+    dataset_json = {"labels": PROJECT_LABELS, "channel_names": {"0": "MRI"}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    write_initialised_model(folder, plans, dataset_json, "2d", "nnUNetTrainerSpineFine", None)
+
+
 def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
     """compat.load_predictor(precision=...): float32 by default, bfloat16 autocast where the CPU has it natively
     (elsewhere a clear error), an unknown precision refused."""
     pytest.importorskip("nnunetv2")
-    from nnunet_ext.compat import load_predictor, write_initialised_model
+    from nnunet_ext.compat import load_predictor
 
-    patch, spacing = (40, 36), (1.0, 1.0)
-    plans = _plans("2d", architecture_entry(FINE_CLASS, fine_arch_kwargs(patch, spacing, **TINY_FINE)), patch, spacing)
-    dataset_json = {"labels": PROJECT_LABELS, "channel_names": {"0": "MRI"}, "numTraining": 1,
-                    "file_ending": ".nii.gz"}
-    write_initialised_model(tmp_path, plans, dataset_json, "2d", "nnUNetTrainerSpineFine", None)
+    _tiny_fine_model(tmp_path)
     predictor = load_predictor(tmp_path, [0])  # auto: trained in float32 (no record in plans.json)
     assert predictor.network.cpu_autocast_dtype is None and predictor.cpu_precision == "float32"
     with pytest.raises(ValueError, match="precision 'float16'"):
@@ -285,19 +368,36 @@ def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
             load_predictor(tmp_path, [0], precision="bfloat16")
 
 
+def test_predictor_runs_the_network_in_the_layout_asked(tmp_path):
+    """compat.load_predictor(cpu_layout=...): channels-last where asked, contiguous where asked; auto is
+    channels-last only for a bfloat16 network on a CPU with AMX; an unknown layout refused."""
+    pytest.importorskip("nnunetv2")
+    from nnunet_ext.compat import load_predictor
+
+    _tiny_fine_model(tmp_path)
+    for layout, expected in (("channels-last", True), ("contiguous", False), ("auto", False)):  # float32: auto off
+        predictor = load_predictor(tmp_path, [0], cpu_layout=layout)
+        assert predictor.network.cpu_channels_last is expected
+        assert predictor.cpu_layout == ("channels-last" if expected else "contiguous")
+        # the weights too, and still after nnU-Net loads a fold's parameters into the network (as for each fold)
+        predictor.network.load_state_dict(predictor.list_of_parameters[0])
+        convs = [m for m in predictor.network.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+                 and m.kernel_size != (1, 1)]  # other weights are both layouts at once
+        assert convs and all(is_channels_last(c.weight) is expected for c in convs)
+    if cpu_bfloat16_supported():
+        predictor = load_predictor(tmp_path, [0], precision="bfloat16")
+        assert predictor.network.cpu_channels_last is cpu_amx_supported()
+    with pytest.raises(ValueError, match="cpu_layout 'nhwc'"):
+        load_predictor(tmp_path, [0], cpu_layout="nhwc")
+
+
 def test_predictor_defaults_to_the_precision_a_model_was_trained_in(tmp_path):
     """precision="auto" (the default): bfloat16 for a model folder whose plans.json records bfloat16 training on the
     CPU, where the CPU has it natively (float32 elsewhere, without an error); float32 asked for is float32."""
     pytest.importorskip("nnunetv2")
-    from nnunet_ext.compat import load_predictor, write_initialised_model
-    from nnunet_ext.plans import record_cpu_precision
+    from nnunet_ext.compat import load_predictor
 
-    patch, spacing = (40, 36), (1.0, 1.0)
-    plans = _plans("2d", architecture_entry(FINE_CLASS, fine_arch_kwargs(patch, spacing, **TINY_FINE)), patch, spacing)
-    record_cpu_precision(plans["configurations"]["2d"], "bfloat16")
-    dataset_json = {"labels": PROJECT_LABELS, "channel_names": {"0": "MRI"}, "numTraining": 1,
-                    "file_ending": ".nii.gz"}
-    write_initialised_model(tmp_path, plans, dataset_json, "2d", "nnUNetTrainerSpineFine", None)
+    _tiny_fine_model(tmp_path, trained_in="bfloat16")
     expected = "bfloat16" if cpu_bfloat16_supported() else "float32"
     predictor = load_predictor(tmp_path, [0])
     assert predictor.cpu_precision == expected

@@ -24,8 +24,44 @@ def conv(dim: int, in_channels: int, out_channels: int, kernel: int = 3, stride:
     return op(in_channels, out_channels, kernel, as_tuple(stride, dim), padding, dilation_t, bias=bias)
 
 
+def channels_last_format(ndim: int) -> torch.memory_format:
+    """The channels-last memory format of a 4D (2D images) or 5D (volumes) tensor."""
+    if ndim not in (4, 5):
+        raise ValueError(f"channels-last needs a 4D or 5D tensor, not {ndim}D")
+    return torch.channels_last if ndim == 4 else torch.channels_last_3d
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last and not also plain contiguous (a batch of images or volumes)."""
+    return x.ndim in (4, 5) and not x.is_contiguous() and x.is_contiguous(memory_format=channels_last_format(x.ndim))
+
+
+class _ChannelsLastInstanceNorm:
+    """Instance norm that keeps a channels-last input channels-last.
+
+    PyTorch's ``instance_norm`` makes its input contiguous (a full copy into the other layout) and returns it so; on
+    a channels-last input it computes each sample's norm as a batch norm of that one sample, which the CPU kernels
+    run in that layout. Same statistics, same parameters, same state dict; any other input goes the usual way.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_channels_last(x) or self.track_running_stats:
+            return super().forward(x)
+        parts = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
+                 for i in range(x.shape[0])]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class InstanceNorm2d(_ChannelsLastInstanceNorm, nn.InstanceNorm2d):
+    """:class:`torch.nn.InstanceNorm2d` that keeps a channels-last input channels-last."""
+
+
+class InstanceNorm3d(_ChannelsLastInstanceNorm, nn.InstanceNorm3d):
+    """:class:`torch.nn.InstanceNorm3d` that keeps a channels-last input channels-last."""
+
+
 def norm(dim: int, channels: int) -> nn.Module:
-    return (nn.InstanceNorm2d if dim == 2 else nn.InstanceNorm3d)(channels, eps=1e-5, affine=True)
+    return (InstanceNorm2d if dim == 2 else InstanceNorm3d)(channels, eps=1e-5, affine=True)
 
 
 def activation() -> nn.Module:

@@ -98,6 +98,7 @@ class CoarseDeepLabGCN3D(CpuAutocast, nn.Module):
         return output, resize_to(class_scores, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        x = self.to_cpu_layout(x)
         with self.cpu_autocast(x):
             output, class_scores = self.forward_with_aux(x)
         if self.auxiliary_output and self.decoder.deep_supervision:

@@ -81,6 +81,7 @@ class ResidualUNet2D(CpuAutocast, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
+        x = self.to_cpu_layout(x)
         with self.cpu_autocast(x):
             for encoder_stage in self.encoder:
                 x = encoder_stage(x)
