@@ -16,7 +16,8 @@ summed resident memory of its whole process tree (``/proc``, sampled every 0.1 s
   sliding window at its cost, stage 2 on the boxes the trained recipe's cascade ran on the same volume (its stage
   1's box and the growths its stage 2 asked for; an untrained stage 1 finds no vertebrae, and an untrained stage 2
   labels most of the box and grows it to its limit). Per-case seconds, without imports and model loading;
-  ``--precision`` and ``--step-size`` as spine-predict's.
+  ``--precision`` and ``--step-size`` as spine-predict's; ``process_peak_mb``, this process's peak resident memory so
+  far (the recipe's cascade and earlier volumes included: an upper bound; one volume per command gives each its own).
 
 The models of the recipe are the trained ones under ``--results`` (``-d``, ``--variant``); everything else is written
 into ``--work``. Results: ``--json`` and a markdown table on stdout.
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -226,7 +228,8 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
                      "total_s": round(end - start, 2), "load_s": round(load_s, 2), "precision": args.precision,
                      "step_size": args.step_size,
                      "stage2_slices": boxes[-1][0].stop - boxes[-1][0].start if boxes else "all",
-                     "box_growths": max(0, len(boxes) - 1)})
+                     "box_growths": max(0, len(boxes) - 1),
+                     "process_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
         print(f"default preset {rows[-1]}", flush=True)
     return rows
 
