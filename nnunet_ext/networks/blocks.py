@@ -47,8 +47,9 @@ class _ChannelsLastInstanceNorm:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not is_channels_last(x) or self.track_running_stats:
             return super().forward(x)
-        parts = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
-                 for i in range(x.shape[0])]
+        # split, not indexing: its backward is one concatenation, where indexing's adds a zero-filled copy per sample
+        parts = [F.batch_norm(sample, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                 for sample in x.split(1)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
