@@ -223,6 +223,16 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     trainer.initialize()
     assert "spine_cpu_precision" not in plans["configurations"]["2d_cascade"]
     assert trainer.network.cpu_autocast_dtype is None
+    assert not trainer.network.cpu_channels_last
+
+    class ChannelsLast(nnUNetTrainerSpineFine):  # channels-last where it trains in bfloat16 on a CPU with AMX
+        cpu_bfloat16 = True
+        cpu_channels_last = True
+
+    plans["continue_training"] = False
+    trainer = ChannelsLast(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    assert trainer.network.cpu_channels_last is (bfloat16 and cpu_amx_supported())
 
     class WrongStages(nnUNetTrainerSpineFine):  # widths for another number of stages than the plans' network
         network_features = (8, 16, 32)
