@@ -136,7 +136,8 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     channels-last tensors (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). Measured on a 2-core Xeon
     with AMX (docs/benchmarks.md, "Thirty-first session"): the recipe's stage 2 fits 17 % more iterations in its time
     budget (63 against 54 per epoch), its stage 1 is slower so (3D, 8-48 channels). Ignored elsewhere; checkpoints are
-    the same. Off in the recipe until a cross-validation run with it is measured."""
+    the same. On in the recipe's multiclass stage 2
+    (:class:`~nnunet_ext.training.variants.nnUNetTrainerSpineFineCpu`)."""
     neighbour_slices: int = 0
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
     (:mod:`nnunet_ext.neighbours`; recorded in the model folder's plans.json, which ``spine-predict`` reads; nnU-Net's
