@@ -144,7 +144,7 @@ def parse_cases(output: str) -> list[dict]:
 
 def ours_command(inputs: Path, out: Path, args: argparse.Namespace, tta: bool = False) -> list[str]:
     command = [BIN / "spine-predict", "-i", inputs, "-o", out, "-d", args.dataset, "--variant", args.variant,
-               "--device", "cpu", "-f", *args.folds]
+               "--device", "cpu", "-f", *args.folds, *(["--box-tiles"] if args.tile_layout == "box" else [])]
     return [*map(str, command), *([] if tta else ["--disable-tta"])]
 
 
@@ -200,13 +200,13 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
             write_initialised_model(folders[configuration], plans, dataset_json, configuration, trainer, axes)
     start = time.perf_counter()
     default = load_cascade(folders[COARSE_CONFIGURATION], folders[FINE_CONFIGURATION], [0], [0], mirroring=False,
-                           precision=args.precision, tile_step_size=args.step_size)
+                           precision=args.precision, tile_step_size=args.step_size, tile_layout=args.tile_layout)
     load_s = time.perf_counter() - start
     recipe = load_cascade(*(model_folder(Path(args.results), args.dataset_name, f"{trainer}{args.variant}",
                                          "nnUNetPlans_spine", configuration)
                             for trainer, configuration in (("nnUNetTrainerSpineCoarse", COARSE_CONFIGURATION),
                                                            ("nnUNetTrainerSpineFine", FINE_CONFIGURATION))),
-                          [0], [0], mirroring=False)
+                          [0], [0], mirroring=False, tile_layout=args.tile_layout)
     same_grid = [predictor.configuration_manager.spacing for predictor in (recipe.fine, default.fine)]
     if same_grid[0] != same_grid[1]:
         raise ValueError(f"the recipe's stage 2 ({same_grid[0]} mm) and the default preset's ({same_grid[1]} mm) "
@@ -226,7 +226,7 @@ def default_preset(volumes: Sequence[Path], args: argparse.Namespace, work: Path
         end = time.perf_counter()
         rows.append({"case": case_id(volume), "stage1_s": round(middle - start, 2), "stage2_s": round(end - middle, 2),
                      "total_s": round(end - start, 2), "load_s": round(load_s, 2), "precision": args.precision,
-                     "step_size": args.step_size,
+                     "step_size": args.step_size, "tile_layout": args.tile_layout,
                      "stage2_slices": boxes[-1][0].stop - boxes[-1][0].start if boxes else "all",
                      "box_growths": max(0, len(boxes) - 1),
                      "process_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
@@ -257,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="sliding-window step of the default preset's part, a fraction of the patch "
                              "(spine-predict --step-size; 1.0: tiles that only touch, fewer of them)")
+    parser.add_argument("--tile-layout", choices=("grid", "box"), default="grid",
+                        help="stage 2's tiles in the box, ours and the default preset's: the whole slice's grid tiles "
+                             "that overlap it (default) or nnU-Net's grid laid over the box (spine-predict "
+                             "--box-tiles)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
 

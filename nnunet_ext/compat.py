@@ -475,11 +475,11 @@ def stage_geometry(predictor, properties: dict) -> StageGeometry:
                          tuple(int(a) for a in predictor.plans_manager.transpose_forward))
 
 
-def slab_tiles(predictor, data, batch: int):
+def slab_tiles(predictor, data, batch: int, layout: str = "grid"):
     """A :class:`.slicewise.TileAccumulator` for a 2D stage on ``data`` (channels, slices, in-plane axes): nnU-Net's
-    tile grid and Gaussian weighting, ``batch`` slices per network call, the predictor's folds averaged (each
-    loaded in turn, as nnU-Net's ``predict_logits_from_preprocessed_data`` ensembles them) and its test-time
-    mirroring axes applied."""
+    tile grid (``layout="box"``: laid over each box, :func:`.slicewise.box_corners`) and Gaussian weighting,
+    ``batch`` slices per network call, the predictor's folds averaged (each loaded in turn, as nnU-Net's
+    ``predict_logits_from_preprocessed_data`` ensembles them) and its test-time mirroring axes applied."""
     from .slicewise import TileAccumulator
 
     patch = list(predictor.configuration_manager.patch_size)
@@ -490,15 +490,16 @@ def slab_tiles(predictor, data, batch: int):
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
     return TileAccumulator(predictor.network, data, patch, predictor.label_manager.num_segmentation_heads, steps,
                            gaussian_importance(patch, "cpu"), predictor.device, mirror_axes, batch,
-                           _fold_loaders(predictor))
+                           _fold_loaders(predictor), layout,
+                           lambda size: sliding_window_steps(size, patch, predictor.tile_step_size))
 
 
-def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None):
+def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None, layout: str = "grid"):
     """Logits of a 2D stage on ``data`` (channels, slices, in-plane axes) (:func:`slab_tiles`); with ``box``
-    (in-plane slices) only the tiles overlapping it."""
-    tiles = slab_tiles(predictor, data, batch)
+    (in-plane slices) only the tiles overlapping it (``layout="grid"``) or the grid laid over it (``"box"``)."""
+    tiles = slab_tiles(predictor, data, batch, layout)
     tiles.run(box=box)
-    return tiles.logits(box=box)
+    return tiles.logits()
 
 
 def sliding_window_steps(image_size: Sequence[int], tile_size: Sequence[int], tile_step_size: float) -> list[list[int]]:

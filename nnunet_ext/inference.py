@@ -84,6 +84,9 @@ class RunOptions:
     the reference the fast path is checked against)."""
     slice_batch: int = 4
     """Sagittal slices per stage-2 network call (fast path)."""
+    tile_layout: str = "grid"
+    """Stage 2's tiles: the whole slice's grid tiles that overlap stage 1's box (``"grid"``: the full window's logits
+    inside the box) or nnU-Net's grid laid over the box (``"box"``: fewer tiles on large slices, other masks)."""
     precision: str = "auto"
     """Network compute on the CPU: ``auto`` (each stage in the precision it was trained in, where the CPU has it),
     ``float32`` or ``bfloat16`` (:func:`~nnunet_ext.compat.load_predictor`)."""
@@ -279,7 +282,8 @@ def predict_cascade(inputs: Sequence[str | Path], output_dir: str | Path, model:
     level_of_value = {int(v): name for name, v in labels.items() if isinstance(v, int)}
     predictors = load_cascade(model.folder(COARSE_CONFIGURATION), model.folder(FINE_CONFIGURATION),
                               model.coarse_folds, model.fine_folds, model.checkpoint, run.device, run.mirroring,
-                              run.tile_step_size, run.full_window, run.slice_batch, run.precision, run.cpu_layout)
+                              run.tile_step_size, run.full_window, run.slice_batch, run.precision, run.cpu_layout,
+                              run.tile_layout)
     if on_loaded is not None:
         on_loaded({} if run.device != "cpu" else {
             name: predictor.cpu_precision + (" (channels-last)" if predictor.cpu_layout == "channels-last" else "")

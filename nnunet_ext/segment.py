@@ -4,10 +4,12 @@ Models are loaded once (:func:`load_cascade`) and reused for every image. Each i
 preprocessing, in this process (no worker pools, no files between the stages); stage 1's segmentation is handed to
 stage 2 as an array, exactly as nnU-Net's cascade would read it back from disk. Stage 2 then predicts the box of
 stage 1's foreground (:mod:`.roi`: its sagittal slices and in-plane extent, plus a margin), several slices per network
-call (:mod:`.slicewise`) on nnU-Net's own tile grid, only the tiles that overlap the box; inside the box the logits
-are what nnU-Net's full sliding window gives, everything outside it is background. ``full_window=True`` runs
-nnU-Net's own sliding window over every slice instead (what the fast path is checked against: docs/benchmarks.md,
-"Inference speed").
+call (:mod:`.slicewise`): the tiles of nnU-Net's grid over the whole slice that overlap the box (``tile_layout=
+"grid"``, the default: inside the box the logits are what nnU-Net's full sliding window gives) or nnU-Net's grid laid
+over the box (``"box"``: one tile across a box narrower than the patch; faster, other masks); everything outside the
+box is background.
+``full_window=True`` runs nnU-Net's own sliding window over every slice instead (what the fast path is checked
+against: docs/benchmarks.md, "Inference speed").
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .roi import MAX_GROWTH, axis_margins_mm, foreground_box, grow_box, superior_array_axis
-from .slicewise import DEFAULT_SLICE_BATCH
+from .slicewise import DEFAULT_SLICE_BATCH, TILE_LAYOUTS
 
 BACKGROUND_LOGIT = 10.0
 """Stage 2's background logit outside the box (other classes 0): argmax and any resampling keep it background."""
@@ -37,21 +39,27 @@ class CascadePredictors:
     slice_batch: int = DEFAULT_SLICE_BATCH
     margin_mm: float | None = None
     """Margin around stage 1's foreground on every side; None: :func:`~nnunet_ext.roi.axis_margins_mm`."""
+    tile_layout: str = "grid"
+    """Stage 2's tiles in the box: the whole slice's grid tiles that overlap it (``"grid"``: the full window's logits
+    there) or nnU-Net's grid laid over the box (``"box"``: fewer tiles, other masks; :mod:`.slicewise`)."""
 
 
 def load_cascade(coarse_folder, fine_folder, coarse_folds=None, fine_folds=None,
                  checkpoint: str = "checkpoint_final.pth", device: str = "cpu", mirroring: bool = True,
                  tile_step_size: float = 0.5, full_window: bool = False,
                  slice_batch: int = DEFAULT_SLICE_BATCH, precision: str = "auto",
-                 cpu_layout: str = "auto") -> CascadePredictors:
+                 cpu_layout: str = "auto", tile_layout: str = "grid") -> CascadePredictors:
     """Load both stages' trained models once (``precision``, ``cpu_layout``:
-    :func:`~nnunet_ext.compat.load_predictor`)."""
+    :func:`~nnunet_ext.compat.load_predictor`; ``tile_layout``: :attr:`CascadePredictors.tile_layout`)."""
+    if tile_layout not in TILE_LAYOUTS:
+        raise ValueError(f"tile layout {tile_layout!r}: one of {TILE_LAYOUTS}")
     from .compat import load_predictor
 
     common = dict(checkpoint=checkpoint, device=device, mirroring=mirroring, tile_step_size=tile_step_size,
                   precision=precision, cpu_layout=cpu_layout)
     return CascadePredictors(load_predictor(coarse_folder, coarse_folds, **common),
-                             load_predictor(fine_folder, fine_folds, **common), full_window, slice_batch)
+                             load_predictor(fine_folder, fine_folds, **common), full_window, slice_batch,
+                             tile_layout=tile_layout)
 
 
 def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superior_axis_zyx: int,
@@ -85,11 +93,11 @@ def _stage2_logits(predictors: CascadePredictors, data, properties: dict, superi
         box = None if predictors.full_window else foreground_box(previous.any(0).numpy(), geometry.spacing_mm, margin)
     if box is None:
         return predict_full_window(fine, data)
-    tiles = slab_tiles(fine, data, predictors.slice_batch)
+    tiles = slab_tiles(fine, data, predictors.slice_batch, predictors.tile_layout)
     for attempt in range(MAX_GROWTH + 1):
-        # the box's slices, only the tiles overlapping it; a grown box runs only the tiles and slices it adds
+        # the box's slices and its tiles; a grown box runs only the (tile, slice) pairs not run before
         tiles.run(box[0], box[1:])
-        slab = tiles.logits(box[0], box[1:])
+        slab = tiles.logits(box[0])
         if record is not None:
             record.append(box)
         inside = slab[(slice(None), slice(None), *box[1:])].argmax(0).numpy() > 0

@@ -4,20 +4,27 @@ nnU-Net's predictor runs a 2D configuration one tile of one slice at a time. Her
 (nnU-Net's positions, :func:`~nnunet_ext.compat.sliding_window_steps`) is run on a batch of slices at once, with
 nnU-Net's Gaussian tile weighting and zero padding of images smaller than the patch, so the logits are nnU-Net's up to
 floating-point rounding (nnU-Net accumulates in float16, this in float32). Slices are predicted independently, so a
-subset of slices gets the same logits as in the whole volume; with a box, the tiles that do not overlap it are
-skipped, and inside the box the logits are still the full grid's (a network's output depends on the tile it sees,
-so the grid is kept rather than re-laid around the box).
+subset of slices gets the same logits as in the whole volume.
+
+With a box, two layouts: ``"grid"`` (the default) runs the tiles of nnU-Net's grid that overlap the box, so that
+inside the box the logits are the full grid's exactly; ``"box"`` lays nnU-Net's grid over the box itself, on each axis
+widened to at least the patch (centred on the box, inside the image): a box narrower than the patch gets one tile
+centred on it instead of every grid tile that touches it (3 of 224 px on a 351-px axis), a box as long as the axis
+keeps the grid. Each tile still sees a whole patch of the image, but a network with instance norms answers each
+window somewhat differently, and on real scans the outlines moved (per-case Dice 0.93-1.0 against the full window's,
+docs/benchmarks.md, "Thirty-second session").
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 DEFAULT_SLICE_BATCH = 4
+TILE_LAYOUTS = ("box", "grid")
 
 
 def _mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[int] | None) -> torch.Tensor:
@@ -45,18 +52,44 @@ def tile_corners(steps: Sequence[Sequence[int]], patch_size: Sequence[int],
             and x < box[1].stop and x + patch_size[1] > box[1].start]
 
 
+def box_region(box: slice, length: int, patch: int) -> slice:
+    """``box`` (one axis of a padded image ``length`` long) widened to at least ``patch``: centred on the box and
+    moved inside ``[0, length)`` (``length >= patch``, as the image is padded to the patch)."""
+    if box.stop - box.start >= patch:
+        return box
+    start = min(max(0, box.start - (patch - (box.stop - box.start)) // 2), length - patch)
+    return slice(start, start + patch)
+
+
+def box_corners(box: tuple[slice, slice], shape: Sequence[int], patch_size: Sequence[int],
+                steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]]) -> list[tuple[int, int]]:
+    """In-plane tile corners of nnU-Net's grid laid over ``box`` (padded coordinates in an image of ``shape``), each
+    axis widened to at least the patch (:func:`box_region`); ``steps_for``: nnU-Net's start positions for an image of
+    the given size (:func:`~nnunet_ext.compat.sliding_window_steps` at the predictor's step)."""
+    regions = [box_region(side, length, patch) for side, length, patch in zip(box, shape, patch_size, strict=True)]
+    steps = steps_for([region.stop - region.start for region in regions])
+    return list(itertools.product(*([region.start + s for s in axis] for region, axis in zip(regions, steps,
+                                                                                               strict=True))))
+
+
 class TileAccumulator:
     """nnU-Net's in-plane tile grid over the slices of ``data`` ``(C, S, H, W)``, run piece by piece: each call of
     :meth:`run` predicts only the (tile, slice) pairs that no earlier call ran, for every fold (``fold_loaders``:
     one callable per fold that loads its weights into ``network``; one no-op for a single network), and adds their
-    Gaussian-weighted logits; :meth:`logits` blends what a box needs. A box that grows therefore costs only the tiles
-    and slices it adds, and the blended logits inside it are still the full grid's. ``steps`` are nnU-Net's tile
-    start positions per axis of the image padded to at least ``patch_size`` (centred, as nnU-Net pads)."""
+    Gaussian-weighted logits and weights; :meth:`logits` blends them. ``steps`` are nnU-Net's tile start positions
+    per axis of the image padded to at least ``patch_size`` (centred, as nnU-Net pads). With ``layout="grid"`` a box
+    runs those of them that overlap it: a box that grows costs only the tiles and slices it adds, and the blended
+    logits inside it are the full grid's. With ``layout="box"`` (and ``steps_for``, nnU-Net's positions for a given
+    size) the grid is laid over the box (:func:`box_corners`); a grown box runs its own tiles, blended with those
+    run before."""
 
     def __init__(self, network: torch.nn.Module, data: torch.Tensor, patch_size: Sequence[int], num_classes: int,
                  steps: Sequence[Sequence[int]], gaussian: torch.Tensor, device: torch.device | str = "cpu",
                  mirror_axes: Sequence[int] | None = None, batch: int = DEFAULT_SLICE_BATCH,
-                 fold_loaders: Sequence = (lambda: None,)) -> None:
+                 fold_loaders: Sequence = (lambda: None,), layout: str = "grid",
+                 steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None = None) -> None:
+        if layout not in TILE_LAYOUTS or (layout == "box" and steps_for is None):
+            raise ValueError(f"tile layout {layout!r}: one of {TILE_LAYOUTS}, 'box' with steps_for")
         _, slices, self.height, self.width = data.shape
         pad_h, pad_w = max(0, patch_size[0] - self.height), max(0, patch_size[1] - self.width)
         self.top, self.left = pad_h // 2, pad_w // 2  # nnU-Net's pad_nd_image centres the image
@@ -67,11 +100,15 @@ class TileAccumulator:
         self.weight = gaussian.to("cpu", torch.float32)
         self.fold_loaders = list(fold_loaders)
         self.sums = torch.zeros((num_classes, slices, *padded.shape[2:]), dtype=torch.float32)
+        self.weights = torch.zeros((slices, *padded.shape[2:]), dtype=torch.float32)  # Gaussians added per slice
+        self.layout, self.steps_for = layout, steps_for
         self.done: dict[tuple[int, int], torch.Tensor] = {}  # tile corner -> slices already run
 
     def _corners(self, box: tuple[slice, slice] | None) -> list[tuple[int, int]]:
         padded_box = None if box is None else (slice(box[0].start + self.top, box[0].stop + self.top),
                                                slice(box[1].start + self.left, box[1].stop + self.left))
+        if padded_box is not None and self.layout == "box":
+            return box_corners(padded_box, self.padded.shape[2:], self.patch, self.steps_for)
         return tile_corners(self.steps, self.patch, padded_box)
 
     @torch.inference_mode()
@@ -102,14 +139,13 @@ class TileAccumulator:
             tiles = self.padded[:, chunk, window[0], window[1]].permute(1, 0, 2, 3).contiguous().to(self.device)
             out = _mirrored(self.network, tiles, self.mirror_axes).float().to("cpu")
             self.sums[:, chunk, window[0], window[1]] += out.permute(1, 0, 2, 3) * self.weight
+            self.weights[chunk, window[0], window[1]] += self.weight
 
-    def logits(self, slices: slice = slice(None), box: tuple[slice, slice] | None = None) -> torch.Tensor:
-        """Logits ``(num_classes, slices, H, W)`` (float32, CPU) blended from the tiles overlapping ``box`` (run them
-        first with :meth:`run`): inside the box the full grid's, outside it undefined (zero weight: set to 0)."""
-        weights = torch.zeros(self.padded.shape[2:], dtype=torch.float32)
-        for corner in self._corners(box):
-            weights[corner[0]:corner[0] + self.patch[0], corner[1]:corner[1] + self.patch[1]] += self.weight
-        weights *= len(self.fold_loaders)  # the sums add every fold: their mean
+    def logits(self, slices: slice = slice(None)) -> torch.Tensor:
+        """Logits ``(num_classes, slices, H, W)`` (float32, CPU) blended from every tile run on these slices so far
+        (:meth:`run`), the folds' mean: inside a box run with ``layout="grid"`` the full grid's; where no tile ran,
+        0."""
+        weights = self.weights[slices]
         blended = self.sums[:, slices] / torch.where(weights > 0, weights, torch.ones_like(weights))
         return blended[:, :, self.top:self.top + self.height, self.left:self.left + self.width]
 
@@ -117,12 +153,14 @@ class TileAccumulator:
 def predict_slices(network: torch.nn.Module, data: torch.Tensor, patch_size: Sequence[int], num_classes: int,
                    steps: Sequence[Sequence[int]], gaussian: torch.Tensor, device: torch.device | str = "cpu",
                    mirror_axes: Sequence[int] | None = None, batch: int = DEFAULT_SLICE_BATCH,
-                   box: tuple[slice, slice] | None = None) -> torch.Tensor:
+                   box: tuple[slice, slice] | None = None, layout: str = "grid",
+                   steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None = None) -> torch.Tensor:
     """Logits ``(num_classes, S, H, W)`` (float32, CPU) of ``data`` ``(C, S, H, W)``: the ``S`` slices predicted in
     batches of ``batch`` on nnU-Net's in-plane tile grid (:class:`TileAccumulator`), each tile weighted by
     ``gaussian`` (the patch's importance map). With ``box`` (in-plane slices of the unpadded image) only the tiles
     overlapping it are run: inside the box the logits are the full grid's, outside it they are undefined (set to
-    0)."""
-    tiles = TileAccumulator(network, data, patch_size, num_classes, steps, gaussian, device, mirror_axes, batch)
+    0); ``layout``, ``steps_for``: as :class:`TileAccumulator`'s."""
+    tiles = TileAccumulator(network, data, patch_size, num_classes, steps, gaussian, device, mirror_axes, batch,
+                            layout=layout, steps_for=steps_for)
     tiles.run(box=box)
-    return tiles.logits(box=box)
+    return tiles.logits()

@@ -136,6 +136,13 @@ def test_fast_path_matches_the_full_sliding_window(pipeline):
         assert re.search(r"phantom_000: ok: .*\[[\d.]+ s: read [\d.]+, stage1 [\d.]+, stage2 [\d.]+, write [\d.]+\]",
                          done.stdout), done.stdout
     _assert_same_masks(pipeline, out["fast"], out["full"])
+    boxed = pipeline.path("window_box")  # the grid laid over the box: it runs, and every level stays
+    pipeline.run("spine-predict", "-i", str(pipeline.path("unseen_images")), "-o", str(boxed), "-d", DATASET,
+                 "--variant", "Smoke", "--disable-tta", "--box-tiles", *POST_PROCESSING_OFF)
+    for image_path in sorted(pipeline.path("unseen_images").glob("*.nii.gz")):
+        labels = [set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(folder / image_path.name)))))
+                  for folder in (boxed, out["full"])]
+        assert labels[0] == labels[1], image_path.name
 
 
 POST_PROCESSING_OFF = ("--keep-out-of-order", "--keep-predicted-levels")

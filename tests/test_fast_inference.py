@@ -113,8 +113,53 @@ def test_a_grown_box_runs_only_what_it_adds_and_blends_like_a_fresh_run():
     tiles.run(slice(1, 6), large)
     assert network.seen == 5 * len(tile_corners(steps, patch, large))  # every (tile, slice) pair once
     fresh = predict_slices(network, data[:, 1:6], patch, 3, steps, gaussian, box=large)
-    grown = tiles.logits(slice(1, 6), large)
+    grown = tiles.logits(slice(1, 6))
     torch.testing.assert_close(grown[:, :, large[0], large[1]], fresh[:, :, large[0], large[1]], atol=1e-5, rtol=1e-5)
+
+
+def test_box_layout_lays_the_grid_over_the_box_widened_to_the_patch():
+    from nnunet_ext.slicewise import box_corners, box_region
+
+    assert box_region(slice(100, 140), 351, 224) == slice(8, 232)  # centred on the box
+    assert box_region(slice(10, 40), 351, 224) == slice(0, 224)  # moved inside the image
+    assert box_region(slice(300, 340), 351, 224) == slice(127, 351)
+    assert box_region(slice(20, 300), 351, 224) == slice(20, 300)  # longer than the patch: the box itself
+
+    def steps_for(size):  # nnU-Net's positions (step 0.5) for an image of this size, as compat passes them
+        return _steps(size, (224, 224))
+
+    pytest.importorskip("nnunetv2")
+    # a box 280 long and 40 wide on a 351 x 351 slice: 2 x 1 tiles, not the grid's 3 x 3 that touch it
+    corners = box_corners((slice(20, 300), slice(100, 140)), (351, 351), (224, 224), steps_for)
+    assert corners == [(20, 8), (76, 8)]
+    assert len(tile_corners(_steps((351, 351), (224, 224)), (224, 224), (slice(20, 300), slice(100, 140)))) == 9
+
+
+def test_box_layout_runs_one_tile_across_a_narrow_box_and_the_grid_along_a_long_one():
+    """In ``layout="box"`` a box narrower than the patch is predicted from one tile centred on it (the network's
+    output on that window, exactly), with fewer network calls than the grid's tiles that overlap it."""
+    pytest.importorskip("nnunetv2")
+    data = torch.rand(2, 3, 60, 130)
+    patch = (48, 48)
+    network = _Counting(_random_network(2, 3))
+    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    box = (slice(0, 60), slice(70, 90))  # the whole first axis (60 > 48: two grid tiles), 20 of 130 across
+
+    def steps_for(size):
+        return _steps(size, patch)
+
+    boxed = predict_slices(network, data, patch, 3, steps, gaussian, box=box, layout="box", steps_for=steps_for)
+    assert network.seen == 3 * 2  # 2 tiles along the first axis, 1 across, on 3 slices
+    grid = _Counting(network.network)
+    predict_slices(grid, data, patch, 3, steps, gaussian, box=box)
+    assert grid.seen == 3 * 2 * 3  # the grid's 5 positions across (0, 20, 41, 62, 82), 3 of them touch the box
+    window = data[:, :, :, 56:104].permute(1, 0, 2, 3)  # the box's centre 80, the patch 48 wide around it
+    top, bottom = (network.network(window[:, :, a:a + 48]).permute(1, 0, 2, 3).detach() for a in (0, 12))
+    torch.testing.assert_close(boxed[:, :, :12, 70:90], top[:, :, :12, 14:34], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(boxed[:, :, 48:, 70:90], bottom[:, :, 36:, 14:34], atol=1e-5, rtol=1e-5)
+    assert torch.all(boxed[:, :, :, :56] == 0)  # no tile ran there
+    with pytest.raises(ValueError, match="tile layout"):
+        TileAccumulator(network, data, patch, 3, steps, gaussian, layout="box")
 
 
 def test_folds_are_averaged():
@@ -182,19 +227,25 @@ def _stage2_case(network: torch.nn.Module, previous: torch.Tensor):
     return CascadePredictors(coarse=coarse, fine=fine), data
 
 
-def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 2's labels (:func:`_stage2_case`) by the fast path and by the full grid."""
+def _fast_and_full(network: torch.nn.Module, previous: torch.Tensor, layout: str = "box"
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 2's labels (:func:`_stage2_case`) by the fast path with the tile ``layout``, by the full grid, and by
+    the network run on each whole slice (no tiles: what a tile that sees everything would say)."""
     from nnunet_ext.compat import predict_slab
     from nnunet_ext.segment import _stage2_logits
 
     predictors, data = _stage2_case(network, previous)
+    predictors.tile_layout = layout
     fast = _stage2_logits(predictors, data, {"spacing": [1.0, 1.0, 1.0]}, superior_axis_zyx=0).argmax(0)
-    return fast, predict_slab(predictors.fine, data, 4).argmax(0)
+    whole = network(data.permute(1, 0, 2, 3)).argmax(1)
+    return fast, predict_slab(predictors.fine, data, 4).argmax(0), whole
 
 
 def test_a_vertebra_at_the_edge_of_stage_1s_box_is_not_cut():
     """Stage 1 found only the middle of the most cranial vertebra; stage 2 grows it by up to the margin. The fast
-    path's mask equals the full grid's: the box's margin along the spine covers what stage 2 adds."""
+    path's mask is the network's on whole slices (the grid laid over the box; on nnU-Net's grid, the full grid's,
+    whose tiles that do not reach the vertebra cut its top): the box's margin along the spine covers what stage 2
+    adds."""
     pytest.importorskip("nnunetv2")
 
     # stage 2 extends the vertebra by almost the margins: along the spine by most of a level, across by 10 mm
@@ -203,9 +254,10 @@ def test_a_vertebra_at_the_edge_of_stage_1s_box_is_not_cut():
     previous = torch.zeros(shape)
     previous[6:14, 70:78, 30:50] = 1  # the top vertebra, only partly found
     previous[6:14, 100:130, 30:50] = 1
-    fast, full = _fast_and_full(network, previous)
-    assert int(full[:, :70].sum()) > 0 and int(full[:, :, :30].sum()) > 0  # stage 2 grew it beyond stage 1's box
-    assert torch.equal(fast, full)  # nothing cut at the box's edge
+    fast, full, whole = _fast_and_full(network, previous)
+    assert int(whole[:, :70].sum()) > 0 and int(whole[:, :, :30].sum()) > 0  # stage 2 grew it beyond stage 1's box
+    assert torch.equal(fast, whole)  # nothing cut at the box's edge
+    assert torch.equal(_fast_and_full(network, previous, "grid")[0], full)
 
 
 def _nnunet_2d_predictor(network: torch.nn.Module, patch: list[int], classes: int):
@@ -258,9 +310,10 @@ def test_stage_2_reaching_beyond_the_box_grows_it_until_nothing_is_cut():
     shape = (20, 260, 120)
     previous = torch.zeros(shape)
     previous[6:14, 120:128, 50:60] = 1
-    fast, full = _fast_and_full(network, previous)
-    assert int(full[:, :, :50 - 12].sum()) > 0 and int(full[:, :, 60 + 12:].sum()) > 0  # beyond the first box
-    assert torch.equal(fast, full)
+    for layout in ("box", "grid"):
+        fast, full, whole = _fast_and_full(network, previous, layout)
+        assert int(full[:, :, :50 - 12].sum()) > 0 and int(full[:, :, 60 + 12:].sum()) > 0  # beyond the first box
+        assert torch.equal(fast, full) and torch.equal(fast, whole)
 
 
 def test_stage_2_records_the_boxes_it_grew_and_runs_given_boxes_instead():
@@ -275,6 +328,7 @@ def test_stage_2_records_the_boxes_it_grew_and_runs_given_boxes_instead():
     previous[6:14, 120:128, 50:60] = 1
     grower = _Counting(_GrowVertebra((10, 20)))  # reaches beyond the first box: it grows
     predictors, data = _stage2_case(grower, previous)
+    predictors.tile_layout = "grid"  # the last box's logits are then the full grid's
     boxes: list = []
     grown = _stage2_logits(predictors, data, {"spacing": [1.0, 1.0, 1.0]}, 0, boxes)
     assert len(boxes) >= 2 and boxes[0][2] == slice(50 - 12, 60 + 12)  # the first box: stage 1's, 12 mm across
@@ -282,6 +336,7 @@ def test_stage_2_records_the_boxes_it_grew_and_runs_given_boxes_instead():
 
     other = _Counting(_random_network(2, 2))  # labels at random: on its own it would grow differently
     other_predictors, _ = _stage2_case(other, previous)
+    other_predictors.tile_layout = "grid"
     given = _stage2_logits(other_predictors, data, {"spacing": [1.0, 1.0, 1.0]}, 0, list(boxes))
     assert other.seen == grower.seen  # the same tile-slices, each once
     last = boxes[-1]
