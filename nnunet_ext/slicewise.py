@@ -11,8 +11,8 @@ inside the box the logits are the full grid's exactly; ``"box"`` lays nnU-Net's 
 widened to at least the patch (centred on the box, inside the image): a box narrower than the patch gets one tile
 centred on it instead of every grid tile that touches it (3 of 224 px on a 351-px axis), a box as long as the axis
 keeps the grid. Each tile still sees a whole patch of the image, but a network with instance norms answers each
-window somewhat differently, and on real scans the outlines moved (per-case Dice 0.93-1.0 against the full window's,
-docs/benchmarks.md, "Thirty-second session").
+window somewhat differently, and on real scans the outlines moved (per-case Dice 0.93-1.0 against the grid layout's,
+which inside the box is the full window's; docs/benchmarks.md, "Thirty-second session").
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ class TileAccumulator:
 
     @torch.inference_mode()
     def run(self, slices: slice = slice(None), box: tuple[slice, slice] | None = None) -> None:
-        """Predict the tiles overlapping ``box`` (in-plane slices of the unpadded image; None: all) on ``slices``,
-        those not run before."""
+        """Predict ``box``'s tiles (in-plane slices of the unpadded image; None: the whole grid) on ``slices``, those
+        not run before: the grid's tiles that overlap it, or with ``layout="box"`` the grid laid over it."""
         wanted = torch.zeros(self.sums.shape[1], dtype=torch.bool)
         wanted[slices] = True
         todo = []
@@ -157,9 +157,9 @@ def predict_slices(network: torch.nn.Module, data: torch.Tensor, patch_size: Seq
                    steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None = None) -> torch.Tensor:
     """Logits ``(num_classes, S, H, W)`` (float32, CPU) of ``data`` ``(C, S, H, W)``: the ``S`` slices predicted in
     batches of ``batch`` on nnU-Net's in-plane tile grid (:class:`TileAccumulator`), each tile weighted by
-    ``gaussian`` (the patch's importance map). With ``box`` (in-plane slices of the unpadded image) only the tiles
-    overlapping it are run: inside the box the logits are the full grid's, outside it they are undefined (set to
-    0); ``layout``, ``steps_for``: as :class:`TileAccumulator`'s."""
+    ``gaussian`` (the patch's importance map). With ``box`` (in-plane slices of the unpadded image) only the box's
+    tiles are run (``layout``, ``steps_for``: as :class:`TileAccumulator`'s): with ``layout="grid"`` inside the box
+    the logits are the full grid's; where no tile ran they are undefined (set to 0)."""
     tiles = TileAccumulator(network, data, patch_size, num_classes, steps, gaussian, device, mirror_axes, batch,
                             layout=layout, steps_for=steps_for)
     tiles.run(box=box)

@@ -202,3 +202,11 @@ def test_spine_predict_accepts_nnunet_spellings_and_documents_one() -> None:
     text = parser.format_help()
     assert "--step-size" in text
     assert not [flag for flag in NNUNET_SPELLINGS if re.search(rf"(?<![-\w]){flag}\b", text)]
+
+
+def test_spine_predict_refuses_box_tiles_with_the_full_window(tmp_path, capsys) -> None:
+    from nnunet_ext.predict_cli import main
+
+    code = main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "701", "--box-tiles", "--full-window"])
+    assert code == 2 and "choose one" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -157,6 +157,9 @@ def test_box_layout_runs_one_tile_across_a_narrow_box_and_the_grid_along_a_long_
     top, bottom = (network.network(window[:, :, a:a + 48]).permute(1, 0, 2, 3).detach() for a in (0, 12))
     torch.testing.assert_close(boxed[:, :, :12, 70:90], top[:, :, :12, 14:34], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(boxed[:, :, 48:, 70:90], bottom[:, :, 36:, 14:34], atol=1e-5, rtol=1e-5)
+    upper, lower = gaussian[12:48, 14:34].float(), gaussian[0:36, 14:34].float()  # where both tiles cover the box
+    blend = (top[:, :, 12:48, 14:34] * upper + bottom[:, :, 0:36, 14:34] * lower) / (upper + lower)
+    torch.testing.assert_close(boxed[:, :, 12:48, 70:90], blend, atol=1e-5, rtol=1e-5)
     assert torch.all(boxed[:, :, :, :56] == 0)  # no tile ran there
     with pytest.raises(ValueError, match="tile layout"):
         TileAccumulator(network, data, patch, 3, steps, gaussian, layout="box")
