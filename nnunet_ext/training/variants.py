@@ -97,6 +97,10 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     # training cases per fold) from 8-12 % of the draws to 18-20 %, T11/T12 from 21-33 % to 36-46 %; both stages
     # with it against neither: levels 255 -> 258 of 271, multiclass 0.840 -> 0.861, binary 0.895 -> 0.891
     # (docs/benchmarks.md, "Twenty-second session")
+    adjacent_level_weight = 1.0  # S1 asked for below an annotated L5 (partial_loss.adjacent_level_presence_penalty):
+    # stage 1 names the unannotated sacrum S1 and levels are counted from it; the recipe trained anew with it:
+    # levels 252 -> 271 of 271, multiclass 0.843 -> 0.895, binary 0.905 the same, 3-6 % fewer iterations in the
+    # budget (docs/benchmarks.md, "Thirty-third session"; one training each)
     time_budget_s = 840.0  # 40 epochs of at most 40 iterations, fewer where they do not fit in 840 s per fold: on a
     # CPU without native bfloat16 an iteration costs 1.6-1.7x, and the recipe would take far over 75 min ("Eighteenth
     # session"); 510 s then, 500 in the nineteenth, 600 in the twentieth (1020-1083 iterations: levels 82.7 %), 840
@@ -147,6 +151,7 @@ class nnUNetTrainerSpineCoarseBinaryCpu(nnUNetTrainerSpineCoarseCpu):
     time_budget_s = 280.0
     time_budget_bfloat16_s = None  # one budget for M_SC (its schedule fits it in bfloat16 too)
     contrast_inversion_probability = 0.0  # M_SC as measured ("Thirteenth session"); inversion not tried on it
+    adjacent_level_weight = 0.0  # one class, "any vertebra": no level to ask for beyond the annotated ones
     rare_level_sampling = 0.0  # one class: nothing to balance
 
 
