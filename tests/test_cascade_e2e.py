@@ -455,13 +455,18 @@ def test_presence_term_wired_for_3d_stages_and_refused_for_2d(pipeline, tmp_path
     with pytest.raises(RuntimeError, match="3D configuration"):
         Fine(dict(plans), "2d_cascade", 0, dataset_json, torch.device("cpu"))._build_loss()
     # the CPU recipe's stage 1 asks for S1 below an annotated L5 (its stage 2 and binary stage 1 ask for nothing)
-    from nnunet_ext.training.variants import nnUNetTrainerSpineCoarseBinaryCpu, nnUNetTrainerSpineCoarseCpu
+    from nnunet_ext.training.variants import (
+        nnUNetTrainerSpineCoarseBinaryCpu,
+        nnUNetTrainerSpineCoarseCpu,
+        nnUNetTrainerSpineFineCpu,
+    )
 
     recipe = nnUNetTrainerSpineCoarseCpu(dict(plans), "3d_lowres", 0, dataset_json, torch.device("cpu"))
     loss = recipe._build_loss().loss
     assert isinstance(loss, UnannotatedLevelsLoss) and loss.presence_weight == 1.0
     assert loss.asked_classes == ((dataset_json["labels"]["S1"],) if "S1" in dataset_json["labels"] else ())
     assert nnUNetTrainerSpineCoarseBinaryCpu.adjacent_level_weight == 0
+    assert nnUNetTrainerSpineFineCpu.adjacent_level_weight == 0  # a 2D stage refuses the term
 
 
 def test_spine_predict_torture(pipeline):

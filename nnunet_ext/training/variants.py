@@ -98,9 +98,10 @@ class nnUNetTrainerSpineCoarseCpu(nnUNetTrainerSpineCoarse):
     # with it against neither: levels 255 -> 258 of 271, multiclass 0.840 -> 0.861, binary 0.895 -> 0.891
     # (docs/benchmarks.md, "Twenty-second session")
     adjacent_level_weight = 1.0  # S1 asked for below an annotated L5 (partial_loss.adjacent_level_presence_penalty):
-    # stage 1 names the unannotated sacrum S1 and levels are counted from it; the recipe trained anew with it:
-    # levels 252 -> 271 of 271, multiclass 0.843 -> 0.895, binary 0.905 the same, 3-6 % fewer iterations in the
-    # budget (docs/benchmarks.md, "Thirty-third session"; one training each)
+    # stage 1 names a body below L5 "S1" in 46 of 48 CV cases (12-31 without) and the count runs up from it; the
+    # recipe trained anew with it: 0.895 / 0.905, 271 of 271 levels (the last training without it 0.843 / 0.905, 252;
+    # earlier ones 0.872-0.899, 263-271), about 5 % fewer stage-1 iterations in the budget (docs/benchmarks.md,
+    # "Thirty-third session"; one training)
     time_budget_s = 840.0  # 40 epochs of at most 40 iterations, fewer where they do not fit in 840 s per fold: on a
     # CPU without native bfloat16 an iteration costs 1.6-1.7x, and the recipe would take far over 75 min ("Eighteenth
     # session"); 510 s then, 500 in the nineteenth, 600 in the twentieth (1020-1083 iterations: levels 82.7 %), 840
