@@ -489,11 +489,10 @@ def slab_tiles(predictor, data, batch: int, layout: str = "grid"):
     def steps_for(size: Sequence[int]) -> list[list[int]]:  # the whole slice's grid, or (layout "box") a box's
         return sliding_window_steps(size, patch, predictor.tile_step_size)
 
-    padded = [max(size, p) for size, p in zip(data.shape[2:], patch, strict=True)]
     mirror_axes = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
     return TileAccumulator(predictor.network, data, patch, predictor.label_manager.num_segmentation_heads,
-                           steps_for(padded), gaussian_importance(patch, "cpu"), predictor.device, mirror_axes, batch,
-                           _fold_loaders(predictor), layout, steps_for)
+                           steps_for, gaussian_importance(patch, "cpu"), predictor.device, mirror_axes, batch,
+                           _fold_loaders(predictor), layout)
 
 
 def predict_slab(predictor, data, batch: int, box: tuple[slice, slice] | None = None, layout: str = "grid"):

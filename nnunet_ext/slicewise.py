@@ -25,6 +25,8 @@ import torch
 
 DEFAULT_SLICE_BATCH = 4
 TILE_LAYOUTS = ("box", "grid")
+StepsFor = Callable[[Sequence[int]], Sequence[Sequence[int]]]
+"""nnU-Net's tile start positions per axis for an image of a given size (in-plane)."""
 
 
 def _mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: Sequence[int] | None) -> torch.Tensor:
@@ -62,7 +64,7 @@ def box_region(box: slice, length: int, patch: int) -> slice:
 
 
 def box_corners(box: tuple[slice, slice], shape: Sequence[int], patch_size: Sequence[int],
-                steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]]) -> list[tuple[int, int]]:
+                steps_for: StepsFor) -> list[tuple[int, int]]:
     """In-plane tile corners of nnU-Net's grid laid over ``box`` (padded coordinates in an image of ``shape``), each
     axis widened to at least the patch (:func:`box_region`); ``steps_for``: nnU-Net's start positions for an image of
     the given size (:func:`~nnunet_ext.compat.sliding_window_steps` at the predictor's step)."""
@@ -76,26 +78,26 @@ class TileAccumulator:
     """nnU-Net's in-plane tile grid over the slices of ``data`` ``(C, S, H, W)``, run piece by piece: each call of
     :meth:`run` predicts only the (tile, slice) pairs that no earlier call ran, for every fold (``fold_loaders``:
     one callable per fold that loads its weights into ``network``; one no-op for a single network), and adds their
-    Gaussian-weighted logits and weights; :meth:`logits` blends them. ``steps`` are nnU-Net's tile start positions
-    per axis of the image padded to at least ``patch_size`` (centred, as nnU-Net pads). With ``layout="grid"`` a box
-    runs those of them that overlap it: a box that grows costs only the tiles and slices it adds, and the blended
-    logits inside it are the full grid's. With ``layout="box"`` (and ``steps_for``, nnU-Net's positions for a given
-    size) the grid is laid over the box (:func:`box_corners`); a grown box runs its own tiles, blended with those
-    run before."""
+    Gaussian-weighted logits and weights; :meth:`logits` blends them. ``steps_for`` gives nnU-Net's tile start
+    positions per axis for an image of a given size (:func:`~nnunet_ext.compat.sliding_window_steps` at the
+    predictor's step); the grid is its positions for the image padded to at least ``patch_size`` (centred, as
+    nnU-Net pads). With ``layout="grid"`` a box runs the grid's tiles that overlap it: a box that grows costs only
+    the tiles and slices it adds, and the blended logits inside it are the full grid's. With ``layout="box"`` the
+    grid is laid over the box (:func:`box_corners`); a grown box runs its own tiles, blended with those run before."""
 
     def __init__(self, network: torch.nn.Module, data: torch.Tensor, patch_size: Sequence[int], num_classes: int,
-                 steps: Sequence[Sequence[int]], gaussian: torch.Tensor, device: torch.device | str = "cpu",
+                 steps_for: StepsFor, gaussian: torch.Tensor, device: torch.device | str = "cpu",
                  mirror_axes: Sequence[int] | None = None, batch: int = DEFAULT_SLICE_BATCH,
-                 fold_loaders: Sequence = (lambda: None,), layout: str = "grid",
-                 steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None = None) -> None:
-        if layout not in TILE_LAYOUTS or (layout == "box" and steps_for is None):
-            raise ValueError(f"tile layout {layout!r}: one of {TILE_LAYOUTS}, 'box' with steps_for")
+                 fold_loaders: Sequence = (lambda: None,), layout: str = "grid") -> None:
+        if layout not in TILE_LAYOUTS:
+            raise ValueError(f"tile layout {layout!r}: one of {TILE_LAYOUTS}")
         _, slices, self.height, self.width = data.shape
         pad_h, pad_w = max(0, patch_size[0] - self.height), max(0, patch_size[1] - self.width)
         self.top, self.left = pad_h // 2, pad_w // 2  # nnU-Net's pad_nd_image centres the image
         padded = (torch.nn.functional.pad(data, (self.left, pad_w - self.left, self.top, pad_h - self.top))
                   if pad_h or pad_w else data)
-        self.padded, self.patch, self.steps, self.batch = padded, list(patch_size), steps, batch
+        self.padded, self.patch, self.batch = padded, list(patch_size), batch
+        self.steps = steps_for(padded.shape[2:])  # the whole slice's grid
         self.network, self.device, self.mirror_axes = network.to(device).eval(), device, mirror_axes
         self.weight = gaussian.to("cpu", torch.float32)
         self.fold_loaders = list(fold_loaders)
@@ -151,16 +153,15 @@ class TileAccumulator:
 
 
 def predict_slices(network: torch.nn.Module, data: torch.Tensor, patch_size: Sequence[int], num_classes: int,
-                   steps: Sequence[Sequence[int]], gaussian: torch.Tensor, device: torch.device | str = "cpu",
+                   steps_for: StepsFor, gaussian: torch.Tensor, device: torch.device | str = "cpu",
                    mirror_axes: Sequence[int] | None = None, batch: int = DEFAULT_SLICE_BATCH,
-                   box: tuple[slice, slice] | None = None, layout: str = "grid",
-                   steps_for: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None = None) -> torch.Tensor:
+                   box: tuple[slice, slice] | None = None, layout: str = "grid") -> torch.Tensor:
     """Logits ``(num_classes, S, H, W)`` (float32, CPU) of ``data`` ``(C, S, H, W)``: the ``S`` slices predicted in
     batches of ``batch`` on nnU-Net's in-plane tile grid (:class:`TileAccumulator`), each tile weighted by
     ``gaussian`` (the patch's importance map). With ``box`` (in-plane slices of the unpadded image) only the box's
-    tiles are run (``layout``, ``steps_for``: as :class:`TileAccumulator`'s): with ``layout="grid"`` inside the box
+    tiles are run (``steps_for``, ``layout``: as :class:`TileAccumulator`'s): with ``layout="grid"`` inside the box
     the logits are the full grid's; where no tile ran they are undefined (set to 0)."""
-    tiles = TileAccumulator(network, data, patch_size, num_classes, steps, gaussian, device, mirror_axes, batch,
-                            layout=layout, steps_for=steps_for)
+    tiles = TileAccumulator(network, data, patch_size, num_classes, steps_for, gaussian, device, mirror_axes, batch,
+                            layout=layout)
     tiles.run(box=box)
     return tiles.logits()

@@ -74,11 +74,16 @@ def _steps(shape, patch, step=0.5):
     return sliding_window_steps([max(s, p) for s, p in zip(shape, patch, strict=True)], patch, step)
 
 
+def _steps_for(patch, step=0.5):
+    """nnU-Net's tile positions for an image of a given size, as compat hands them to the tile accumulator."""
+    return lambda size: _steps(size, patch, step)
+
+
 def test_subset_of_slices_batch_size_and_box_do_not_change_the_logits_inside_the_box():
     pytest.importorskip("nnunetv2")
     data = torch.rand(2, 7, 90, 70)
     network, patch = _random_network(2, 3), (48, 48)
-    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    steps, gaussian = _steps_for(patch), _gaussian(patch)
     full = predict_slices(network, data, patch, 3, steps, gaussian, batch=1)
     batched = predict_slices(network, data, patch, 3, steps, gaussian, batch=4)
     torch.testing.assert_close(batched, full, atol=1e-5, rtol=1e-5)
@@ -106,12 +111,12 @@ def test_a_grown_box_runs_only_what_it_adds_and_blends_like_a_fresh_run():
     pytest.importorskip("nnunetv2")
     data = torch.rand(2, 7, 90, 70)
     network, patch = _Counting(_random_network(2, 3)), (48, 48)
-    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    steps, gaussian = _steps_for(patch), _gaussian(patch)
     small, large = (slice(40, 50), slice(10, 20)), (slice(30, 70), slice(5, 25))
     tiles = TileAccumulator(network, data, patch, 3, steps, gaussian, batch=2)
     tiles.run(slice(2, 5), small)
     tiles.run(slice(1, 6), large)
-    assert network.seen == 5 * len(tile_corners(steps, patch, large))  # every (tile, slice) pair once
+    assert network.seen == 5 * len(tile_corners(steps(data.shape[2:]), patch, large))  # every (tile, slice) pair once
     fresh = predict_slices(network, data[:, 1:6], patch, 3, steps, gaussian, box=large)
     grown = tiles.logits(slice(1, 6))
     torch.testing.assert_close(grown[:, :, large[0], large[1]], fresh[:, :, large[0], large[1]], atol=1e-5, rtol=1e-5)
@@ -125,12 +130,9 @@ def test_box_layout_lays_the_grid_over_the_box_widened_to_the_patch():
     assert box_region(slice(300, 340), 351, 224) == slice(127, 351)
     assert box_region(slice(20, 300), 351, 224) == slice(20, 300)  # longer than the patch: the box itself
 
-    def steps_for(size):  # nnU-Net's positions (step 0.5) for an image of this size, as compat passes them
-        return _steps(size, (224, 224))
-
     pytest.importorskip("nnunetv2")
     # a box 280 long and 40 wide on a 351 x 351 slice: 2 x 1 tiles, not the grid's 3 x 3 that touch it
-    corners = box_corners((slice(20, 300), slice(100, 140)), (351, 351), (224, 224), steps_for)
+    corners = box_corners((slice(20, 300), slice(100, 140)), (351, 351), (224, 224), _steps_for((224, 224)))
     assert corners == [(20, 8), (76, 8)]
     assert len(tile_corners(_steps((351, 351), (224, 224)), (224, 224), (slice(20, 300), slice(100, 140)))) == 9
 
@@ -142,13 +144,9 @@ def test_box_layout_runs_one_tile_across_a_narrow_box_and_the_grid_along_a_long_
     data = torch.rand(2, 3, 60, 130)
     patch = (48, 48)
     network = _Counting(_random_network(2, 3))
-    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    steps, gaussian = _steps_for(patch), _gaussian(patch)
     box = (slice(0, 60), slice(70, 90))  # the whole first axis (60 > 48: two grid tiles), 20 of 130 across
-
-    def steps_for(size):
-        return _steps(size, patch)
-
-    boxed = predict_slices(network, data, patch, 3, steps, gaussian, box=box, layout="box", steps_for=steps_for)
+    boxed = predict_slices(network, data, patch, 3, steps, gaussian, box=box, layout="box")
     assert network.seen == 3 * 2  # 2 tiles along the first axis, 1 across, on 3 slices
     grid = _Counting(network.network)
     predict_slices(grid, data, patch, 3, steps, gaussian, box=box)
@@ -162,7 +160,7 @@ def test_box_layout_runs_one_tile_across_a_narrow_box_and_the_grid_along_a_long_
     torch.testing.assert_close(boxed[:, :, 12:48, 70:90], blend, atol=1e-5, rtol=1e-5)
     assert torch.all(boxed[:, :, :, :56] == 0)  # no tile ran there
     with pytest.raises(ValueError, match="tile layout"):
-        TileAccumulator(network, data, patch, 3, steps, gaussian, layout="box")
+        TileAccumulator(network, data, patch, 3, steps, gaussian, layout="boxes")
 
 
 def test_folds_are_averaged():
@@ -171,7 +169,7 @@ def test_folds_are_averaged():
     first, second = _random_network(2, 3), _random_network(2, 3)
     torch.nn.init.normal_(second[0].weight)
     patch = (48, 48)
-    steps, gaussian = _steps(data.shape[2:], patch), _gaussian(patch)
+    steps, gaussian = _steps_for(patch), _gaussian(patch)
     weights = [first.state_dict(), {k: v.clone() for k, v in second.state_dict().items()}]
     network = _random_network(2, 3)
     tiles = TileAccumulator(network, data, patch, 3, steps, gaussian,
@@ -186,7 +184,7 @@ def test_images_smaller_than_the_patch_are_padded_as_nnunet_pads_them():
     pytest.importorskip("nnunetv2")
     data = torch.rand(1, 3, 30, 41)
     network, patch = _random_network(1, 2), (48, 48)
-    logits = predict_slices(network, data, patch, 2, _steps(data.shape[2:], patch), _gaussian(patch))
+    logits = predict_slices(network, data, patch, 2, _steps_for(patch), _gaussian(patch))
     padded = torch.nn.functional.pad(data, (3, 4, 9, 9))  # centred, the odd voxel after, as pad_nd_image
     direct = network(padded.permute(1, 0, 2, 3)).permute(1, 0, 2, 3)[:, :, 9:39, 3:44]
     torch.testing.assert_close(logits, direct.detach(), atol=1e-5, rtol=1e-5)
