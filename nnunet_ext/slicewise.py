@@ -157,10 +157,10 @@ def predict_slices(network: torch.nn.Module, data: torch.Tensor, patch_size: Seq
                    mirror_axes: Sequence[int] | None = None, batch: int = DEFAULT_SLICE_BATCH,
                    box: tuple[slice, slice] | None = None, layout: str = "grid") -> torch.Tensor:
     """Logits ``(num_classes, S, H, W)`` (float32, CPU) of ``data`` ``(C, S, H, W)``: the ``S`` slices predicted in
-    batches of ``batch`` on nnU-Net's in-plane tile grid (:class:`TileAccumulator`), each tile weighted by
-    ``gaussian`` (the patch's importance map). With ``box`` (in-plane slices of the unpadded image) only the box's
-    tiles are run (``steps_for``, ``layout``: as :class:`TileAccumulator`'s): with ``layout="grid"`` inside the box
-    the logits are the full grid's; where no tile ran they are undefined (set to 0)."""
+    batches of ``batch`` on nnU-Net's in-plane tile grid (``steps_for``: as :class:`TileAccumulator`'s), each tile
+    weighted by ``gaussian`` (the patch's importance map). With ``box`` (in-plane slices of the unpadded image) only
+    the box's tiles are run (``layout``: as :class:`TileAccumulator`'s): with ``layout="grid"`` inside the box the
+    logits are the full grid's; where no tile ran they are undefined (set to 0)."""
     tiles = TileAccumulator(network, data, patch_size, num_classes, steps_for, gaussian, device, mirror_axes, batch,
                             layout=layout)
     tiles.run(box=box)

@@ -75,8 +75,11 @@ def _steps(shape, patch, step=0.5):
 
 
 def _steps_for(patch, step=0.5):
-    """nnU-Net's tile positions for an image of a given size, as compat hands them to the tile accumulator."""
-    return lambda size: _steps(size, patch, step)
+    """nnU-Net's tile positions for an image of a given size, as compat hands them to the tile accumulator (the
+    size passed straight to nnU-Net: padding to the patch is the accumulator's job)."""
+    from nnunet_ext.compat import sliding_window_steps
+
+    return lambda size: sliding_window_steps(size, patch, step)
 
 
 def test_subset_of_slices_batch_size_and_box_do_not_change_the_logits_inside_the_box():
@@ -182,11 +185,11 @@ def test_folds_are_averaged():
 
 def test_images_smaller_than_the_patch_are_padded_as_nnunet_pads_them():
     pytest.importorskip("nnunetv2")
-    data = torch.rand(1, 3, 30, 41)
+    data = torch.rand(1, 3, 20, 41)  # 20 < half the patch: unpadded, nnU-Net would give no tile position at all
     network, patch = _random_network(1, 2), (48, 48)
     logits = predict_slices(network, data, patch, 2, _steps_for(patch), _gaussian(patch))
-    padded = torch.nn.functional.pad(data, (3, 4, 9, 9))  # centred, the odd voxel after, as pad_nd_image
-    direct = network(padded.permute(1, 0, 2, 3)).permute(1, 0, 2, 3)[:, :, 9:39, 3:44]
+    padded = torch.nn.functional.pad(data, (3, 4, 14, 14))  # centred, the odd voxel after, as pad_nd_image
+    direct = network(padded.permute(1, 0, 2, 3)).permute(1, 0, 2, 3)[:, :, 14:34, 3:44]
     torch.testing.assert_close(logits, direct.detach(), atol=1e-5, rtol=1e-5)
 
 
