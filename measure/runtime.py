@@ -154,8 +154,33 @@ def parallel_map(function: Callable[..., Result], tasks: Sequence[tuple], jobs: 
     return results
 
 
+_handler_pid: int | None = None
+"""The process that installed :func:`_terminate_as_interrupt` (a forked child inherits the handler, not the role)."""
+
+
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    if os.getpid() != _handler_pid:  # a forked child before its at-fork reset ran: end as by default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt
+
+
+def _default_sigterm_in_child() -> None:
+    """In a process forked while a command's SIGTERM handler is installed (a worker of a pool the command does not
+    own, such as nnU-Net's ``multiprocessing.Pool`` under ``spine-convert --verify``), SIGTERM ends it as by default:
+    ``Pool.terminate()`` relies on that, and a worker that inherited the handler raised KeyboardInterrupt instead and
+    could hang, and the command with it, waiting for it. A SIGTERM that reaches the child before this runs is ended
+    the same way by the handler itself (it acts only in the process that installed it)."""
+    if signal.getsignal(signal.SIGTERM) is _terminate_as_interrupt:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # pragma: no cover - forked from a thread other than the main one: it cannot be reset
+            pass
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def interruptible(command: str) -> Callable:
@@ -166,7 +191,10 @@ def interruptible(command: str) -> Callable:
     def decorate(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(argv: Sequence[str] | None = None) -> int:
+            global _handler_pid
             installed = threading.current_thread() is threading.main_thread()
+            if installed:
+                _handler_pid = os.getpid()
             previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if installed else None
             try:
                 return main(argv)

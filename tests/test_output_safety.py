@@ -489,3 +489,41 @@ def test_ctrl_c_stops_spine_convert_within_3_s(tmp_path, started_processes):
     time.sleep(0.5)
     assert not [pid for pid in workers if alive(pid)]
     assert "nothing was written" in err and not any((tmp_path / "raw").rglob("*"))  # no half-written dataset
+
+
+def test_a_process_forked_inside_a_command_ends_on_sigterm_as_by_default():
+    """A pool the command does not own (nnU-Net's ``multiprocessing.Pool`` under ``spine-convert --verify``) forks
+    its workers while the command's SIGTERM handler is installed and ends them with SIGTERM on exit; a worker that
+    inherited the handler raised KeyboardInterrupt instead and could hang the command (seen once in the suite, and
+    within 6 pool runs in a loop). The forked child gets the default disposition back; the command keeps its own."""
+    import multiprocessing
+    import signal
+
+    from measure.runtime import interruptible
+
+    def child(conn) -> None:
+        conn.send(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+
+    def early_signal() -> None:  # a SIGTERM that comes before the at-fork reset: the inherited handler still ends it
+        from measure import runtime
+
+        signal.signal(signal.SIGTERM, runtime._terminate_as_interrupt)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    @interruptible("test-command")
+    def main(argv=None) -> int:
+        parent_end, child_end = multiprocessing.get_context("fork").Pipe()
+        process = multiprocessing.get_context("fork").Process(target=child, args=(child_end,))
+        process.start()
+        default_in_child = parent_end.recv()
+        process.join(timeout=10)
+        assert default_in_child, "the forked child kept the command's SIGTERM handler"
+        early = multiprocessing.get_context("fork").Process(target=early_signal)
+        early.start()
+        early.join(timeout=10)
+        assert early.exitcode == -signal.SIGTERM  # killed by the signal, not a KeyboardInterrupt (exit code 1)
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the command's own handler is still there
+        return 0
+
+    assert main([]) == 0
