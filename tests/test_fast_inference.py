@@ -68,12 +68,6 @@ def _gaussian(patch):
     return gaussian_importance(patch, "cpu")
 
 
-def _steps(shape, patch, step=0.5):
-    from nnunet_ext.compat import sliding_window_steps
-
-    return sliding_window_steps([max(s, p) for s, p in zip(shape, patch, strict=True)], patch, step)
-
-
 def _steps_for(patch, step=0.5):
     """nnU-Net's tile positions for an image of a given size, as compat hands them to the tile accumulator (the
     size passed straight to nnU-Net: padding to the patch is the accumulator's job)."""
@@ -137,7 +131,8 @@ def test_box_layout_lays_the_grid_over_the_box_widened_to_the_patch():
     # a box 280 long and 40 wide on a 351 x 351 slice: 2 x 1 tiles, not the grid's 3 x 3 that touch it
     corners = box_corners((slice(20, 300), slice(100, 140)), (351, 351), (224, 224), _steps_for((224, 224)))
     assert corners == [(20, 8), (76, 8)]
-    assert len(tile_corners(_steps((351, 351), (224, 224)), (224, 224), (slice(20, 300), slice(100, 140)))) == 9
+    grid = _steps_for((224, 224))((351, 351))  # the whole slice's grid (351 px: no padding)
+    assert len(tile_corners(grid, (224, 224), (slice(20, 300), slice(100, 140)))) == 9
 
 
 def test_box_layout_runs_one_tile_across_a_narrow_box_and_the_grid_along_a_long_one():
