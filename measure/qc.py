@@ -19,6 +19,7 @@ from .segments import SegmentMeasurement, SpineSummary
 from .spine import SpineMeasurement
 
 _LINE_COLOURS = {"anterior": (0, 140, 255), "middle": (60, 220, 60), "posterior": (255, 200, 0)}  # BGR
+_FAILED_COLOUR = (60, 60, 255)  # BGR: outlines of bodies whose measurement failed
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -127,10 +128,43 @@ def _draw_heights(panel: np.ndarray, view: _View, m: SpineMeasurement, scale: fl
     if v.status in ("warning", "failed"):
         extra += f"  [{v.status}]"
     if v.status == "failed" and v.messages:
-        reason = next((message for message in v.messages if "not measurable" in message), v.messages[0])
-        extra += f" {reason.removeprefix('not measurable: ')[:70]}"
+        extra += f" {_reason(v.messages)}"
     _text(panel, extra, (right_edge, centre[1] + 12), (200, 200, 255) if v.status != "ok" else (200, 200, 200),
           scale * 0.85)
+
+
+def _reason(messages: Sequence[str]) -> str:
+    """The message that says why a body could not be measured (the first one otherwise), shortened for a picture."""
+    reason = next((message for message in messages if "not measurable" in message), messages[0])
+    return reason.removeprefix("not measurable: ")[:70]
+
+
+def _draw_unmeasured(panels: Sequence[np.ndarray], view: _View, volume: SagittalVolume, shown: int,
+                     m: SpineMeasurement, scale: float) -> bool:
+    """A body without a measured section (its measurement failed before one was chosen): the outline of its mask on
+    the shown slice in the failure colour on both panels, its name beside it and, on the heights panel, its status
+    and reason. False (nothing drawn) where the shown slice holds none of it inside the picture."""
+    v = m.vertebra
+    local = shown - volume.offset[0]
+    if not 0 <= local < volume.array.shape[0]:
+        return False
+    body = volume.array[local] == v.label
+    if not body.any():
+        return False
+    spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
+    on_picture = view.background(body.astype(np.float32), spacing, volume.offset[1:]) >= 0.5
+    outlines, _ = cv2.findContours(on_picture.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not outlines:
+        return False
+    for panel in panels:
+        cv2.drawContours(panel, outlines, -1, _FAILED_COLOUR, 1, cv2.LINE_AA)
+    points = np.concatenate(outlines)[:, 0, :]
+    centre = (int(points[:, 0].mean()), int(points[:, 1].mean()))
+    name = str(v.level or v.label)
+    text = f"{name}  [{v.status}]" + (f" {_reason(v.messages)}" if v.messages else "")
+    _text(panels[0], text, (int(points[:, 0].max()) + 8, centre[1]), (200, 200, 255), scale * 0.85)
+    _text(panels[1], name, centre, (255, 255, 255), scale)
+    return True
 
 
 def _draw_distances(panel: np.ndarray, view: _View, m: SpineMeasurement, measurements: Sequence[SpineMeasurement],
@@ -193,6 +227,14 @@ def render_qc(
         _draw_heights(heights_panel, view, m, scale, thick)
         _draw_distances(distance_panel, view, m, measurements, scale, thick)
     _draw_segments(distance_panel, view, segments, measurements, scale, thick)
+    not_drawn = [m for m in measurements if m.vertebra.contour_2d is None
+                 and not _draw_unmeasured((heights_panel, distance_panel), view, volume, shown, m, scale)]
+    for row, m in enumerate(reversed(not_drawn)):  # bottom up, so that the first stays visible
+        v = m.vertebra
+        text = f"not on this slice: {v.level or v.label}  [{v.status}]" + (f" {_reason(v.messages)}" if v.messages
+                                                                            else "")
+        _text(heights_panel, text, (6, heights_panel.shape[0] - 12 - row * int(28 * scale)), (200, 200, 255),
+              scale * 0.85)
     separator = np.full((view.height, 4, 3), 255, np.uint8)
     picture = np.concatenate([heights_panel, separator, distance_panel], axis=1)
     return np.concatenate([_header(case_id, volume, shown, measurements, summary, picture.shape[1]), picture], axis=0)
