@@ -65,21 +65,40 @@ def _fmt(value: float) -> str:
     return "--" if not math.isfinite(value) else f"{value:.1f}"
 
 
-def _view_for(volume: SagittalVolume, measured: Sequence[SpineMeasurement], target_height_px: int) -> tuple[_View, int]:
-    """The drawing window around the measured bodies (the whole volume when none) and the canonical slice shown (the
-    median of the measured slices)."""
+def _shown_slice(volume: SagittalVolume, measured: Sequence[SpineMeasurement]) -> int:
+    """The canonical slice shown: the median of the measured slices (the middle one when none)."""
+    if not measured:
+        return volume.shape[0] // 2
+    slices = sorted(m.vertebra.canonical_slice for m in measured)
+    return slices[len(slices) // 2]
+
+
+def _mask_points(volume: SagittalVolume, shown: int, label: int) -> np.ndarray:
+    """In-plane mm (anterior, superior) of the pixels of ``label`` on the canonical slice ``shown``; (0, 2) if none."""
+    local = shown - volume.offset[0]
+    if not 0 <= local < volume.array.shape[0]:
+        return np.zeros((0, 2))
+    pixels = np.argwhere(volume.array[local] == label)
+    return (pixels + np.asarray(volume.offset[1:])) * np.asarray(volume.spacing[1:], dtype=float)
+
+
+def _view_for(volume: SagittalVolume, measured: Sequence[SpineMeasurement], target_height_px: int,
+              extra_points: np.ndarray | None = None) -> tuple[_View, int]:
+    """The drawing window around the measured bodies and ``extra_points`` (in-plane mm; the whole volume when there
+    are none) and the canonical slice shown (:func:`_shown_slice`)."""
     sx, sy = float(volume.spacing[1]), float(volume.spacing[2])
-    if measured:
-        points = np.concatenate([m.vertebra.contour_2d for m in measured])
+    shown = _shown_slice(volume, measured)
+    parts = [m.vertebra.contour_2d for m in measured]
+    if extra_points is not None and len(extra_points):
+        parts.append(extra_points)
+    if parts:
+        points = np.concatenate(parts)
         lo, hi = points.min(axis=0) - 15, points.max(axis=0) + 15
         lo[0] -= 10
         hi[0] += 10
-        slices = sorted(m.vertebra.canonical_slice for m in measured)
-        shown = slices[len(slices) // 2]
     else:
         lo = np.zeros(2)
         hi = np.array([volume.shape[1] * sx, volume.shape[2] * sy])
-        shown = volume.shape[0] // 2
     lo[1] = max(lo[1], -sy / 2)
     hi[1] = min(hi[1], (volume.shape[2] - 0.5) * sy)
     k = float(np.clip(target_height_px / max(hi[1] - lo[1], 1.0), 1.5, 12.0))
@@ -143,7 +162,8 @@ def _draw_unmeasured(panels: Sequence[np.ndarray], view: _View, volume: Sagittal
                      m: SpineMeasurement, scale: float) -> bool:
     """A body without a measured section (its measurement failed before one was chosen): the outline of its mask on
     the shown slice in the failure colour on both panels, its name beside it and, on the heights panel, its status
-    and reason. False (nothing drawn) where the shown slice holds none of it inside the picture."""
+    and reason. False (nothing drawn) where the shown slice holds none of it (the window takes in what it holds:
+    :func:`render_qc`)."""
     v = m.vertebra
     local = shown - volume.offset[0]
     if not 0 <= local < volume.array.shape[0]:
@@ -214,30 +234,44 @@ def render_qc(
     """The QC picture (BGR uint8) of one case; with ``segments`` and ``summary``, each motion segment's angle and
     slip (its two corners marked) on the distances panel and the lordosis and sacral slope in the header."""
     measured = [m for m in measurements if m.vertebra.contour_2d is not None]
-    view, shown = _view_for(volume, measured, target_height_px)
+    unmeasured = [m for m in measurements if m.vertebra.contour_2d is None]
+    shown = _shown_slice(volume, measured)
+    extra = [_mask_points(volume, shown, m.vertebra.label) for m in unmeasured]
+    view, shown = _view_for(volume, measured, target_height_px, np.concatenate(extra) if extra else None)
     base_bgr = _background(view, volume, image, shown)
     heights_panel, distance_panel = base_bgr.copy(), base_bgr.copy()
     scale = float(np.clip(view.k / 6.0, 0.5, 0.9))
     thick = 2 if view.k >= 4 else 1
     for m in measured:
-        colour = (235, 235, 235) if m.vertebra.status != "failed" else (60, 60, 255)
+        colour = (235, 235, 235) if m.vertebra.status != "failed" else _FAILED_COLOUR
         outline = view.px(m.vertebra.contour_2d).round().astype(np.int32)
         for panel in (heights_panel, distance_panel):
             cv2.polylines(panel, [outline], True, colour, 1, cv2.LINE_AA)
         _draw_heights(heights_panel, view, m, scale, thick)
         _draw_distances(distance_panel, view, m, measurements, scale, thick)
     _draw_segments(distance_panel, view, segments, measurements, scale, thick)
-    not_drawn = [m for m in measurements if m.vertebra.contour_2d is None
-                 and not _draw_unmeasured((heights_panel, distance_panel), view, volume, shown, m, scale)]
-    for row, m in enumerate(reversed(not_drawn)):  # bottom up, so that the first stays visible
-        v = m.vertebra
-        text = f"not on this slice: {v.level or v.label}  [{v.status}]" + (f" {_reason(v.messages)}" if v.messages
-                                                                            else "")
-        _text(heights_panel, text, (6, heights_panel.shape[0] - 12 - row * int(28 * scale)), (200, 200, 255),
-              scale * 0.85)
+    not_drawn = [m for m in unmeasured
+                 if not _draw_unmeasured((heights_panel, distance_panel), view, volume, shown, m, scale)]
+    _list_not_drawn(heights_panel, not_drawn, scale)
     separator = np.full((view.height, 4, 3), 255, np.uint8)
     picture = np.concatenate([heights_panel, separator, distance_panel], axis=1)
     return np.concatenate([_header(case_id, volume, shown, measurements, summary, picture.shape[1]), picture], axis=0)
+
+
+def _list_not_drawn(panel: np.ndarray, rows: Sequence[SpineMeasurement], scale: float, most: int = 4) -> None:
+    """One line per body the shown slice does not hold, at the bottom of the panel (the first ``most``, then how many
+    more): its level, status, the slice it was looked at on and the reason."""
+    lines = []
+    for m in rows[:most]:
+        v = m.vertebra
+        where = f" (its slice {v.slice_index})" if v.slice_index is not None else ""
+        lines.append(f"not on this slice: {v.level or v.label}{where}  [{v.status}]"
+                     + (f" {_reason(v.messages)}" if v.messages else ""))
+    if len(rows) > most:
+        lines.append(f"+{len(rows) - most} more not on this slice: see the table")
+    step = int(28 * scale)
+    for row, text in enumerate(reversed(lines)):  # bottom up
+        _text(panel, text, (6, panel.shape[0] - 12 - row * step), (200, 200, 255), scale * 0.85)
 
 
 def _draw_segments(panel: np.ndarray, view: _View, segments: Sequence[SegmentMeasurement],
