@@ -17,6 +17,7 @@ from .io import SagittalVolume
 from .outputs import atomic_write
 from .segments import SegmentMeasurement, SpineSummary
 from .spine import SpineMeasurement
+from .vertebra import VertebraMeasurement
 
 _LINE_COLOURS = {"anterior": (0, 140, 255), "middle": (60, 220, 60), "posterior": (255, 200, 0)}  # BGR
 _FAILED_COLOUR = (60, 60, 255)  # BGR: outlines of bodies whose measurement failed
@@ -73,13 +74,19 @@ def _shown_slice(volume: SagittalVolume, measured: Sequence[SpineMeasurement]) -
     return slices[len(slices) // 2]
 
 
-def _mask_points(volume: SagittalVolume, shown: int, label: int) -> np.ndarray:
-    """In-plane mm (anterior, superior) of the pixels of ``label`` on the canonical slice ``shown``; (0, 2) if none."""
+def _label_on_slice(volume: SagittalVolume, shown: int, label: int) -> np.ndarray | None:
+    """The pixels of ``label`` on the canonical slice ``shown`` (boolean, the crop's in-plane shape), or None where
+    that slice holds none of it."""
     local = shown - volume.offset[0]
     if not 0 <= local < volume.array.shape[0]:
-        return np.zeros((0, 2))
-    pixels = np.argwhere(volume.array[local] == label)
-    return (pixels + np.asarray(volume.offset[1:])) * np.asarray(volume.spacing[1:], dtype=float)
+        return None
+    body = volume.array[local] == label
+    return body if body.any() else None
+
+
+def _mask_points(volume: SagittalVolume, body: np.ndarray) -> np.ndarray:
+    """In-plane mm (anterior, superior) of the pixels of a slice mask of the crop (:func:`_label_on_slice`)."""
+    return (np.argwhere(body) + np.asarray(volume.offset[1:])) * np.asarray(volume.spacing[1:], dtype=float)
 
 
 def _view_for(volume: SagittalVolume, measured: Sequence[SpineMeasurement], target_height_px: int,
@@ -158,19 +165,19 @@ def _reason(messages: Sequence[str]) -> str:
     return reason.removeprefix("not measurable: ")[:70]
 
 
-def _draw_unmeasured(panels: Sequence[np.ndarray], view: _View, volume: SagittalVolume, shown: int,
-                     m: SpineMeasurement, scale: float) -> bool:
-    """A body without a measured section (its measurement failed before one was chosen): the outline of its mask on
-    the shown slice in the failure colour on both panels, its name beside it and, on the heights panel, its status
-    and reason. False (nothing drawn) where the shown slice holds none of it (the window takes in what it holds:
-    :func:`render_qc`)."""
+def _status_note(v: VertebraMeasurement) -> str:
+    """``[status]`` and, where there is one, the reason (:func:`_reason`): what a picture says of a body it cannot
+    show measured."""
+    return f"[{v.status}]" + (f" {_reason(v.messages)}" if v.messages else "")
+
+
+def _draw_unmeasured(panels: Sequence[np.ndarray], view: _View, volume: SagittalVolume, m: SpineMeasurement,
+                     body: np.ndarray, scale: float) -> bool:
+    """A body without a measured section (its measurement failed before one was chosen): the outline of ``body``, its
+    mask on the shown slice (:func:`_label_on_slice`), in the failure colour on both panels, its name beside it and,
+    on the heights panel, its status and reason. False (nothing drawn) where none of it falls inside the picture (the
+    window takes it in: :func:`render_qc`)."""
     v = m.vertebra
-    local = shown - volume.offset[0]
-    if not 0 <= local < volume.array.shape[0]:
-        return False
-    body = volume.array[local] == v.label
-    if not body.any():
-        return False
     spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
     on_picture = view.background(body.astype(np.float32), spacing, volume.offset[1:]) >= 0.5
     outlines, _ = cv2.findContours(on_picture.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -181,8 +188,8 @@ def _draw_unmeasured(panels: Sequence[np.ndarray], view: _View, volume: Sagittal
     points = np.concatenate(outlines)[:, 0, :]
     centre = (int(points[:, 0].mean()), int(points[:, 1].mean()))
     name = str(v.level or v.label)
-    text = f"{name}  [{v.status}]" + (f" {_reason(v.messages)}" if v.messages else "")
-    _text(panels[0], text, (int(points[:, 0].max()) + 8, centre[1]), (200, 200, 255), scale * 0.85)
+    _text(panels[0], f"{name}  {_status_note(v)}", (int(points[:, 0].max()) + 8, centre[1]), (200, 200, 255),
+          scale * 0.85)
     _text(panels[1], name, centre, (255, 255, 255), scale)
     return True
 
@@ -234,9 +241,10 @@ def render_qc(
     """The QC picture (BGR uint8) of one case; with ``segments`` and ``summary``, each motion segment's angle and
     slip (its two corners marked) on the distances panel and the lordosis and sacral slope in the header."""
     measured = [m for m in measurements if m.vertebra.contour_2d is not None]
-    unmeasured = [m for m in measurements if m.vertebra.contour_2d is None]
     shown = _shown_slice(volume, measured)
-    extra = [_mask_points(volume, shown, m.vertebra.label) for m in unmeasured]
+    unmeasured = [(m, _label_on_slice(volume, shown, m.vertebra.label))
+                  for m in measurements if m.vertebra.contour_2d is None]
+    extra = [_mask_points(volume, body) for _, body in unmeasured if body is not None]
     view, shown = _view_for(volume, measured, target_height_px, np.concatenate(extra) if extra else None)
     base_bgr = _background(view, volume, image, shown)
     heights_panel, distance_panel = base_bgr.copy(), base_bgr.copy()
@@ -250,8 +258,8 @@ def render_qc(
         _draw_heights(heights_panel, view, m, scale, thick)
         _draw_distances(distance_panel, view, m, measurements, scale, thick)
     _draw_segments(distance_panel, view, segments, measurements, scale, thick)
-    not_drawn = [m for m in unmeasured
-                 if not _draw_unmeasured((heights_panel, distance_panel), view, volume, shown, m, scale)]
+    not_drawn = [m for m, body in unmeasured
+                 if body is None or not _draw_unmeasured((heights_panel, distance_panel), view, volume, m, body, scale)]
     _list_not_drawn(heights_panel, not_drawn, scale)
     separator = np.full((view.height, 4, 3), 255, np.uint8)
     picture = np.concatenate([heights_panel, separator, distance_panel], axis=1)
@@ -265,8 +273,7 @@ def _list_not_drawn(panel: np.ndarray, rows: Sequence[SpineMeasurement], scale: 
     for m in rows[:most]:
         v = m.vertebra
         where = f" (its slice {v.slice_index})" if v.slice_index is not None else ""
-        lines.append(f"not on this slice: {v.level or v.label}{where}  [{v.status}]"
-                     + (f" {_reason(v.messages)}" if v.messages else ""))
+        lines.append(f"not on this slice: {v.level or v.label}{where}  {_status_note(v)}")
     if len(rows) > most:
         lines.append(f"+{len(rows) - most} more not on this slice: see the table")
     step = int(28 * scale)
