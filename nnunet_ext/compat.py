@@ -264,7 +264,7 @@ CPU has it natively)."""
 
 CPU_LAYOUTS = ("auto", "contiguous", "channels-last")
 """Tensor layouts of :func:`load_predictor` on the CPU (``auto``: channels-last where a network computes in bfloat16
-on a CPU with AMX, contiguous otherwise)."""
+on an x86 CPU with AMX or AVX512-BF16, contiguous otherwise)."""
 
 
 def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None = None,
@@ -284,8 +284,9 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
 
     ``cpu_layout``: the project's networks on the CPU (not on CUDA, not nnU-Net's own networks, whose layout this
     leaves as it is) run on ``channels-last`` tensors or as given
-    (``contiguous``); ``auto`` picks channels-last for a bfloat16 network on a CPU with AMX, where it is faster
-    (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). The predictor's ``cpu_layout`` attribute says
+    (``contiguous``); ``auto`` picks channels-last for a bfloat16 network on an x86 CPU with AMX or
+    AVX512-BF16, where it is faster (:func:`~nnunet_ext.networks.precision.cpu_channels_last_preferred`;
+    :func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). The predictor's ``cpu_layout`` attribute says
     which one its network runs in."""
     import json
 
@@ -293,7 +294,7 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_ext.networks.precision import cpu_amx_supported, set_cpu_autocast, set_cpu_channels_last
+    from nnunet_ext.networks.precision import cpu_channels_last_preferred, set_cpu_autocast, set_cpu_channels_last
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
@@ -337,7 +338,7 @@ def load_predictor(model_folder: str | Path, folds: Sequence[int | str] | None =
                              "float32")
         predictor.cpu_precision = "bfloat16"
     channels_last = cpu_layout == "channels-last" or (
-        cpu_layout == "auto" and predictor.cpu_precision == "bfloat16" and cpu_amx_supported())
+        cpu_layout == "auto" and predictor.cpu_precision == "bfloat16" and cpu_channels_last_preferred())
     if torch_device.type == "cpu" and channels_last and set_cpu_channels_last(predictor.network, True):
         predictor.cpu_layout = "channels-last"
     return predictor

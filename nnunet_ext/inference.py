@@ -91,8 +91,8 @@ class RunOptions:
     """Network compute on the CPU: ``auto`` (each stage in the precision it was trained in, where the CPU has it),
     ``float32`` or ``bfloat16`` (:func:`~nnunet_ext.compat.load_predictor`)."""
     cpu_layout: str = "auto"
-    """Tensor layout on the CPU: ``auto`` (channels-last for bfloat16 on a CPU with AMX), ``contiguous`` or
-    ``channels-last`` (:func:`~nnunet_ext.compat.load_predictor`)."""
+    """Tensor layout on the CPU: ``auto`` (channels-last for bfloat16 on an x86 CPU with AMX or AVX512-BF16),
+    ``contiguous`` or ``channels-last`` (:func:`~nnunet_ext.compat.load_predictor`)."""
 
 
 @dataclass

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "nnU-Net's float16 autocast is used either way")
     speed.add_argument("--cpu-layout", choices=("auto", "contiguous", "channels-last"), default="auto",
                        help="tensor layout of the networks on the CPU: auto (default) is channels-last for a "
-                            "bfloat16 network on a CPU with AMX (1.4-1.9x faster there; bfloat16 rounds differently "
+                            "bfloat16 network on an x86 CPU with AMX or AVX512-BF16 (1.4-1.9x faster per tile with "
+                            "AMX, about 1.2x on AMD Zen 4; bfloat16 rounds differently "
                             "in the two layouts: the recipe's masks within Dice 0.997 of each other on 48 real cases, "
                             "docs/benchmarks.md), contiguous otherwise")
     parser.add_argument("--num-parts", type=int, default=1,

@@ -178,7 +178,7 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     it was trained in: the fast path and the full sliding window give the same masks."""
     import torch
 
-    from nnunet_ext.networks.precision import cpu_amx_supported, cpu_bfloat16_supported
+    from nnunet_ext.networks.precision import cpu_bfloat16_supported, cpu_channels_last_preferred
 
     (tmp_path / "user_trainers.py").write_text(NEIGHBOURS_TRAINER)
     env = pipeline.env
@@ -201,7 +201,7 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     bfloat16 = cpu_bfloat16_supported()
     assert plans["configurations"]["2d_cascade"].get("spine_cpu_precision") == ("bfloat16" if bfloat16 else None)
     precision = "compute precision on the CPU: stage 1 float32, stage 2 " + (
-        ("bfloat16 (channels-last)" if cpu_amx_supported() else "bfloat16") if bfloat16 else "float32")
+        ("bfloat16 (channels-last)" if cpu_channels_last_preferred() else "bfloat16") if bfloat16 else "float32")
     assert all(precision in done.stdout for done in printed.values()), printed["fast"].stdout
     assert plans["configurations"]["2d_cascade"]["architecture"]["arch_kwargs"]["features_per_stage"] == [
         6, 12, 24, 48, 72]
@@ -232,14 +232,14 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     assert trainer.network.cpu_autocast_dtype is None
     assert not trainer.network.cpu_channels_last
 
-    class ChannelsLast(nnUNetTrainerSpineFine):  # channels-last where it trains in bfloat16 on a CPU with AMX
+    class ChannelsLast(nnUNetTrainerSpineFine):  # channels-last where it trains in bfloat16 (AMX or AVX512-BF16)
         cpu_bfloat16 = True
         cpu_channels_last = True
 
     plans["continue_training"] = False
     trainer = ChannelsLast(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
     trainer.initialize()
-    assert trainer.network.cpu_channels_last is (bfloat16 and cpu_amx_supported())
+    assert trainer.network.cpu_channels_last is (bfloat16 and cpu_channels_last_preferred())
 
     class WrongStages(nnUNetTrainerSpineFine):  # widths for another number of stages than the plans' network
         network_features = (8, 16, 32)

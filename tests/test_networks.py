@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
+from nnunet_ext.networks import precision  # noqa: E402
 from nnunet_ext.networks.blocks import InstanceNorm2d, InstanceNorm3d, is_channels_last  # noqa: E402
 from nnunet_ext.networks.coarse3d import CoarseDeepLabGCN3D  # noqa: E402
 from nnunet_ext.networks.factory import (  # noqa: E402
@@ -26,8 +27,8 @@ from nnunet_ext.networks.factory import (  # noqa: E402
 from nnunet_ext.networks.fine2d import ResidualUNet2D  # noqa: E402
 from nnunet_ext.networks.graph import class_edges, edge_index  # noqa: E402
 from nnunet_ext.networks.precision import (  # noqa: E402
-    cpu_amx_supported,
     cpu_bfloat16_supported,
+    cpu_channels_last_preferred,
     set_cpu_autocast,
     set_cpu_channels_last,
 )
@@ -368,9 +369,24 @@ def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
             load_predictor(tmp_path, [0], precision="bfloat16")
 
 
+def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(tmp_path, monkeypatch):
+    """The CPU flags read from cpuinfo's ``flags`` line (a flag's name inside another's, or on another line, is not
+    it), and channels-last preferred with AMX or AVX512-BF16 only."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC avx512_bf16-like\nflags\t\t: fpu avx512f avx512_bf16 sse2\n")
+    assert precision._cpu_flag("avx512_bf16", cpuinfo) and precision._cpu_flag("fpu", cpuinfo)
+    assert not precision._cpu_flag("avx512", cpuinfo) and not precision._cpu_flag("amx_bf16", cpuinfo)
+    assert not precision._cpu_flag("fpu", tmp_path / "missing")
+    for amx, flags, expected in ((False, (), False), (False, ("avx512_bf16",), True), (True, (), True),
+                                 (False, ("avx512f", "avx512_vnni"), False)):
+        monkeypatch.setattr(precision, "cpu_amx_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(precision, "_cpu_flag", lambda flag, flags=flags: flag in flags)
+        assert precision.cpu_channels_last_preferred() is expected, (amx, flags)
+
+
 def test_predictor_runs_the_network_in_the_layout_asked(tmp_path):
     """compat.load_predictor(cpu_layout=...): channels-last where asked, contiguous where asked; auto is
-    channels-last only for a bfloat16 network on a CPU with AMX; an unknown layout refused."""
+    channels-last only for a bfloat16 network on an x86 CPU with AMX or AVX512-BF16; an unknown layout refused."""
     pytest.importorskip("nnunetv2")
     from nnunet_ext.compat import load_predictor
 
@@ -386,7 +402,7 @@ def test_predictor_runs_the_network_in_the_layout_asked(tmp_path):
         assert convs and all(is_channels_last(c.weight) is expected for c in convs)
     if cpu_bfloat16_supported():
         predictor = load_predictor(tmp_path, [0], precision="bfloat16")
-        assert predictor.network.cpu_channels_last is cpu_amx_supported()
+        assert predictor.network.cpu_channels_last is cpu_channels_last_preferred()
     with pytest.raises(ValueError, match="cpu_layout 'nhwc'"):
         load_predictor(tmp_path, [0], cpu_layout="nhwc")
 

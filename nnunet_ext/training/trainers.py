@@ -39,8 +39,8 @@ from nnunet_ext.compat import (
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import (
-    cpu_amx_supported,
     cpu_bfloat16_supported,
+    cpu_channels_last_preferred,
     set_cpu_autocast,
     set_cpu_channels_last,
 )
@@ -132,11 +132,13 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     optimiser, loss and exported probabilities stay float32), as nnU-Net's mixed precision does on CUDA only. Ignored
     on CUDA, on CPUs without native bfloat16 and for networks other than the cascade's."""
     cpu_channels_last: bool = False
-    """True: where the network trains in bfloat16 (:attr:`cpu_bfloat16`) on a CPU with AMX, it trains on
-    channels-last tensors (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). Measured on a 2-core Xeon
-    with AMX (docs/benchmarks.md, "Thirty-first session"): the recipe's stage 2 fits 17 % more iterations in its time
-    budget (63 against 54 per epoch), its stage 1 is slower so (3D, 8-48 channels). Ignored elsewhere; checkpoints are
-    the same. On in the recipe's multiclass stage 2
+    """True: where the network trains in bfloat16 (:attr:`cpu_bfloat16`) on an x86 CPU with AMX or AVX512-BF16
+    (:func:`~nnunet_ext.networks.precision.cpu_channels_last_preferred`), it trains on channels-last tensors
+    (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). Measured on a 2-core Xeon with AMX
+    (docs/benchmarks.md, "Thirty-first session"): the recipe's stage 2 fits 17 % more iterations in its time budget
+    (63 against 54 per epoch), its stage 1 is slower so (3D, 8-48 channels); on a 2-core AMD EPYC (Zen 4, no AMX) the
+    stage-2 training step is 1.13-1.2x faster ("Thirty-seventh session"). Ignored elsewhere; checkpoints are the
+    same. On in the recipe's multiclass stage 2
     (:class:`~nnunet_ext.training.variants.nnUNetTrainerSpineFineCpu`)."""
     neighbour_slices: int = 0
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
@@ -235,9 +237,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
         if self.cpu_bfloat16 and self.device.type == "cpu":
             used = set_cpu_autocast(self.network, torch.bfloat16)
             self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
-            if used and self.cpu_channels_last and cpu_amx_supported():
+            if used and self.cpu_channels_last and cpu_channels_last_preferred():
                 set_cpu_channels_last(self.network, True)
-                self.print_to_log_file("channels-last tensors on the CPU (AMX)")
+                self.print_to_log_file("channels-last tensors on the CPU (AMX or AVX512-BF16)")
         for entry in self._configuration_entries(self.configuration_name):
             record_cpu_precision(entry, "bfloat16" if used else "float32")
 
