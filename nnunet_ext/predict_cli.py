@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--cpu-layout", choices=("auto", "contiguous", "channels-last"), default="auto",
                        help="tensor layout of the networks on the CPU: auto (default) is channels-last for a "
                             "bfloat16 network on an x86 CPU with AMX or AVX512-BF16 (1.4-1.9x faster per tile with "
-                            "AMX, about 1.2x on AMD Zen 4; bfloat16 rounds differently "
-                            "in the two layouts: the recipe's masks within Dice 0.997 of each other on 48 real cases, "
-                            "docs/benchmarks.md), contiguous otherwise")
+                            "AMX, up to 1.2x on AMD Zen 4; bfloat16 rounds differently in the two layouts: the "
+                            "recipe's masks within Dice 0.997 (AMX, 48 real cases) and 0.9966 (Zen 4, 24) of each "
+                            "other, docs/benchmarks.md), contiguous otherwise")
     parser.add_argument("--num-parts", type=int, default=1,
                         help="split the cohort over this many machines (nnU-Net's parts)")
     parser.add_argument("--part-id", type=int, default=0, help="which part this machine runs (0-based)")

@@ -373,9 +373,10 @@ def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(tmp_path
     """The CPU flags read from cpuinfo's ``flags`` line (a flag's name inside another's, or on another line, is not
     it), and channels-last preferred with AMX or AVX512-BF16 only."""
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("model name\t: AMD EPYC avx512_bf16-like\nflags\t\t: fpu avx512f avx512_bf16 sse2\n")
+    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx512f avx512_bf16 sse2\nvmx flags\t: ept\n")
     assert precision._cpu_flag("avx512_bf16", cpuinfo) and precision._cpu_flag("fpu", cpuinfo)
     assert not precision._cpu_flag("avx512", cpuinfo) and not precision._cpu_flag("amx_bf16", cpuinfo)
+    assert not precision._cpu_flag("EPYC", cpuinfo) and not precision._cpu_flag("ept", cpuinfo)
     assert not precision._cpu_flag("fpu", tmp_path / "missing")
     for amx, flags, expected in ((False, (), False), (False, ("avx512_bf16",), True), (True, (), True),
                                  (False, ("avx512f", "avx512_vnni"), False)):

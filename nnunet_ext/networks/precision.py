@@ -80,11 +80,12 @@ def _cpu_flag(flag: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def cpu_channels_last_preferred() -> bool:
-    """Whether this CPU runs bfloat16 networks faster on channels-last tensors: an x86 CPU with AMX or AVX512-BF16.
+    """Whether bfloat16 networks are expected to run faster on channels-last tensors on this CPU: an x86 CPU with AMX
+    or AVX512-BF16 (oneDNN's bfloat16 convolutions work in that layout there).
 
-    Measured (docs/benchmarks.md): a 2-core Intel Xeon with AMX 1.4-1.9x per tile ("Thirty-first session"); a 2-core
-    AMD EPYC (Zen 4, AVX512-BF16, no AMX) 1.18x per tile of the default preset's stage 2 and 1.13-1.25x per training
-    step of the recipe's two networks ("Thirty-seventh session")."""
+    Measured (docs/benchmarks.md) on two: a 2-core Intel Xeon with AMX, 1.4-1.9x per tile ("Thirty-first session"); a
+    2-core AMD EPYC (Zen 4, AVX512-BF16, no AMX), 1.17-1.19x per tile of the default preset's stage 2 and 1.12-1.25x
+    per training step of the recipe's two networks ("Thirty-seventh session")."""
     return cpu_amx_supported() or _cpu_flag("avx512_bf16")
 
 

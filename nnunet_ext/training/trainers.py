@@ -137,7 +137,7 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
     (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). Measured on a 2-core Xeon with AMX
     (docs/benchmarks.md, "Thirty-first session"): the recipe's stage 2 fits 17 % more iterations in its time budget
     (63 against 54 per epoch), its stage 1 is slower so (3D, 8-48 channels); on a 2-core AMD EPYC (Zen 4, no AMX) the
-    stage-2 training step is 1.13-1.2x faster ("Thirty-seventh session"). Ignored elsewhere; checkpoints are the
+    stage-2 training step is 1.12-1.21x faster ("Thirty-seventh session"). Ignored elsewhere; checkpoints are the
     same. On in the recipe's multiclass stage 2
     (:class:`~nnunet_ext.training.variants.nnUNetTrainerSpineFineCpu`)."""
     neighbour_slices: int = 0

@@ -127,7 +127,7 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     cpu_channels_last = True  # on a CPU with AMX or AVX512-BF16 (elsewhere nothing changes); with AMX 3142-3159
     # iterations in the budget against 2596-2636, cross-validation on the same stage 1 0.893 / 0.902 -> 0.898 / 0.906
     # ("Thirty-first session", one training); the recipe trained anew with it: 0.843 / 0.905, three cases' levels one
-    # off ("Thirty-second"); AMD Zen 4 without AMX: the training step 1.13-1.2x faster ("Thirty-seventh session")
+    # off ("Thirty-second"); AMD Zen 4 without AMX: the training step 1.12-1.21x faster ("Thirty-seventh session")
     rare_level_sampling = 0.5  # as stage 1: S1, T11 and T12 from the few cases that annotate them, twice as often
     union_dice_weight = 1.0  # the Dice of "any vertebra" beside the per-level loss: outlines and heights closer
     # (cross-validation: binary 0.881 -> 0.894, heights MAE 2.10 -> 1.62 mm anterior; docs/benchmarks.md, "Fourteenth
