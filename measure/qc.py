@@ -90,11 +90,10 @@ def _mask_points(volume: SagittalVolume, body: np.ndarray) -> np.ndarray:
 
 
 def _view_for(volume: SagittalVolume, measured: Sequence[SpineMeasurement], target_height_px: int,
-              extra_points: np.ndarray | None = None) -> tuple[_View, int]:
+              extra_points: np.ndarray | None = None) -> _View:
     """The drawing window around the measured bodies and ``extra_points`` (in-plane mm; the whole volume when there
-    are none) and the canonical slice shown (:func:`_shown_slice`)."""
+    are none)."""
     sx, sy = float(volume.spacing[1]), float(volume.spacing[2])
-    shown = _shown_slice(volume, measured)
     parts = [m.vertebra.contour_2d for m in measured]
     if extra_points is not None and len(extra_points):
         parts.append(extra_points)
@@ -110,7 +109,7 @@ def _view_for(volume: SagittalVolume, measured: Sequence[SpineMeasurement], targ
     hi[1] = min(hi[1], (volume.shape[2] - 0.5) * sy)
     k = float(np.clip(target_height_px / max(hi[1] - lo[1], 1.0), 1.5, 12.0))
     lo[0] -= 250 / k  # room for the labels on the posterior (right) side
-    return _View((lo[0], hi[0]), (lo[1], hi[1]), k), shown
+    return _View((lo[0], hi[0]), (lo[1], hi[1]), k)
 
 
 def _background(view: _View, volume: SagittalVolume, image: SagittalVolume | None, shown: int) -> np.ndarray:
@@ -245,7 +244,7 @@ def render_qc(
     unmeasured = [(m, _label_on_slice(volume, shown, m.vertebra.label))
                   for m in measurements if m.vertebra.contour_2d is None]
     extra = [_mask_points(volume, body) for _, body in unmeasured if body is not None]
-    view, shown = _view_for(volume, measured, target_height_px, np.concatenate(extra) if extra else None)
+    view = _view_for(volume, measured, target_height_px, np.concatenate(extra) if extra else None)
     base_bgr = _background(view, volume, image, shown)
     heights_panel, distance_panel = base_bgr.copy(), base_bgr.copy()
     scale = float(np.clip(view.k / 6.0, 0.5, 0.9))

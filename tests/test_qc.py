@@ -53,7 +53,7 @@ def test_body_failed_without_a_section_is_outlined_where_it_lies() -> None:
     contour = next(r.vertebra.contour_2d for r in rows if r.vertebra.level == "L3").copy()
     _fail_early(rows, "L3")
     after = render_qc("case", volume, rows)
-    view, _ = _view_for(volume, [r for r in rows if r.vertebra.contour_2d is not None], 900)
+    view = _view_for(volume, [r for r in rows if r.vertebra.contour_2d is not None], 900)
     header = after.shape[0] - view.height
     expected_rows = view.px(contour)[:, 1] + header  # where L3's measured outline was drawn
     assert after.shape == before.shape
@@ -81,7 +81,7 @@ def test_failed_end_body_is_inside_the_picture() -> None:
     picture = render_qc("case", volume, rows)
     half = picture.shape[1] // 2
     red_rows = np.nonzero(_failure_outline(picture)[:, :half])[0]
-    view, _ = _view_for(volume, [r for r in rows if r.vertebra.contour_2d is not None], 900, contour)
+    view = _view_for(volume, [r for r in rows if r.vertebra.contour_2d is not None], 900, contour)
     assert red_rows.size and red_rows.max() < picture.shape[0] - 10  # clear of the bottom edge
     assert red_rows.max() - red_rows.min() > 0.8 * view.k * np.ptp(contour[:, 1])  # the whole height, not a sliver
 
