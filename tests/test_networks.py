@@ -4,6 +4,7 @@ forward+backward in seconds, and construction through nnU-Net's own plans machin
 
 from __future__ import annotations
 
+import platform
 import time
 
 import pytest
@@ -369,19 +370,22 @@ def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
             load_predictor(tmp_path, [0], precision="bfloat16")
 
 
-def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(tmp_path, monkeypatch):
-    """The CPU flags read from cpuinfo's ``flags`` line (a flag's name inside another's, or on another line, is not
-    it), and channels-last preferred with AMX or AVX512-BF16 only."""
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx512f avx512_bf16 sse2\nvmx flags\t: ept\n")
-    assert precision._cpu_flag("avx512_bf16", cpuinfo) and precision._cpu_flag("fpu", cpuinfo)
-    assert not precision._cpu_flag("avx512", cpuinfo) and not precision._cpu_flag("amx_bf16", cpuinfo)
-    assert not precision._cpu_flag("EPYC", cpuinfo) and not precision._cpu_flag("ept", cpuinfo)
-    assert not precision._cpu_flag("fpu", tmp_path / "missing")
+def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(monkeypatch):
+    """The instruction sets read from torch's capability map (a key missing, or holding a number or a name, is not
+    there; a torch without the map has none), and channels-last preferred with AMX or AVX512-BF16 only."""
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the pinned torch names the flag so on x86
+        assert isinstance(torch.cpu.get_capabilities()["avx512_bf16"], bool)
+    capabilities = {"avx512_bf16": True, "avx512_f": False, "sve_max_length": 256, "architecture": "x86_64"}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert precision.cpu_capability("avx512_bf16")
+    for name in ("avx512_f", "amx_bf16", "sve_max_length", "architecture"):
+        assert not precision.cpu_capability(name), name
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    assert not precision.cpu_capability("avx512_bf16")
     for amx, flags, expected in ((False, (), False), (False, ("avx512_bf16",), True), (True, (), True),
-                                 (False, ("avx512f", "avx512_vnni"), False)):
+                                 (False, ("avx512_f", "avx512_vnni"), False)):
         monkeypatch.setattr(precision, "cpu_amx_supported", lambda amx=amx: amx)
-        monkeypatch.setattr(precision, "_cpu_flag", lambda flag, flags=flags: flag in flags)
+        monkeypatch.setattr(precision, "cpu_capability", lambda name, flags=flags: name in flags)
         assert precision.cpu_channels_last_preferred() is expected, (amx, flags)
 
 

@@ -15,7 +15,6 @@ convolutions work in there.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,19 +63,19 @@ def cpu_amx_supported() -> bool:
     """Whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids), whose bfloat16 convolutions oneDNN runs
     several times faster on channels-last tensors than on the contiguous layout."""
     try:
-        # torch's private check (no public one in 2.x); it also asks Linux for the tiles' state, as oneDNN does
+        # torch's private check: it also asks Linux for the tiles' state, as oneDNN does
         return bool(torch._C._cpu._init_amx())
-    except (AttributeError, RuntimeError):  # a torch without the check: the kernel's CPU flags
-        return _cpu_flag("amx_bf16")
+    except (AttributeError, RuntimeError):  # a torch without it: the CPU's instruction sets as torch reads them
+        return cpu_capability("amx_bf16")
 
 
-def _cpu_flag(flag: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the kernel lists ``flag`` among this CPU's flags (``cpuinfo``; False where it cannot be read)."""
-    try:
-        return any(line.startswith("flags") and flag in line.split(":", 1)[-1].split()
-                   for line in cpuinfo.read_text().splitlines())
-    except OSError:
+def cpu_capability(name: str) -> bool:
+    """Whether this CPU has the instruction set ``name`` (a key of ``torch.cpu.get_capabilities()``, e.g.
+    ``"avx512_bf16"``); False for a name the mapping lacks (another architecture's) or a torch without it."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
         return False
+    return get_capabilities().get(name) is True
 
 
 def cpu_channels_last_preferred() -> bool:
@@ -86,7 +85,7 @@ def cpu_channels_last_preferred() -> bool:
     Measured (docs/benchmarks.md) on two: a 2-core Intel Xeon with AMX, 1.4-1.9x per tile ("Thirty-first session"); a
     2-core AMD EPYC (Zen 4, AVX512-BF16, no AMX), 1.17-1.19x per tile of the default preset's stage 2 and 1.12-1.25x
     per training step of the recipe's two networks ("Thirty-seventh session")."""
-    return cpu_amx_supported() or _cpu_flag("avx512_bf16")
+    return cpu_amx_supported() or cpu_capability("avx512_bf16")
 
 
 def _inner(network: nn.Module) -> nn.Module:
