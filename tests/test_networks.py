@@ -4,7 +4,6 @@ forward+backward in seconds, and construction through nnU-Net's own plans machin
 
 from __future__ import annotations
 
-import platform
 import time
 
 import pytest
@@ -373,8 +372,10 @@ def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
 def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(monkeypatch):
     """The instruction sets read from torch's capability map (a key missing, or holding a number or a name, is not
     there; a torch without the map has none), and channels-last preferred with AMX or AVX512-BF16 only."""
-    if platform.machine().lower() in ("x86_64", "amd64"):  # the pinned torch names the flag so on x86
-        assert isinstance(torch.cpu.get_capabilities()["avx512_bf16"], bool)
+    real = torch.cpu.get_capabilities()
+    if real["architecture"] == "x86_64":  # the pinned torch names the instruction sets so on x86
+        for name in ("avx512_bf16", "amx_bf16"):
+            assert isinstance(real[name], bool), name
     capabilities = {"avx512_bf16": True, "avx512_f": False, "sve_max_length": 256, "architecture": "x86_64"}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
     assert precision.cpu_capability("avx512_bf16")
@@ -387,6 +388,14 @@ def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(monkeypa
         monkeypatch.setattr(precision, "cpu_amx_supported", lambda amx=amx: amx)
         monkeypatch.setattr(precision, "cpu_capability", lambda name, flags=flags: name in flags)
         assert precision.cpu_channels_last_preferred() is expected, (amx, flags)
+
+
+def test_amx_read_from_the_capability_map_without_torchs_private_check(monkeypatch):
+    """A torch without its private AMX check: AMX as the capability map says."""
+    monkeypatch.delattr(torch._C._cpu, "_init_amx")
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda amx=amx: {"amx_bf16": amx})
+        assert precision.cpu_amx_supported() is amx
 
 
 def test_predictor_runs_the_network_in_the_layout_asked(tmp_path):

@@ -63,7 +63,8 @@ def cpu_amx_supported() -> bool:
     """Whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids), whose bfloat16 convolutions oneDNN runs
     several times faster on channels-last tensors than on the contiguous layout."""
     try:
-        # torch's private check: it also asks Linux for the tiles' state, as oneDNN does
+        # torch's private check, kept over the public map's amx_bf16: it also asks Linux for leave to use the tiles,
+        # as oneDNN does
         return bool(torch._C._cpu._init_amx())
     except (AttributeError, RuntimeError):  # a torch without it: the CPU's instruction sets as torch reads them
         return cpu_capability("amx_bf16")
@@ -71,7 +72,8 @@ def cpu_amx_supported() -> bool:
 
 def cpu_capability(name: str) -> bool:
     """Whether this CPU has the instruction set ``name`` (a key of ``torch.cpu.get_capabilities()``, e.g.
-    ``"avx512_bf16"``); False for a name the mapping lacks (another architecture's) or a torch without it."""
+    ``"avx512_bf16"``); False for a name the mapping lacks (another architecture's) or whose value is not ``True`` (a
+    size, a count, a name), or a torch without the mapping."""
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     if get_capabilities is None:
         return False
