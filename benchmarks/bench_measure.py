@@ -219,19 +219,25 @@ def warm_file_cache(cases: list[tuple[str, str, str]]) -> int:
     return total
 
 
+def cpu_model(default: str = "unknown") -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``; elsewhere ``platform.processor()`` or ``default``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or default
+
+
 def machine_info() -> dict:
     import cv2
     import numpy
     import pandas
     import SimpleITK as sitk
 
-    cpu_model = platform.processor() or "unknown"
     memory_gib = None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory_gib = round(int(line.split()[1]) / 1024**2, 1)
@@ -245,7 +251,7 @@ def machine_info() -> dict:
     except Exception:  # noqa: BLE001 - not installed: report it, do not fail
         toolkit = "not installed"
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": memory_gib,

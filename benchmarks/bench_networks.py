@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 CLASS_NAMES = ["background", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2"]
 
 
@@ -98,17 +98,11 @@ def _device_name(device: str) -> str:
 
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    model = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import os
 
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"
+    from bench_measure import cpu_model
+
+    return f"{cpu_model('CPU')}, {len(os.sched_getaffinity(0))} cores"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
