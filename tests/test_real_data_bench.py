@@ -349,3 +349,18 @@ def test_learning_curve_cli_writes_the_figure(tmp_path):
         learning_curve.main(["--run", f"a={run}", "--point", f"b={tmp_path}/x.json", "-o", str(output)])
     with pytest.raises(SystemExit):
         learning_curve.main(["--run", "no-equals-sign", "-o", str(output)])
+
+
+def test_cpu_model_reads_the_model_name_and_falls_back(tmp_path, monkeypatch):
+    bench_measure = load_script("bench_measure")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme Core 9000 @ 3 GHz\nflags\t: fpu\n")
+    real_path = bench_measure.Path
+    monkeypatch.setattr(bench_measure, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert bench_measure.cpu_model() == "Acme Core 9000 @ 3 GHz"
+    cpuinfo.write_text("processor\t: 0\nflags\t: fpu\n")  # no model name line (some ARM kernels)
+    monkeypatch.setattr(bench_measure.platform, "processor", lambda: "")
+    assert bench_measure.cpu_model("CPU") == "CPU"
+    cpuinfo.unlink()  # no /proc (macOS, Windows)
+    monkeypatch.setattr(bench_measure.platform, "processor", lambda: "arm")
+    assert bench_measure.cpu_model() == "arm"
