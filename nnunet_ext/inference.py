@@ -76,9 +76,9 @@ class RunOptions:
     """Remove parts whose level is out of cranio-caudal order, or give them the level of the body they are the
     smaller piece of (:mod:`.postprocess`; ``--keep-out-of-order``)."""
     count_levels: bool = True
-    """Count the levels up from the sacrum when the chain names a level twice or skips one above S1 (by the voxels'
-    votes when it names one twice and has no sacrum), and give each body one level (:mod:`.postprocess`;
-    ``--keep-predicted-levels`` switches it off)."""
+    """Count the levels up from the sacrum when the chain names a level twice or skips one above S1 (from stage 1's
+    level of its caudal body, else by the voxels' votes, when it names one twice and has no sacrum), and give each
+    body one level (:mod:`.postprocess`; ``--keep-predicted-levels`` switches it off)."""
     full_window: bool = False
     """Stage 2 over every slice with nnU-Net's sliding window instead of only around stage 1's vertebrae (slower,
     the reference the fast path is checked against)."""
@@ -192,11 +192,9 @@ def prepare(case_id: str, path: Path, orientation: str | None, crop_fraction: fl
     return case
 
 
-def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: dict[int, str] | None = None,
-            run: RunOptions | None = None) -> None:
-    """Paste back and reorient a prediction (on ``case.image``'s grid) onto the input's grid; check the grids agree;
-    with ``level_of_value`` (mask value -> level name), tidy the levels as ``run`` says (:mod:`.postprocess`);
-    write ``output``."""
+def on_input_grid(case: PreparedCase, mask: sitk.Image) -> sitk.Image:
+    """A prediction on ``case.image``'s grid pasted back and reoriented onto the input's grid (uint8); raises
+    RuntimeError where the grids then disagree."""
     assert case.original is not None
     if case.crop is not None:
         mask = paste_back(mask, case.crop)
@@ -211,10 +209,23 @@ def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: 
         raise RuntimeError(f"{case.source}: the prediction's grid does not match the input after paste-back")
     mask = sitk.Cast(mask, sitk.sitkUInt8)
     mask.CopyInformation(original)
+    return mask
+
+
+def restore(case: PreparedCase, mask: sitk.Image, output: Path, level_of_value: dict[int, str] | None = None,
+            run: RunOptions | None = None, stage1: sitk.Image | None = None) -> None:
+    """Paste back and reorient a prediction (on ``case.image``'s grid) onto the input's grid (:func:`on_input_grid`);
+    with ``level_of_value`` (mask value -> level name), tidy the levels as ``run`` says (:mod:`.postprocess`; with
+    ``stage1``, stage 1's mask on the same grid as ``mask``, a chain is also counted from stage 1's level of its caudal
+    body); write ``output``."""
+    mask = on_input_grid(case, mask)
+    original = case.original
     run = run or RunOptions()
     if level_of_value and (run.level_order or run.count_levels):
+        stage1_kji = (sitk.GetArrayFromImage(on_input_grid(case, stage1))
+                      if stage1 is not None and run.count_levels else None)
         cleaned, notes = tidy_levels(sitk.GetArrayViewFromImage(mask), level_of_value, original.GetSpacing(),
-                                     original.GetDirection(), run.level_order, run.count_levels)
+                                     original.GetDirection(), run.level_order, run.count_levels, stage1_kji)
         if notes:
             ordered = sitk.GetImageFromArray(cleaned)
             ordered.CopyInformation(original)
@@ -250,7 +261,7 @@ def _segment_case(case: PreparedCase, predictors, output: Path, level_of_value: 
     coarse, fine, seconds = segment_image(predictors, case.image)
     case.seconds.update(seconds)
     start = time.perf_counter()
-    restore(case, fine, output, level_of_value, run)
+    restore(case, fine, output, level_of_value, run, stage1=coarse)
     if run.keep_intermediate:
         _keep_intermediate(run.keep_intermediate, case, coarse, fine)
     case.seconds["write_s"] = time.perf_counter() - start

@@ -9,10 +9,12 @@ The steps, run in this order by :func:`tidy_levels`:
   that is the smaller piece of one body with a level's main part it touches (the lower part of L5 named "S2") gets
   that level; the others are removed.
 - A chain of bodies (connected parts, taken apart where a bridge a voxel or two thick joins two bodies across the
-  disc, or where one part holds two levels far apart) that names one level twice (S1 too, where its two bodies lie a
+  disc, where a part narrows to a waist between two sides each about a body tall, or where one part holds two levels
+  far apart) that names one level twice (S1 too, where its two bodies lie a
   disc apart: the sacrum's segments are fused), or skips one above S1, is counted again from the sacrum
-  upward (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral
-  body at its caudal end is named by the run of consecutive levels its voxels voted for most
+  upward (:func:`count_levels_from_sacrum`); one that names a level twice without a sacral body at its caudal end
+  is counted up from the level stage 1 gives its caudal body, where stage 1's mask is given
+  (:func:`count_levels_from_stage1`), or else named by the run of consecutive levels its voxels voted for most
   (:func:`count_levels_by_votes`).
 - Every body gets one level, the level of most of its voxels, where the other levels' voxels lie near its centre
   (:func:`one_level_per_body`).
@@ -28,6 +30,8 @@ from scipy import ndimage
 
 from measure.io import foreground_box
 from measure.levels import is_known_level, is_optional_level, is_sacral_level, level_order, level_rank
+
+from .roi import superior_array_axis
 
 ORDER_TOLERANCE_MM = 10.0
 """A part contradicts another level only when it is more than this beyond that level's main part (centroids along
@@ -226,7 +230,8 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     for index, box in enumerate(ndimage.find_objects(component), start=1):
         origin_kji = np.add([b.start for b in box], offset_kji)
         for part in _split_at_thin_bridges(component[box] == index, origin_kji, spacing_xyz, direction):
-            bodies += _level_pieces(part, box, origin_kji, labels_kji, level_of_value, spacing_xyz, direction)
+            for piece in _split_at_waists(part, spacing_xyz, direction):
+                bodies += _level_pieces(piece, box, origin_kji, labels_kji, level_of_value, spacing_xyz, direction)
     bodies = _fragments_joined(bodies)
     largest = max((body.voxels for body in bodies), default=0)
     kept = [body for body in bodies if body.voxels >= MIN_BODY_FRACTION * largest]
@@ -244,7 +249,7 @@ def _split_at_thin_bridges(part: np.ndarray, origin_kji: Sequence[float], spacin
     pieces whose centres lie more than :data:`SPLIT_MM` apart along superior-inferior are separate bodies (nearer
     ones stay together); else the part whole. Two bodies joined across the disc by a bridge one or two voxels thick
     (voxels, not mm) are two bodies, whatever their labels say; a body with a thin waist, or a thicker bridge, stays
-    one part (the level split of :func:`_level_pieces` then decides)."""
+    one part (:func:`_split_at_waists` and the level split of :func:`_level_pieces` then decide)."""
     core, count = ndimage.label(ndimage.binary_erosion(part, ndimage.generate_binary_structure(3, 1)))
     if count < 2:
         return [part]
@@ -266,6 +271,44 @@ def _split_at_thin_bridges(part: np.ndarray, origin_kji: Sequence[float], spacin
         else:
             bodies[-1] = bodies[-1] | pieces[below]
     return bodies
+
+
+WAIST_FRACTION = 0.25
+"""A part is two bodies grown together across the disc where its cross-section (perpendicular to the array axis
+closest to superior-inferior) narrows to at most this fraction of the larger cross-section of each side
+(:func:`_split_at_waists`)."""
+
+WAIST_LOBE_MM = 20.0
+"""... and each side is at least this tall: about two thirds of a lumbar body's height (25-30 mm), so that a body
+stage 2 found in two halves is not taken for two."""
+
+
+def _split_at_waists(part: np.ndarray, spacing_xyz: Sequence[float], direction: Sequence[float]
+                     ) -> list[np.ndarray]:
+    """A part (boolean, on its box) as the bodies it holds along superior-inferior: where its cross-section (across
+    the array axis closest to superior-inferior) narrows to at most :data:`WAIST_FRACTION` of the largest
+    cross-section on either side, both sides at least :data:`WAIST_LOBE_MM` tall, it is cut at the narrowest such
+    section (which stays with the side of lower array index) and each side is looked at again; else the part whole.
+    Two bodies joined across the disc by a bridge too thick for :func:`_split_at_thin_bridges` (a stage 2 that
+    called the disc between them vertebra in the middle slices) are two bodies, whatever their labels say: counted
+    as one, they shift the count of every level on one side of them (docs/benchmarks.md, "Thirty-ninth session")."""
+    axis = superior_array_axis(direction)
+    lobe = int(np.ceil(WAIST_LOBE_MM / float(spacing_xyz[2 - axis])))
+    area = part.sum(axis=tuple(a for a in range(3) if a != axis))
+    present = np.flatnonzero(area)
+    if not len(present):
+        return [part]
+    first, last = int(present[0]), int(present[-1])
+    best, waist = WAIST_FRACTION, None
+    for index in range(first + lobe, last - lobe + 1):  # below: [first, index), above: (index, last], each >= lobe
+        ratio = area[index] / min(area[first:index].max(), area[index + 1:last + 1].max())
+        if ratio <= best:
+            best, waist = ratio, index
+    if waist is None:
+        return [part]
+    position = np.arange(part.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
+    return [piece for side in (part & (position <= waist), part & (position > waist))
+            for piece in _split_at_waists(side, spacing_xyz, direction)]
 
 
 def _piece_superior_mm(piece: np.ndarray, origin_kji: Sequence[float], spacing_xyz: Sequence[float],
@@ -533,6 +576,66 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
                         f"(cranial first) are {' '.join(counted)}"]
 
 
+STAGE1_SHARE = 0.5
+""":func:`count_levels_from_stage1` counts from stage 1's level of the chain's caudal body only where that level holds
+more than this share of the body's voxels that stage 1 gave a level."""
+
+STAGE1_COVER = 0.25
+"""... and where stage 1 gave a level to at least this share of the body's voxels (stage 1 segments at a coarse
+resolution; a body it hardly found says nothing of its level)."""
+
+
+def count_levels_from_stage1(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
+                             direction: Sequence[float], stage1_kji: np.ndarray, *, chain: Chain | None = None
+                             ) -> tuple[np.ndarray, list[str]]:
+    """Relabel a chain that names one level twice and has no sacral body at its caudal end (so that
+    :func:`count_levels_from_sacrum` has nothing to count from) by counting up from the level that stage 1
+    (``stage1_kji``: the cascade's first stage, same grid and label values) gives its caudal body: that body keeps
+    stage 1's level and each body cranial to it gets the next level up; a body counted beyond the levels the mask can
+    hold becomes background.
+
+    Stage 2 finds the bodies at full resolution but names them from a window of the slice and sometimes misses the
+    sacrum; stage 1 sees the whole volume and is taught to name the body below an annotated L5 "S1"
+    (docs/benchmarks.md, "Thirty-third session"), so at the chain's caudal end, a radiologist's landmark, its level
+    is the better anchor: an "L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls L5 is T12 L1 L2 L3 L4 L5, and a "T11
+    L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls S1 is T12 L1 L2 L3 L4 L5 S1 ("Thirty-ninth session").
+    Only where stage 1's level holds more than :data:`STAGE1_SHARE` of the body's voxels it gave a level, and it gave
+    a level to at least :data:`STAGE1_COVER` of them; only for a chain that follows itself evenly
+    (:func:`_evenly_spaced`), of one vertebra per body (:data:`LEVEL_PITCH_MAX_MM`), naming no transitional variant
+    (L6, T13), nor anchored on one or on a sacral level below S1. Returns the mask and one note when it relabelled."""
+    if stage1_kji.shape != labels_kji.shape:
+        raise ValueError(f"stage 1's mask {stage1_kji.shape} and stage 2's {labels_kji.shape} are not on one grid")
+    box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
+    predicted = [body.level for body in bodies]
+    positions = [body.superior_mm for body in bodies]
+    if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
+            or any(map(is_optional_level, predicted)) or not _evenly_spaced(positions)
+            or not _one_vertebra_each(positions)):
+        return labels_kji, []
+    caudal = bodies[-1]
+    levels = [v for v, level in level_of_value.items() if is_known_level(level)]
+    values, counts = np.unique(stage1_kji[box][caudal.mask], return_counts=True)
+    named = np.isin(values, levels)
+    if not named.any():
+        return labels_kji, []
+    values, counts = values[named], counts[named]
+    anchor = level_of_value[int(values[np.argmax(counts)])]
+    if (counts.max() <= STAGE1_SHARE * counts.sum() or counts.sum() < STAGE1_COVER * caudal.voxels
+            or is_optional_level(anchor) or (is_sacral_level(anchor) and anchor != FIRST_SACRAL)):
+        return labels_kji, []
+    counted = _cranial_levels(anchor, len(bodies))[::-1]
+    if counted == predicted:
+        return labels_kji, []
+    value_of_level = _value_of_level(level_of_value)
+    relabelled = labels_kji.copy()
+    for body, level in zip(bodies, counted, strict=True):
+        relabelled[box][body.mask] = value_of_level.get(level, 0)
+    dropped = [level or "beyond C1" for level in counted if level not in value_of_level]
+    note = (f"levels counted up from stage 1's {anchor} at the caudal end: the bodies predicted {' '.join(predicted)} "
+            f"(cranial first) are {' '.join(level or '-' for level in counted)}")
+    return relabelled, [note + (f"; {', '.join(dropped)} not in the label map, set to background" if dropped else "")]
+
+
 def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
                        direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
                        *, chain: Chain | None = None) -> tuple[np.ndarray, list[str]]:
@@ -559,10 +662,11 @@ def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str]
 
 
 def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-                direction: Sequence[float], order: bool = True, count_levels: bool = True
-                ) -> tuple[np.ndarray, list[str]]:
+                direction: Sequence[float], order: bool = True, count_levels: bool = True,
+                stage1_kji: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """The steps of this module on one mask, in order: parts out of order removed or given their body's level
-    (``order``); the chain counted from the sacrum, or else by its voxels' votes, and one level per body
+    (``order``); the chain counted from the sacrum, or else from stage 1's level of its caudal body (with
+    ``stage1_kji``, stage 1's mask on the same grid), or else by its voxels' votes, and one level per body
     (``count_levels``). The mask and their notes."""
     notes: list[str] = []
     if order:
@@ -572,6 +676,9 @@ def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spaci
         chain = _chain(labels_kji, level_of_value, spacing_xyz, direction)
         labels_kji, counted = count_levels_from_sacrum(labels_kji, level_of_value, spacing_xyz, direction,
                                                        chain=chain)
+        if not counted and stage1_kji is not None:
+            labels_kji, counted = count_levels_from_stage1(labels_kji, level_of_value, spacing_xyz, direction,
+                                                           stage1_kji, chain=chain)
         if not counted:
             labels_kji, counted = count_levels_by_votes(labels_kji, level_of_value, spacing_xyz, direction,
                                                         chain=chain)

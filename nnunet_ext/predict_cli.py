@@ -86,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "one, or the chain above S1 skips one (by default such a chain is counted again up from "
                              "the sacrum when its caudal end is predicted sacral; a skip only when at least three "
                              "evenly spaced bodies, none L6 or T13, lie above S1; a chain naming a level twice "
-                             "without a sacrum gets the consecutive levels its voxels voted for most, where a quarter "
-                             "of each renamed body voted for its new level), and the network's level for every voxel "
-                             "(by default a body's voxels near its centre get the level of most of them); each "
-                             "relabelling is reported")
+                             "without a sacrum is counted up from stage 1's level of its caudal body where stage 1 "
+                             "names most of that body one level, else gets the consecutive levels its voxels voted "
+                             "for most, where a quarter of each renamed body voted for its new level), and the "
+                             "network's level for every voxel (by default a body's voxels near its centre get the "
+                             "level of most of them); each relabelling is reported")
     _add_nnunet_spellings(parser)
     return add_version_option(parser)
 

@@ -1,7 +1,7 @@
 """Parts out of cranio-caudal order are removed from predicted masks (or given the level of the body they are the
 smaller piece of); chains naming a level twice, or skipping one
-above S1, are counted again up from the sacrum (or, without a sacrum, by their voxels' votes); each body gets one
-level; ordered masks are left as they are."""
+above S1, are counted again up from the sacrum (or, without a sacrum, from stage 1's level of the caudal body, or by
+their voxels' votes); each body gets one level; ordered masks are left as they are."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ pytest.importorskip("scipy")
 from nnunet_ext.postprocess import (  # noqa: E402
     _chain,
     _gap_along_centres_mm,
+    _split_at_thin_bridges,
+    _split_at_waists,
     count_levels_by_votes,
     count_levels_from_sacrum,
+    count_levels_from_stage1,
     one_level_per_body,
     remove_out_of_order_parts,
     tidy_levels,
@@ -220,15 +223,17 @@ def test_two_bodies_grown_together_count_as_two_one_body_with_two_names_as_one()
 def test_two_bodies_joined_by_a_thin_bridge_are_two_bodies_whatever_their_labels():
     """Stage 2 can join two bodies across the disc by a bridge a voxel or two thick and give both one name (a
     zukic2014 scan, twenty-eighth session): one tall "L4" made the chain look consistent. Taken apart at the bridge,
-    the chain names L4 twice and is counted up from S1; a body with a thin waist stays one body."""
+    the chain names L4 twice and is counted up from S1 (a thicker bridge: at the waist, below); a body with a thin
+    waist stays one body."""
     labels = stack([8, 7, 6, 6, 5, 4, 3])  # caudal first: S1, L5, L4, L4 (really L3), L3, L2, L1
     labels[45:50, 5, 5:7] = 6  # a 1 x 2-voxel bridge through the disc between the two "L4" bodies
     counted, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
     assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2] and notes
     assert set(np.unique(counted[45:50, 5, 5:7])) <= {5, 6}  # the bridge goes with the body it is nearer
     thick = stack([8, 7, 6, 6, 5, 4, 3])
-    thick[45:50, 4:7, 4:7] = 6  # 3 x 3 voxels: a core survives the erosion, the two stay one part as before
-    assert body_values(tidy_levels(thick, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 6, 5, 4, 3]
+    thick[45:50, 4:7, 4:7] = 6  # 3 x 3 voxels: a core survives the erosion, the two stay one part...
+    assert len(_split_at_thin_bridges(thick[35:65] > 0, (35, 0, 0), SPACING, IDENTITY)) == 1
+    assert body_values(tidy_levels(thick, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 5, 4, 3, 2]  # ...cut at the waist
     two = stack([8, 7, 6, 6, 5, 4, 3])
     two[45:50, 5:7, 5:7] = 6  # a 2 x 2-voxel bridge: the erosion leaves nothing of it either
     assert body_values(tidy_levels(two, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 5, 4, 3, 2]
@@ -494,3 +499,100 @@ def test_tidy_levels_finds_the_bodies_again_only_after_a_relabelling(monkeypatch
         monkeypatch.setattr(postprocess, "_chain", original)
         assert len(calls) == searches and np.array_equal(tidied, expected)
         assert not np.array_equal(tidied, labels)
+
+
+def stage1_naming_caudal_body(labels: np.ndarray, value: int, slices: slice = slice(5, 15)) -> np.ndarray:
+    """A stage-1 mask that agrees with ``labels`` (a :func:`stack`) but names the caudal body's ``slices`` ``value``."""
+    stage1 = labels.copy()
+    stage1[slices][labels[slices] > 0] = value
+    return stage1
+
+
+def test_a_repeat_without_a_sacrum_is_counted_up_from_stage_1s_level_of_the_caudal_body():
+    """L1 L2 L2 L3 L4 L5 (cranial first), no sacrum: stage 1 calls the lowest body L5, so the bodies above it are L4,
+    L3, L2, L1, T12; T11 L1 L2 L2 L3 L4 L5 whose lowest body stage 1 calls S1 (stage 2 missed the sacrum and named
+    every body below the repeat one level too high) is T12 L1 L2 L3 L4 L5 S1."""
+    labels = stack([7, 6, 5, 4, 4, 3])
+    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 7))
+    assert body_values(counted) == [7, 6, 5, 4, 3, 2]
+    assert notes == ["levels counted up from stage 1's L5 at the caudal end: the bodies predicted L1 L2 L2 L3 L4 L5 "
+                     "(cranial first) are T12 L1 L2 L3 L4 L5"]
+    labels = stack([7, 6, 5, 4, 4, 3, 1])
+    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 8))
+    assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2]
+    assert notes[0].endswith("are T12 L1 L2 L3 L4 L5 S1")
+
+
+def test_counting_from_stage_1_beyond_the_label_map_sets_background_and_follows_the_direction():
+    labels = stack([7, 6, 5, 5, 4, 3, 2, 1])  # eight bodies above what stage 1 calls L5: the top one is T10
+    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 7))
+    assert body_values(counted) == [7, 6, 5, 4, 3, 2, 1, 0]
+    assert notes[0].endswith("are T10 T11 T12 L1 L2 L3 L4 L5; T10 not in the label map, set to background")
+    flipped = (1, 0, 0, 0, 1, 0, 0, 0, -1)  # stored the other way round: the caudal body is at the array's end
+    labels = stack([7, 6, 5, 4, 4, 3], flip=True)
+    stage1 = stage1_naming_caudal_body(labels, 7, slice(labels.shape[0] - 15, labels.shape[0] - 5))
+    counted, _ = count_levels_from_stage1(labels, CHAIN, SPACING, flipped, stage1)
+    assert body_values(counted, flip=True) == [7, 6, 5, 4, 3, 2]
+
+
+def test_stage_1_is_not_counted_from_without_a_clear_level_or_for_chains_it_does_not_concern():
+    labels = stack([7, 6, 5, 4, 4, 3])
+    half = stage1_naming_caudal_body(stage1_naming_caudal_body(labels, 7), 8, slice(5, 10))  # half L5, half S1
+    sparse = stage1_naming_caudal_body(labels, 0)
+    sparse[5:7][labels[5:7] > 0] = 7  # stage 1 gave a level to a fifth of the body: under STAGE1_COVER
+    for stage1 in (stage1_naming_caudal_body(labels, 0), half, sparse, stage1_naming_caudal_body(labels, 10)):
+        counted, notes = count_levels_from_stage1(labels, {**CHAIN, 10: "ignore"}, SPACING, IDENTITY, stage1)
+        assert notes == [] and counted is labels
+    with_s2 = {**CHAIN, 9: "S2"}  # stage 1 names the caudal body S2: no anchor below S1
+    assert count_levels_from_stage1(labels, with_s2, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 9))[1] == []
+    for order in ([7, 6, 5, 4, 3], [8, 7, 7, 6, 5], [7, 6, 0, 5, 4, 4], [7, 7, 6]):  # named once each; a sacral
+        labels = stack(order)  # end (count_levels_from_sacrum's); a missed body; too few bodies to tell one
+        counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY,
+                                                  stage1_naming_caudal_body(labels, 6))
+        assert notes == [] and counted is labels, order
+    with pytest.raises(ValueError, match="not on one grid"):
+        count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, labels[1:])
+
+
+def test_tidy_levels_counts_from_stage_1_before_the_votes_and_after_the_sacrum():
+    labels = stack([7, 7, 6, 5, 4])
+    labels[5:9, 2:10, 2:10] = 8  # a quarter and more of the bottom body voted S1...
+    assert body_values(tidy_levels(labels, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 5, 4]
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY, stage1_kji=stage1_naming_caudal_body(labels, 7))
+    assert body_values(tidied) == [7, 6, 5, 4, 3] and notes[0].startswith("levels counted up from stage 1's L5")
+    # ...which stage 1 calls L5: the chain is counted from it
+    labels = stack([8, 7, 7, 6, 5])  # a sacral end: counted from the sacrum, stage 1 not asked
+    tidied, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY, stage1_kji=stage1_naming_caudal_body(labels, 4))
+    assert body_values(tidied) == [8, 7, 6, 5, 4] and notes[0].startswith("levels counted up from S1")
+    assert tidy_levels(labels, CHAIN, SPACING, IDENTITY, True, False, stage1_naming_caudal_body(labels, 4)) == (
+        labels, [])
+
+
+def test_two_bodies_joined_across_the_disc_by_a_thick_bridge_are_cut_at_the_waist():
+    """A zukic2014 scan (thirty-ninth session): stage 2 called the disc between L3 and L4 vertebra in its middle
+    slices, and one "L4" 73 mm tall (cross-section about 80 voxels at the disc against 1000 in the bodies) made the
+    chain T11 ... L3 L4 L5 S1 look consistent. Cut at its narrowest section, it names L4 twice and is counted up from
+    S1. Wider bridges, halves under WAIST_LOBE_MM, and either axis orientation as the direction says."""
+    labels = stack([8, 7, 6, 6, 5, 4, 3])  # caudal first: S1, L5, L4, L4 (really L3), L3, L2, L1
+    labels[45:50, 4:8, 4:8] = 6  # a 4 x 4-voxel bridge: a quarter of the bodies' 8 x 8 cross-section
+    counted, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
+    assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2] and notes[0].startswith("levels counted up from S1")
+    pieces = _split_at_waists(labels[35:65] == 6, SPACING, IDENTITY)
+    assert [int(piece.sum()) for piece in pieces] == [640 + 16 * 5, 640]  # the waist's slices go with the lower side
+    wide = stack([8, 7, 6, 6, 5, 4, 3])
+    wide[45:50, 3:8, 3:8] = 6  # 5 x 5 voxels: 39 % of the cross-section, not a waist
+    assert body_values(tidy_levels(wide, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 6, 5, 4, 3]
+    short = stack([8, 7, 6, 6, 5, 4, 3])
+    short[45:50, 4:8, 4:8] = 6
+    flat = (1.0, 1.0, 1.5)  # bodies 15 mm tall: each side under WAIST_LOBE_MM, one part
+    assert len(_split_at_waists(short[35:65] == 6, flat, IDENTITY)) == 1
+    along_j = np.ascontiguousarray(np.moveaxis(labels[35:65] == 6, 0, 1))  # superior along array axis j
+    direction_j = (1, 0, 0, 0, 0, 1, 0, 1, 0)  # image axis y runs superior: array axis j
+    spacing_j = (1.0, 2.0, 1.0)
+    assert [int(p.sum()) for p in _split_at_waists(along_j, spacing_j, direction_j)] == [720, 640]
+    three = np.zeros((70, 12, 12), bool)  # three bodies joined by two thick bridges: cut twice
+    for start in (0, 25, 50):
+        three[start:start + 20, 2:10, 2:10] = True
+        three[start + 20:start + 25, 4:8, 4:8] = start < 50
+    assert len(_split_at_waists(three, (1.0, 1.0, 1.0), IDENTITY)) == 3
+    assert len(_split_at_waists(np.zeros((5, 5, 5), bool), SPACING, IDENTITY)) == 1
