@@ -219,7 +219,8 @@ class _Body:
 def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz, direction,
             offset_kji: Sequence[int]) -> list[_Body]:
     """The vertebral bodies of a labelled sub-array (cranial first): connected parts of the labelled voxels, split
-    where a thin bridge joins two bodies (:func:`_split_at_thin_bridges`) and by level where its levels lie more than
+    where a thin bridge joins two bodies (:func:`_split_at_thin_bridges`), at a waist between two sides each about a
+    body tall (:func:`_split_at_waists`) and by level where its levels lie more than
     :data:`SPLIT_MM` apart (:func:`_level_pieces`), separate parts of one level at one height
     joined, bodies below :data:`MIN_BODY_FRACTION` of the largest left out (a sacral body caudal of the others from
     :data:`SACRAL_MIN_FRACTION` on)."""
@@ -287,8 +288,9 @@ def _split_at_waists(part: np.ndarray, spacing_xyz: Sequence[float], direction: 
                      ) -> list[np.ndarray]:
     """A part (boolean, on its box) as the bodies it holds along superior-inferior: where its cross-section (across
     the array axis closest to superior-inferior) narrows to at most :data:`WAIST_FRACTION` of the largest
-    cross-section on either side, both sides at least :data:`WAIST_LOBE_MM` tall, it is cut at the narrowest such
-    section (which stays with the side of lower array index) and each side is looked at again; else the part whole.
+    cross-section on each side, both sides at least :data:`WAIST_LOBE_MM` tall, it is cut at the narrowest such
+    section (the middle one of equally narrow ones; it stays with the side of lower array index) and each side is
+    looked at again; else the part whole.
     Two bodies joined across the disc by a bridge too thick for :func:`_split_at_thin_bridges` (a stage 2 that
     called the disc between them vertebra in the middle slices) are two bodies, whatever their labels say: counted
     as one, they shift the count of every level on one side of them (docs/benchmarks.md, "Thirty-ninth session")."""
@@ -299,13 +301,13 @@ def _split_at_waists(part: np.ndarray, spacing_xyz: Sequence[float], direction: 
     if not len(present):
         return [part]
     first, last = int(present[0]), int(present[-1])
-    best, waist = WAIST_FRACTION, None
-    for index in range(first + lobe, last - lobe + 1):  # below: [first, index), above: (index, last], each >= lobe
-        ratio = area[index] / min(area[first:index].max(), area[index + 1:last + 1].max())
-        if ratio <= best:
-            best, waist = ratio, index
-    if waist is None:
+    candidates = np.arange(first + lobe, last - lobe + 1)  # below: [first, index), above: (index, last], >= lobe
+    ratios = np.array([area[index] / min(area[first:index].max(), area[index + 1:last + 1].max())
+                       for index in candidates])
+    if not len(ratios) or ratios.min() > WAIST_FRACTION:
         return [part]
+    narrowest = candidates[ratios <= ratios.min() * (1 + 1e-9)]
+    waist = int(narrowest[len(narrowest) // 2])  # the middle one of equally narrow sections (a flat bridge)
     position = np.arange(part.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
     return [piece for side in (part & (position <= waist), part & (position > waist))
             for piece in _split_at_waists(side, spacing_xyz, direction)]
@@ -467,10 +469,21 @@ def _evenly_spaced(superior_mm: Sequence[float]) -> bool:
     return len(gaps) >= 3 and float(gaps.max()) <= GAP_FACTOR * float(np.median(gaps))
 
 
+def _regular_levels() -> list[str]:
+    """The regular levels, cranial first (transitional variants such as L6 and T13 left out)."""
+    return [level for level in level_order() if not is_optional_level(level)]
+
+
+def _levels_apart(level: str, other: str) -> int:
+    """How many regular levels apart two regular levels are (L5 and S1: 1)."""
+    order = _regular_levels()
+    return abs(order.index(level) - order.index(other))
+
+
 def _cranial_levels(anchor: str, count: int) -> list[str]:
     """``anchor`` and the ``count - 1`` regular levels cranial to it, caudal first (transitional variants such as
     L6 and T13 skipped)."""
-    order = [level for level in level_order() if not is_optional_level(level)]
+    order = _regular_levels()
     start = order.index(anchor)
     return [order[start - k] if start - k >= 0 else "" for k in range(count)]
 
@@ -514,19 +527,39 @@ def count_levels_from_sacrum(labels_kji: np.ndarray, level_of_value: Mapping[int
     if not (repeated or skipped or shifted) or not _one_vertebra_each(positions):
         return labels_kji, []
     counted = expected + predicted[sacrum:]
+    return _counted_chain(labels_kji, box, bodies[:sacrum], counted, level_of_value, f"levels counted up from "
+                          f"{anchor}: the bodies predicted {' '.join(predicted)} (cranial first)")
+
+
+def _counted_chain(labels_kji: np.ndarray, box: tuple[slice, ...], bodies: Sequence[_Body], counted: Sequence[str],
+                   level_of_value: Mapping[int, str], said: str) -> tuple[np.ndarray, list[str]]:
+    """``labels_kji`` with ``bodies`` (of the chain in ``box``, cranial first) given the levels ``counted`` of the
+    whole chain (the first ``len(bodies)``; a level the label map lacks, or "" beyond C1, as background), and the
+    note: ``said``, "are" and the levels counted, and the levels set to background."""
     value_of_level = _value_of_level(level_of_value)
     relabelled = labels_kji.copy()
-    for body, level in zip(bodies[:sacrum], counted[:sacrum], strict=True):
+    for body, level in zip(bodies, counted[:len(bodies)], strict=True):
         relabelled[box][body.mask] = value_of_level.get(level, 0)
     dropped = [level or "beyond C1" for level in counted if level not in value_of_level]
-    note = (f"levels counted up from {anchor}: the bodies predicted {' '.join(predicted)} (cranial first) "
-            f"are {' '.join(level or '-' for level in counted)}")
+    note = f"{said} are {' '.join(level or '-' for level in counted)}"
     return relabelled, [note + (f"; {', '.join(dropped)} not in the label map, set to background" if dropped else "")]
+
+
+def _repeat_without_sacrum(bodies: Sequence[_Body]) -> bool:
+    """Whether a chain (cranial first) names one level twice, has no sacral body at its caudal end, names no
+    transitional variant (L6, T13), follows itself evenly (:func:`_evenly_spaced`) and is of one vertebra per body
+    (:data:`LEVEL_PITCH_MAX_MM`): the chains :func:`count_levels_from_stage1` and :func:`count_levels_by_votes`
+    name again."""
+    predicted = [body.level for body in bodies]
+    positions = [body.superior_mm for body in bodies]
+    return (len(set(predicted)) < len(predicted) and not is_sacral_level(predicted[-1])
+            and not any(map(is_optional_level, predicted)) and _evenly_spaced(positions)
+            and _one_vertebra_each(positions))
 
 
 def _consecutive_runs(count: int, value_of_level: Mapping[str, int]) -> list[list[str]]:
     """Every run of ``count`` consecutive regular levels (cranial first) that the label map holds."""
-    order = [level for level in level_order() if not is_optional_level(level)]
+    order = _regular_levels()
     runs = [order[start:start + count] for start in range(len(order) - count + 1)]
     return [run for run in runs if all(level in value_of_level for level in run)]
 
@@ -549,12 +582,9 @@ def count_levels_by_votes(labels_kji: np.ndarray, level_of_value: Mapping[int, s
     transitional variant (L6, T13). Returns the mask and one note
     when it relabelled."""
     box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
-    predicted = [body.level for body in bodies]
-    positions = [body.superior_mm for body in bodies]
-    if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
-            or any(map(is_optional_level, predicted)) or not _evenly_spaced(positions)
-            or not _one_vertebra_each(positions)):
+    if not _repeat_without_sacrum(bodies):
         return labels_kji, []
+    predicted = [body.level for body in bodies]
     value_of_level = _value_of_level(level_of_value)
     votes = [np.bincount(labels_kji[box][body.mask], minlength=max(level_of_value) + 1) for body in bodies]
 
@@ -586,31 +616,28 @@ resolution; a body it hardly found says nothing of its level)."""
 
 
 def count_levels_from_stage1(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
-                             direction: Sequence[float], stage1_kji: np.ndarray, *, chain: Chain | None = None
-                             ) -> tuple[np.ndarray, list[str]]:
-    """Relabel a chain that names one level twice and has no sacral body at its caudal end (so that
-    :func:`count_levels_from_sacrum` has nothing to count from) by counting up from the level that stage 1
-    (``stage1_kji``: the cascade's first stage, same grid and label values) gives its caudal body: that body keeps
-    stage 1's level and each body cranial to it gets the next level up; a body counted beyond the levels the mask can
-    hold becomes background.
+                             direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1), *, stage1_kji: np.ndarray,
+                             chain: Chain | None = None) -> tuple[np.ndarray, list[str]]:
+    """Relabel a chain that names one level twice and has no sacral body at its caudal end
+    (:func:`_repeat_without_sacrum`; :func:`count_levels_from_sacrum` has nothing to count from) by counting up from
+    the level that stage 1 (``stage1_kji``: the cascade's first stage, same grid and label values) gives its caudal
+    body: that body keeps stage 1's level and each body cranial to it gets the next level up; a body counted beyond
+    the levels the mask can hold becomes background.
 
     Stage 2 finds the bodies at full resolution but names them from a window of the slice and sometimes misses the
     sacrum; stage 1 sees the whole volume and is taught to name the body below an annotated L5 "S1"
     (docs/benchmarks.md, "Thirty-third session"), so at the chain's caudal end, a radiologist's landmark, its level
     is the better anchor: an "L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls L5 is T12 L1 L2 L3 L4 L5, and a "T11
-    L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls S1 is T12 L1 L2 L3 L4 L5 S1 ("Thirty-ninth session").
-    Only where stage 1's level holds more than :data:`STAGE1_SHARE` of the body's voxels it gave a level, and it gave
-    a level to at least :data:`STAGE1_COVER` of them; only for a chain that follows itself evenly
-    (:func:`_evenly_spaced`), of one vertebra per body (:data:`LEVEL_PITCH_MAX_MM`), naming no transitional variant
-    (L6, T13), nor anchored on one or on a sacral level below S1. Returns the mask and one note when it relabelled."""
+    L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls S1 is T12 L1 L2 L3 L4 L5 S1 ("Thirty-ninth session"). It goes
+    before the votes of stage 2's voxels (:func:`count_levels_by_votes`): in that session's four trainings the two
+    disagreed once, and stage 1 was right. Only where stage 1's level holds more than :data:`STAGE1_SHARE` of the
+    body's voxels it gave a level, it gave a level to at least :data:`STAGE1_COVER` of them, and that level is
+    stage 2's own for the body or next to it; not from a transitional variant (L6, T13) or a sacral level below S1.
+    Returns the mask and one note when it relabelled."""
     if stage1_kji.shape != labels_kji.shape:
         raise ValueError(f"stage 1's mask {stage1_kji.shape} and stage 2's {labels_kji.shape} are not on one grid")
     box, bodies = chain if chain is not None else _chain(labels_kji, level_of_value, spacing_xyz, direction)
-    predicted = [body.level for body in bodies]
-    positions = [body.superior_mm for body in bodies]
-    if (len(set(predicted)) == len(predicted) or is_sacral_level(predicted[-1])
-            or any(map(is_optional_level, predicted)) or not _evenly_spaced(positions)
-            or not _one_vertebra_each(positions)):
+    if not _repeat_without_sacrum(bodies):
         return labels_kji, []
     caudal = bodies[-1]
     levels = [v for v, level in level_of_value.items() if is_known_level(level)]
@@ -621,19 +648,13 @@ def count_levels_from_stage1(labels_kji: np.ndarray, level_of_value: Mapping[int
     values, counts = values[named], counts[named]
     anchor = level_of_value[int(values[np.argmax(counts)])]
     if (counts.max() <= STAGE1_SHARE * counts.sum() or counts.sum() < STAGE1_COVER * caudal.voxels
-            or is_optional_level(anchor) or (is_sacral_level(anchor) and anchor != FIRST_SACRAL)):
+            or is_optional_level(anchor) or (is_sacral_level(anchor) and anchor != FIRST_SACRAL)
+            or _levels_apart(anchor, caudal.level) > 1):
         return labels_kji, []
-    counted = _cranial_levels(anchor, len(bodies))[::-1]
-    if counted == predicted:
-        return labels_kji, []
-    value_of_level = _value_of_level(level_of_value)
-    relabelled = labels_kji.copy()
-    for body, level in zip(bodies, counted, strict=True):
-        relabelled[box][body.mask] = value_of_level.get(level, 0)
-    dropped = [level or "beyond C1" for level in counted if level not in value_of_level]
-    note = (f"levels counted up from stage 1's {anchor} at the caudal end: the bodies predicted {' '.join(predicted)} "
-            f"(cranial first) are {' '.join(level or '-' for level in counted)}")
-    return relabelled, [note + (f"; {', '.join(dropped)} not in the label map, set to background" if dropped else "")]
+    predicted = " ".join(body.level for body in bodies)
+    return _counted_chain(labels_kji, box, bodies, _cranial_levels(anchor, len(bodies))[::-1], level_of_value,
+                          f"levels counted up from stage 1's {anchor} at the caudal end: the bodies predicted "
+                          f"{predicted} (cranial first)")
 
 
 def one_level_per_body(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_xyz: Sequence[float],
@@ -678,7 +699,7 @@ def tidy_levels(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spaci
                                                        chain=chain)
         if not counted and stage1_kji is not None:
             labels_kji, counted = count_levels_from_stage1(labels_kji, level_of_value, spacing_xyz, direction,
-                                                           stage1_kji, chain=chain)
+                                                           stage1_kji=stage1_kji, chain=chain)
         if not counted:
             labels_kji, counted = count_levels_by_votes(labels_kji, level_of_value, spacing_xyz, direction,
                                                         chain=chain)

@@ -513,25 +513,25 @@ def test_a_repeat_without_a_sacrum_is_counted_up_from_stage_1s_level_of_the_caud
     L3, L2, L1, T12; T11 L1 L2 L2 L3 L4 L5 whose lowest body stage 1 calls S1 (stage 2 missed the sacrum and named
     every body below the repeat one level too high) is T12 L1 L2 L3 L4 L5 S1."""
     labels = stack([7, 6, 5, 4, 4, 3])
-    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 7))
+    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, stage1_kji=stage1_naming_caudal_body(labels, 7))
     assert body_values(counted) == [7, 6, 5, 4, 3, 2]
     assert notes == ["levels counted up from stage 1's L5 at the caudal end: the bodies predicted L1 L2 L2 L3 L4 L5 "
                      "(cranial first) are T12 L1 L2 L3 L4 L5"]
     labels = stack([7, 6, 5, 4, 4, 3, 1])
-    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 8))
+    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, stage1_kji=stage1_naming_caudal_body(labels, 8))
     assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2]
     assert notes[0].endswith("are T12 L1 L2 L3 L4 L5 S1")
 
 
 def test_counting_from_stage_1_beyond_the_label_map_sets_background_and_follows_the_direction():
     labels = stack([7, 6, 5, 5, 4, 3, 2, 1])  # eight bodies above what stage 1 calls L5: the top one is T10
-    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 7))
+    counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, stage1_kji=stage1_naming_caudal_body(labels, 7))
     assert body_values(counted) == [7, 6, 5, 4, 3, 2, 1, 0]
     assert notes[0].endswith("are T10 T11 T12 L1 L2 L3 L4 L5; T10 not in the label map, set to background")
     flipped = (1, 0, 0, 0, 1, 0, 0, 0, -1)  # stored the other way round: the caudal body is at the array's end
     labels = stack([7, 6, 5, 4, 4, 3], flip=True)
     stage1 = stage1_naming_caudal_body(labels, 7, slice(labels.shape[0] - 15, labels.shape[0] - 5))
-    counted, _ = count_levels_from_stage1(labels, CHAIN, SPACING, flipped, stage1)
+    counted, _ = count_levels_from_stage1(labels, CHAIN, SPACING, flipped, stage1_kji=stage1)
     assert body_values(counted, flip=True) == [7, 6, 5, 4, 3, 2]
 
 
@@ -541,17 +541,22 @@ def test_stage_1_is_not_counted_from_without_a_clear_level_or_for_chains_it_does
     sparse = stage1_naming_caudal_body(labels, 0)
     sparse[5:7][labels[5:7] > 0] = 7  # stage 1 gave a level to a fifth of the body: under STAGE1_COVER
     for stage1 in (stage1_naming_caudal_body(labels, 0), half, sparse, stage1_naming_caudal_body(labels, 10)):
-        counted, notes = count_levels_from_stage1(labels, {**CHAIN, 10: "ignore"}, SPACING, IDENTITY, stage1)
+        counted, notes = count_levels_from_stage1(labels, {**CHAIN, 10: "ignore"}, SPACING, stage1_kji=stage1)
         assert notes == [] and counted is labels
     with_s2 = {**CHAIN, 9: "S2"}  # stage 1 names the caudal body S2: no anchor below S1
-    assert count_levels_from_stage1(labels, with_s2, SPACING, IDENTITY, stage1_naming_caudal_body(labels, 9))[1] == []
+    assert count_levels_from_stage1(labels, with_s2, SPACING, stage1_kji=stage1_naming_caudal_body(labels, 9))[1] == []
+    with_l6 = {**CHAIN, 9: "L6"}  # a transitional variant is no anchor
+    assert count_levels_from_stage1(labels, with_l6, SPACING, stage1_kji=stage1_naming_caudal_body(labels, 9))[1] == []
+    far = stage1_naming_caudal_body(labels, 5)  # stage 1 calls stage 2's "L5" L3: two levels off, not trusted
+    assert count_levels_from_stage1(labels, CHAIN, SPACING, stage1_kji=far)[1] == []
+    assert count_levels_from_stage1(labels, CHAIN, SPACING, stage1_kji=stage1_naming_caudal_body(labels, 6))[1]
     for order in ([7, 6, 5, 4, 3], [8, 7, 7, 6, 5], [7, 6, 0, 5, 4, 4], [7, 7, 6]):  # named once each; a sacral
         labels = stack(order)  # end (count_levels_from_sacrum's); a missed body; too few bodies to tell one
-        counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY,
-                                                  stage1_naming_caudal_body(labels, 6))
+        counted, notes = count_levels_from_stage1(labels, CHAIN, SPACING,
+                                                  stage1_kji=stage1_naming_caudal_body(labels, 6))
         assert notes == [] and counted is labels, order
     with pytest.raises(ValueError, match="not on one grid"):
-        count_levels_from_stage1(labels, CHAIN, SPACING, IDENTITY, labels[1:])
+        count_levels_from_stage1(labels, CHAIN, SPACING, stage1_kji=labels[1:])
 
 
 def test_tidy_levels_counts_from_stage_1_before_the_votes_and_after_the_sacrum():
@@ -578,10 +583,14 @@ def test_two_bodies_joined_across_the_disc_by_a_thick_bridge_are_cut_at_the_wais
     counted, notes = tidy_levels(labels, CHAIN, SPACING, IDENTITY)
     assert body_values(counted) == [8, 7, 6, 5, 4, 3, 2] and notes[0].startswith("levels counted up from S1")
     pieces = _split_at_waists(labels[35:65] == 6, SPACING, IDENTITY)
-    assert [int(piece.sum()) for piece in pieces] == [640 + 16 * 5, 640]  # the waist's slices go with the lower side
+    assert [int(piece.sum()) for piece in pieces] == [640 + 16 * 3, 640 + 16 * 2]  # cut in the bridge's middle
     wide = stack([8, 7, 6, 6, 5, 4, 3])
     wide[45:50, 3:8, 3:8] = 6  # 5 x 5 voxels: 39 % of the cross-section, not a waist
     assert body_values(tidy_levels(wide, CHAIN, SPACING, IDENTITY)[0]) == [8, 7, 6, 6, 5, 4, 3]
+    clear = np.zeros((70, 12, 12), bool)  # two 30-mm bodies (1-mm slices) joined by a 2 x 4-voxel bridge: cut
+    clear[0:30, 2:10, 2:10] = clear[40:70, 2:10, 2:10] = True
+    clear[30:40, 4:6, 2:6] = True
+    assert [int(p.sum()) for p in _split_at_waists(clear, (1.0, 1.0, 1.0), IDENTITY)] == [1920 + 48, 1920 + 32]
     short = stack([8, 7, 6, 6, 5, 4, 3])
     short[45:50, 4:8, 4:8] = 6
     flat = (1.0, 1.0, 1.5)  # bodies 15 mm tall: each side under WAIST_LOBE_MM, one part
@@ -589,10 +598,56 @@ def test_two_bodies_joined_across_the_disc_by_a_thick_bridge_are_cut_at_the_wais
     along_j = np.ascontiguousarray(np.moveaxis(labels[35:65] == 6, 0, 1))  # superior along array axis j
     direction_j = (1, 0, 0, 0, 0, 1, 0, 1, 0)  # image axis y runs superior: array axis j
     spacing_j = (1.0, 2.0, 1.0)
-    assert [int(p.sum()) for p in _split_at_waists(along_j, spacing_j, direction_j)] == [720, 640]
+    assert [int(p.sum()) for p in _split_at_waists(along_j, spacing_j, direction_j)] == [688, 672]
     three = np.zeros((70, 12, 12), bool)  # three bodies joined by two thick bridges: cut twice
     for start in (0, 25, 50):
         three[start:start + 20, 2:10, 2:10] = True
         three[start + 20:start + 25, 4:8, 4:8] = start < 50
     assert len(_split_at_waists(three, (1.0, 1.0, 1.0), IDENTITY)) == 3
     assert len(_split_at_waists(np.zeros((5, 5, 5), bool), SPACING, IDENTITY)) == 1
+
+
+def test_restore_hands_stage_1_back_on_the_inputs_grid_to_the_level_tidying(tmp_path, monkeypatch):
+    """spine-predict's last step (:func:`nnunet_ext.inference.restore`): stage 1's mask, on the reoriented and
+    cropped grid the models saw, is pasted back and reoriented exactly like stage 2's before the tidying sees it; with
+    the level counting switched off it is not handed on."""
+    import SimpleITK as sitk
+
+    import nnunet_ext.inference as inference
+
+    size = (20, 24, 16)
+    original = sitk.Image(size, sitk.sitkFloat32)
+    original.SetSpacing((1.0, 0.8, 2.0))
+    original.SetDirection((0, 0, 1, 1, 0, 0, 0, -1, 0))  # an oblique-free but unusual orientation
+    original.SetOrigin((4.0, -3.0, 7.0))
+    path = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(original, str(path))
+    case = inference.prepare("scan", path, "RAS", 0.25)  # reoriented to RAS and cropped front-back, as trained
+    assert case.status == "ok" and case.crop is not None and case.notes
+    wanted = np.zeros(size[::-1], np.uint8)  # stage 1's mask as it should come back on the input's grid
+    wanted[4:12, 5:19, 6:14] = 3
+    wanted[6:9, 9:12, 8:10] = 7
+    on_model_grid = sitk.GetImageFromArray(wanted)
+    on_model_grid.CopyInformation(original)
+    on_model_grid = sitk.DICOMOrient(on_model_grid, "RAS")
+    kept = inference.apply_crop(on_model_grid, case.crop)
+    wanted_after_crop = sitk.GetArrayFromImage(inference.on_input_grid(case, kept))
+    assert wanted_after_crop.any() and np.array_equal(wanted_after_crop[wanted_after_crop > 0],
+                                                      wanted[wanted_after_crop > 0])
+    seen = {}
+
+    def capture(labels, level_of_value, spacing, direction, order, count, stage1_kji=None):
+        seen["stage1"], seen["shape"] = stage1_kji, labels.shape
+        return labels, []
+
+    monkeypatch.setattr(inference, "tidy_levels", capture)
+    fine = sitk.Image(kept.GetSize(), sitk.sitkUInt8)
+    fine.CopyInformation(kept)
+    levels = {3: "L1", 7: "L5"}
+    inference.restore(case, fine, tmp_path / "out.nii.gz", levels, inference.RunOptions(), stage1=kept)
+    assert seen["shape"] == wanted.shape and np.array_equal(seen["stage1"], wanted_after_crop)
+    inference.restore(case, fine, tmp_path / "out2.nii.gz", levels, inference.RunOptions(count_levels=False),
+                      stage1=kept)
+    assert seen["stage1"] is None
+    written = sitk.ReadImage(str(tmp_path / "out.nii.gz"))
+    assert written.GetSize() == size and np.allclose(written.GetDirection(), original.GetDirection())
