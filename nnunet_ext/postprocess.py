@@ -629,8 +629,8 @@ def count_levels_from_stage1(labels_kji: np.ndarray, level_of_value: Mapping[int
     (docs/benchmarks.md, "Thirty-third session"), so at the chain's caudal end, a radiologist's landmark, its level
     is the better anchor: an "L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls L5 is T12 L1 L2 L3 L4 L5, and a "T11
     L1 L2 L2 L3 L4 L5" whose lowest body stage 1 calls S1 is T12 L1 L2 L3 L4 L5 S1 ("Thirty-ninth session"). It goes
-    before the votes of stage 2's voxels (:func:`count_levels_by_votes`): in that session's four trainings the two
-    disagreed once, and stage 1 was right. Only where stage 1's level holds more than :data:`STAGE1_SHARE` of the
+    before the votes of stage 2's voxels (:func:`count_levels_by_votes`): in that session's five stage-2 trainings the
+    two disagreed once, and stage 1 was right. Only where stage 1's level holds more than :data:`STAGE1_SHARE` of the
     body's voxels it gave a level, it gave a level to at least :data:`STAGE1_COVER` of them, and that level is
     stage 2's own for the body or next to it; not from a transitional variant (L6, T13) or a sacral level below S1.
     Returns the mask and one note when it relabelled."""

@@ -135,8 +135,9 @@ class nnUNetTrainerSpineFineCpu(nnUNetTrainerSpineFine):
     union_boundary_weight = 3.0  # and its cross-entropy within 2 voxels of the union's edge: both stages retrained
     # with it (weight 1), cross-validation multiclass / binary 0.881 / 0.900 -> 0.899 / 0.908, levels 265 -> 271 of
     # 271, heights MAE 1.27-1.31 -> 1.14-1.25 mm (one run; "Twenty-fifth session"); weight 3 against 1, stage 2
-    # trained on one stage 1: binary 0.8998 -> 0.9046 (zukic2014 0.818 -> 0.852), multiclass 0.869 -> 0.881, heights
-    # MAE 1.46-1.54 -> 1.19-1.27 mm, held-out 0.898 -> 0.905 (one training each; "Thirty-ninth session")
+    # trained on one stage 1: binary 0.8998 -> 0.9046 (zukic2014 0.818 -> 0.852), multiclass 0.869 -> 0.881 (with
+    # that session's level post-processing on both), heights MAE 1.46-1.54 -> 1.19-1.27 mm, held-out 0.898 -> 0.905
+    # (one training each; "Thirty-ninth session")
     time_budget_s = 1000.0  # 42 epochs of at most 50 iterations, as many as fit in 1000 s per fold (without native
     # bfloat16 an iteration costs 2.6-2.7x); with stage 1's budget the recipe's training stays inside 75 min, and the
     # benchmark's whole run (with prediction in float32) inside 90 min, on a slow 2-core machine ("Eighteenth",
