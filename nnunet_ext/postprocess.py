@@ -640,9 +640,8 @@ def count_levels_from_stage1(labels_kji: np.ndarray, level_of_value: Mapping[int
     if not _repeat_without_sacrum(bodies):
         return labels_kji, []
     caudal = bodies[-1]
-    levels = [v for v, level in level_of_value.items() if is_known_level(level)]
     values, counts = np.unique(stage1_kji[box][caudal.mask], return_counts=True)
-    named = np.isin(values, levels)
+    named = np.isin(values, list(_value_of_level(level_of_value).values()))
     if not named.any():
         return labels_kji, []
     values, counts = values[named], counts[named]
