@@ -224,8 +224,7 @@ def _bodies(labels_kji: np.ndarray, level_of_value: Mapping[int, str], spacing_x
     :data:`SPLIT_MM` apart (:func:`_level_pieces`), separate parts of one level at one height
     joined, bodies below :data:`MIN_BODY_FRACTION` of the largest left out (a sacral body caudal of the others from
     :data:`SACRAL_MIN_FRACTION` on)."""
-    values = [v for v, level in level_of_value.items() if is_known_level(level)]
-    labelled = np.isin(labels_kji, values)
+    labelled = np.isin(labels_kji, _known_level_values(level_of_value))
     component, count = ndimage.label(labelled)
     bodies = []
     for index, box in enumerate(ndimage.find_objects(component), start=1):
@@ -357,6 +356,11 @@ def _fragments_joined(bodies: list[_Body]) -> list[_Body]:
         position = (last.position_mm * last.voxels + body.position_mm * body.voxels) / voxels
         joined[-1] = _Body(last.mask | body.mask, voxels, float(position[2]), last.level, position)
     return joined
+
+
+def _known_level_values(level_of_value: Mapping[int, str]) -> list[int]:
+    """The label values that the label map gives a known level name (present in a mask or not)."""
+    return [value for value, level in level_of_value.items() if is_known_level(level)]
 
 
 def _value_of_level(level_of_value: Mapping[int, str]) -> dict[str, int]:
@@ -641,7 +645,7 @@ def count_levels_from_stage1(labels_kji: np.ndarray, level_of_value: Mapping[int
         return labels_kji, []
     caudal = bodies[-1]
     values, counts = np.unique(stage1_kji[box][caudal.mask], return_counts=True)
-    named = np.isin(values, list(_value_of_level(level_of_value).values()))
+    named = np.isin(values, _known_level_values(level_of_value))
     if not named.any():
         return labels_kji, []
     values, counts = values[named], counts[named]
