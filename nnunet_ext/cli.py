@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the built-in example end to end on CPU (no downloads)")
     demo.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     demo.add_argument("--cases", type=int, default=3, help="unseen phantoms to segment and measure")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=7,
+                      help="seed of the phantoms and of the trainings: a demo repeats on one machine (default 7)")
     demo.add_argument("--variant", default="Demo", choices=("Demo", "Short", "Smoke"),
                       help="trainer schedule: Demo (375 + 750 iterations, default), Short (500 + 1000), Smoke (CI)")
     demo.add_argument("--training-cases", type=int, default=8, help="training phantoms (default 8)")

@@ -1,13 +1,15 @@
 """End to end through exactly the commands a user types (subprocesses): spine-phantom, spine-convert,
 nnUNetv2_plan_and_preprocess, spine-nnunet plan, nnUNetv2_preprocess, nnUNetv2_train for both stages (every fold
-stage 2 needs), nnUNetv2_train --c after a killed run, spine-predict with --measure, and spine-predict on a real scan
-from another site. Short 'Smoke' schedules on a tiny phantom dataset: minutes on a 2-core CPU."""
+stage 2 needs), nnUNetv2_train --c after a killed run, a seeded training repeated, spine-predict with --measure, and
+spine-predict on a real scan from another site. Short 'Smoke' schedules on a tiny phantom dataset: minutes on a
+2-core CPU."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +40,7 @@ class Pipeline:
                     "nnUNet_results": str(root / "results"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
                     "nnUNet_compile": "f", "OMP_NUM_THREADS": "2"}
         self.env.pop("nnUNet_extTrainer", None)  # the .pth written by the README install must be enough
+        self.env.pop("SPINE_SEED", None)  # a seed the user exported must not change these trainings
         self.log: list[str] = []
 
     def run(self, *command: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -254,7 +257,8 @@ def test_continue_a_killed_training_run(pipeline):
                "nnUNetTrainerSpineCoarseSmoke", "-device", "cpu"]
     # its own process group, so that the kill takes nnU-Net's data-augmentation workers too (as a crash of the
     # machine would); killing only the main process left them running, orphaned, for the rest of the test session
-    process = subprocess.Popen(command, cwd=pipeline.root, env=pipeline.env, stdout=subprocess.DEVNULL,
+    env = {**pipeline.env, "SPINE_SEED": "5"}  # seeded, with an augmentation worker: said not to repeat
+    process = subprocess.Popen(command, cwd=pipeline.root, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     latest = pipeline.path("results", NAME, STAGE1, "fold_all", "checkpoint_latest.pth")
     deadline = time.time() + 300
@@ -269,10 +273,38 @@ def test_continue_a_killed_training_run(pipeline):
     killed_at = torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"]
     final = latest.with_name("checkpoint_final.pth")
     assert not final.exists() and killed_at == 1
-    pipeline.run(*command, "--c")
+    resumed = subprocess.run([*command, "--c"], cwd=pipeline.root, env=env, capture_output=True, encoding="utf-8",
+                             errors="replace", timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 2
     log = sorted(latest.parent.glob("training_log_*.txt"))[-1].read_text()
     assert "Epoch 1" in log and "Epoch 0\n" not in log  # resumed, not restarted
+    assert "SPINE_SEED=5: Python's, NumPy's and torch's generators seeded; the run will not repeat exactly: " \
+           "nnUNet_n_proc_DA is not 0" in log
+
+
+def test_seeded_training_repeats(pipeline):
+    """SPINE_SEED with the augmentation in the training process: stage 2 trained twice gives the same weights."""
+    import torch
+
+    env = {**pipeline.env, "SPINE_SEED": "5", "nnUNet_n_proc_DA": "0"}
+    fold = pipeline.path("results", NAME, STAGE2, "fold_1")
+    weights = []
+    for run in range(2):
+        try:
+            done = subprocess.run([str(BIN / "nnUNetv2_train"), DATASET, "2d_cascade", "1", "-p",
+                                   "nnUNetPlans_spine", "-tr", "nnUNetTrainerSpineFineSmoke", "-device", "cpu"],
+                                  cwd=pipeline.root, env=env, capture_output=True, encoding="utf-8", errors="replace",
+                                  timeout=600)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            assert "SPINE_SEED=5: Python's, NumPy's and torch's generators seeded\n" in done.stdout  # no warning
+            weights.append(torch.load(fold / "checkpoint_final.pth", map_location="cpu",
+                                      weights_only=False)["network_weights"])
+        finally:  # out of the model folder: spine-predict takes every fold_* there as a fold
+            if fold.exists():
+                shutil.move(fold, pipeline.path(f"seeded_run{run}"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 @pytest.mark.real_data

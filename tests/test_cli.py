@@ -128,6 +128,29 @@ def test_demo_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(list((tmp_path / "demo" / "qc").glob("*.png"))) == 2
 
 
+def test_demo_seeds_its_trainings_and_reads_its_phantoms_as_complete(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands the demo would run (recorded, not run): every nnUNetv2_train seeded with --seed and its
+    augmentation in the training process, nnU-Net's planner not (it fails on nnUNet_n_proc_DA=0), and the phantoms'
+    background taken as background by the conversion and the evaluation."""
+    from nnunet_ext import demo
+
+    monkeypatch.delenv("SPINE_SEED", raising=False)
+    commands: list[tuple[list[str], dict]] = []
+    monkeypatch.setattr(demo, "_run", lambda command, env, log: commands.append((command, env)))
+    monkeypatch.setattr(demo, "_print_results", lambda *args: None)
+    assert demo.run_demo(tmp_path / "demo", seed=11) == 0
+    by_tool = {tool: [(c, e) for c, e in commands if c[0] == tool] for tool in {c[0] for c, _ in commands}}
+    assert len(by_tool["nnUNetv2_train"]) == 3
+    for _, env in by_tool["nnUNetv2_train"]:
+        assert env["SPINE_SEED"] == "11" and env["nnUNet_n_proc_DA"] == "0"
+    for tool in ("nnUNetv2_plan_and_preprocess", "nnUNetv2_preprocess", "spine-predict"):
+        assert all(env["nnUNet_n_proc_DA"] != "0" and "SPINE_SEED" not in env for _, env in by_tool[tool])
+    for tool in ("spine-convert", "spine-evaluate"):
+        (command, _), = by_tool[tool]
+        assert command[command.index("--ignore-beyond") + 1] == "none"
+
+
 @pytest.mark.parametrize("command", ["measure.cli", "measure.evaluation.cli", "dataset_conversion.phantom_cli",
                                      "dataset_conversion.convert_cli", "nnunet_ext.cli"])
 def test_help_does_not_import_torch(command: str) -> None:

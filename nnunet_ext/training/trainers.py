@@ -54,6 +54,13 @@ from nnunet_ext.training.augmentation import ContrastInversion, CranialFieldOfVi
 from nnunet_ext.training.partial_loss import UnannotatedLevelsLoss
 from nnunet_ext.training.progress_plot import ProgressPlots
 from nnunet_ext.training.sampling import class_shares, level_balanced_case_weights, replicated_cases
+from nnunet_ext.training.seeding import (
+    SEED_VARIABLE,
+    seed_everything,
+    stream_seed,
+    training_seed,
+    unrepeatable_because,
+)
 from nnunet_ext.training.time_budget import TimeBudget
 from nnunet_ext.training.union_loss import UnionBoundaryLoss, UnionDiceLoss
 
@@ -259,6 +266,9 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
 
     def initialize(self) -> None:
         was_initialized = self.was_initialized
+        seed = None if was_initialized else training_seed()
+        if seed is not None:  # before the network's weights are drawn
+            seed_everything(stream_seed(seed, self.local_rank))
         super().initialize()
         if not was_initialized:
             self._record_cpu_precision()
@@ -266,6 +276,16 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             self.num_input_channels = stacked_input_channels(self.num_input_channels, self.configuration_manager)
             if self.neighbour_slices:  # training, per-epoch and final validation read the cases through it
                 self.dataset_class = NeighbourSlicesDatasetClass(self.dataset_class, self.neighbour_slices)
+        if seed is not None:  # the budget as the recorded precision chooses it
+            reasons = unrepeatable_because(self.device.type, self.budget_s())
+            self.print_to_log_file(f"{SEED_VARIABLE}={seed}: Python's, NumPy's and torch's generators seeded" + (
+                f"; the run will not repeat exactly: {'; '.join(reasons)}" if reasons else ""))
+
+    def on_train_start(self) -> None:
+        seed = training_seed()
+        if seed is not None and self.current_epoch > 0:  # --c: a stream of this epoch's own, not epoch 0's again
+            seed_everything(stream_seed(seed, self.local_rank, self.current_epoch))
+        super().on_train_start()
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
