@@ -27,8 +27,9 @@ QUANTITIES = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "
 DEMO_DATASET_ID, DEMO_DATASET = "990", "Dataset990_SpineDemo"
 PHANTOM_ARGS = ["--levels", "T12-S1", "--spacing", "4", "1.2", "1.2"]
 # the phantoms draw only the bodies their masks annotate: nothing beyond T12 or S1 is unannotated anatomy, so the
-# conversion and the evaluation treat their background as background (with 'auto', the background above T12 was
-# left unsupervised and the short-trained stage 2 of one seed filled it with a 28k-voxel "T11")
+# conversion and the evaluation treat their background as background (with 'auto' the field above T12 and below S1
+# was left unsupervised, stage 2 filled it with "T11" or "S2" for two of four seeds, and the evaluation left that out;
+# docs/benchmarks.md, "Forty-fifth session")
 COMPLETE_ANNOTATION = ["--ignore-beyond", "none"]
 
 
