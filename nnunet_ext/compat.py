@@ -24,6 +24,15 @@ def nnunet_version() -> str:
     return version("nnunetv2")
 
 
+def augmentation_processes() -> int:
+    """The augmentation worker processes nnU-Net's training will start (``get_allowed_n_proc_DA``: the
+    ``nnUNet_n_proc_DA`` environment variable where set, capped at the core count; 0: augmentation in the training
+    process)."""
+    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+    return int(get_allowed_n_proc_DA())
+
+
 def verify_raw_dataset(folder: str | Path, num_processes: int = 1) -> None:
     """Run nnU-Net's own ``verify_dataset_integrity`` on a raw dataset folder (what
     ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity`` runs); raises on any problem."""

@@ -43,10 +43,11 @@ class Pipeline:
         self.env.pop("SPINE_SEED", None)  # a seed the user exported must not change these trainings
         self.log: list[str] = []
 
-    def run(self, *command: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *command: str, timeout: int = 600, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         executable = command[0] if "/" in command[0] else str(BIN / command[0])
-        done = subprocess.run([executable, *command[1:]], cwd=self.root, env=self.env, capture_output=True,
-                              encoding="utf-8", errors="replace", timeout=timeout)
+        done = subprocess.run([executable, *command[1:]], cwd=self.root, env=self.env if env is None else env,
+                              capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
         self.log.append(f"$ {' '.join(command)}  -> {done.returncode}")
         if check:
             assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -273,9 +274,7 @@ def test_continue_a_killed_training_run(pipeline):
     killed_at = torch.load(latest, map_location="cpu", weights_only=False)["current_epoch"]
     final = latest.with_name("checkpoint_final.pth")
     assert not final.exists() and killed_at == 1
-    resumed = subprocess.run([*command, "--c"], cwd=pipeline.root, env=env, capture_output=True, encoding="utf-8",
-                             errors="replace", timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    pipeline.run(*command, "--c", env=env)
     assert torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] == 2
     log = sorted(latest.parent.glob("training_log_*.txt"))[-1].read_text()
     assert "Epoch 1" in log and "Epoch 0\n" not in log  # resumed, not restarted
@@ -292,11 +291,8 @@ def test_seeded_training_repeats(pipeline):
     weights = []
     for run in range(2):
         try:
-            done = subprocess.run([str(BIN / "nnUNetv2_train"), DATASET, "2d_cascade", "1", "-p",
-                                   "nnUNetPlans_spine", "-tr", "nnUNetTrainerSpineFineSmoke", "-device", "cpu"],
-                                  cwd=pipeline.root, env=env, capture_output=True, encoding="utf-8", errors="replace",
-                                  timeout=600)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            done = pipeline.run("nnUNetv2_train", DATASET, "2d_cascade", "1", "-p", "nnUNetPlans_spine", "-tr",
+                                "nnUNetTrainerSpineFineSmoke", "-device", "cpu", env=env)
             assert "SPINE_SEED=5: Python's, NumPy's and torch's generators seeded\n" in done.stdout  # no warning
             weights.append(torch.load(fold / "checkpoint_final.pth", map_location="cpu",
                                       weights_only=False)["network_weights"])

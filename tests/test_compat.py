@@ -21,6 +21,19 @@ def test_verify_dataset_integrity_signature():
     assert list(inspect.signature(verify_dataset_integrity).parameters) == ["folder", "num_processes"]
 
 
+@pytest.mark.parametrize("value, expected", [("0", 0), ("00", 0), ("1", 1)])
+def test_augmentation_processes_as_nnunet_reads_them(monkeypatch, value, expected):
+    pytest.importorskip("nnunetv2")
+    monkeypatch.setenv("nnUNet_n_proc_DA", value)
+    assert compat.augmentation_processes() == expected
+
+
+def test_augmentation_processes_without_the_variable_are_workers(monkeypatch):
+    pytest.importorskip("nnunetv2")
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    assert compat.augmentation_processes() > 0  # nnU-Net's table or default, never in the training process
+
+
 def test_planner_copies_raw_splits_file():
     """spine-convert writes splits_final.json into the raw dataset; nnU-Net 2.8.1's planner copies it over."""
     pytest.importorskip("nnunetv2")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from nnunet_ext.training.seeding import (
-    augmentation_in_process,
     seed_everything,
     stream_seed,
     training_seed,
@@ -59,15 +58,8 @@ def test_seeding_repeats_every_generator(restored_generators):
     assert all(a != b for a, b in zip(draws(), first, strict=True))
 
 
-@pytest.mark.parametrize("environ, expected", [({"nnUNet_n_proc_DA": "0"}, True), ({"nnUNet_n_proc_DA": "00"}, True),
-                                               ({"nnUNet_n_proc_DA": "1"}, False), ({"nnUNet_n_proc_DA": "x"}, False),
-                                               ({}, False)])
-def test_augmentation_in_the_training_process(environ, expected):
-    assert augmentation_in_process(environ) is expected
-
-
 def test_what_keeps_a_run_from_repeating():
-    assert unrepeatable_because("cpu", None, {"nnUNet_n_proc_DA": "0"}) == []
-    reasons = unrepeatable_because("cuda", 1000.0, {"nnUNet_n_proc_DA": "2"})
+    assert unrepeatable_because("cpu", None, 0) == []
+    reasons = unrepeatable_because("cuda", 1000.0, 2)
     assert len(reasons) == 3
     assert "nnUNet_n_proc_DA" in reasons[0] and "cuda" in reasons[1] and "1000 s" in reasons[2]

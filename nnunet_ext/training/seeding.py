@@ -58,22 +58,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def augmentation_in_process(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether nnU-Net's augmentation runs in the training process (``nnUNet_n_proc_DA`` a whole number equal to 0,
-    as nnU-Net reads it)."""
-    value = (os.environ if environ is None else environ).get(AUGMENTATION_WORKERS_VARIABLE, "").strip()
-    try:
-        return int(value) == 0
-    except ValueError:
-        return False
-
-
-def unrepeatable_because(device_type: str, time_budget_s: float | None,
-                         environ: Mapping[str, str] | None = None) -> list[str]:
+def unrepeatable_because(device_type: str, time_budget_s: float | None, augmentation_processes: int) -> list[str]:
     """What keeps a seeded training on ``device_type`` ('cpu', 'cuda', ...) with the wall-time budget
-    ``time_budget_s`` (s; None: none) from repeating to the bit; empty where nothing does."""
+    ``time_budget_s`` (s; None: none) and ``augmentation_processes`` worker processes (nnU-Net's count, 0: in the
+    training process) from repeating to the bit; empty where nothing does."""
     reasons = []
-    if not augmentation_in_process(environ):
+    if augmentation_processes:
         reasons.append(f"{AUGMENTATION_WORKERS_VARIABLE} is not 0 (the augmentation workers re-seed NumPy from the "
                        "operating system)")
     if device_type != "cpu":

@@ -25,6 +25,7 @@ from nnunet_ext.compat import (
     NeighbourSlicesDatasetClass,
     annotated_classes,
     augmentation_patch_size,
+    augmentation_processes,
     deep_supervision_loss,
     draw_training_cases_from,
     drop_transforms,
@@ -277,7 +278,7 @@ class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N80
             if self.neighbour_slices:  # training, per-epoch and final validation read the cases through it
                 self.dataset_class = NeighbourSlicesDatasetClass(self.dataset_class, self.neighbour_slices)
         if seed is not None:  # the budget as the recorded precision chooses it
-            reasons = unrepeatable_because(self.device.type, self.budget_s())
+            reasons = unrepeatable_because(self.device.type, self.budget_s(), augmentation_processes())
             self.print_to_log_file(f"{SEED_VARIABLE}={seed}: Python's, NumPy's and torch's generators seeded" + (
                 f"; the run will not repeat exactly: {'; '.join(reasons)}" if reasons else ""))
 
