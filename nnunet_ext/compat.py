@@ -601,6 +601,15 @@ def is_cascade_stage(trainer) -> bool:
     return bool(trainer.is_cascaded)
 
 
+def trained_module(trainer):
+    """The network module whose state dict a trainer's checkpoints hold (``save_checkpoint``'s ``mod``): the
+    trainer's network without its DDP and ``torch.compile`` wrappers."""
+    from torch._dynamo import OptimizedModule
+
+    module = trainer.network.module if trainer.is_ddp else trainer.network
+    return module._orig_mod if isinstance(module, OptimizedModule) else module
+
+
 def use_previous_stage_folder(trainer, folder: str | Path) -> None:
     """Point a cascade stage's trainer at another folder of previous-stage segmentations (before and after
     ``initialize()``, which may set it again)."""

@@ -303,6 +303,48 @@ def test_seeded_training_repeats(pipeline):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
+AVERAGE_TRAINER = """from nnunet_ext.training.variants import nnUNetTrainerSpineFineSmoke
+
+
+class nnUNetTrainerSpineFineSmokeAverage(nnUNetTrainerSpineFineSmoke):
+    weight_average_decay = {decay}
+    previous_stage_trainer = "nnUNetTrainerSpineCoarseSmoke"
+"""
+
+
+def test_weight_average_through_nnunet_train(pipeline, tmp_path):
+    """weight_average_decay in a user's trainer module, through nnUNetv2_train, seeded with the augmentation in the
+    training process (so that the runs repeat): the averaging leaves training as it was (a decay of 1e-6 ends with
+    the seeded plain run's weights), a decay of 0.5 ends with other weights (the average), the average's file beside
+    checkpoint_latest.pth is gone when training ends, and the log says what was averaged."""
+    import torch
+
+    env = {**pipeline.env, "SPINE_SEED": "9", "nnUNet_n_proc_DA": "0", "nnUNet_extTrainer": str(tmp_path)}
+    weights = {}
+    for decay in (None, 1e-6, 0.5):
+        trainer = "nnUNetTrainerSpineFineSmoke"
+        if decay is not None:
+            trainer = "nnUNetTrainerSpineFineSmokeAverage"
+            (tmp_path / "user_trainers.py").write_text(AVERAGE_TRAINER.format(decay=decay))
+        fold = pipeline.path("results", NAME, f"{trainer}__nnUNetPlans_spine__2d_cascade", "fold_1")
+        try:
+            done = pipeline.run("nnUNetv2_train", DATASET, "2d_cascade", "1", "-p", "nnUNetPlans_spine", "-tr",
+                                trainer, "-device", "cpu", env=env)
+            weights[decay] = torch.load(fold / "checkpoint_final.pth", map_location="cpu",
+                                        weights_only=False)["network_weights"]
+            assert not list(fold.glob("weight_average*")) and not (fold / "checkpoint_latest.pth").exists()
+            said = f"weight average (decay {decay}): the network now holds it" in done.stdout
+            assert said == (decay is not None)
+        finally:  # out of the model folder: spine-predict takes every fold_* there as a fold
+            if fold.exists():
+                shutil.move(fold, tmp_path / f"run_{decay}")
+    plain, near_zero, half = weights[None], weights[1e-6], weights[0.5]
+    assert plain.keys() == near_zero.keys() == half.keys()
+    floats = [name for name in plain if plain[name].is_floating_point()]
+    assert all(torch.allclose(near_zero[name], plain[name], rtol=1e-5, atol=1e-6) for name in floats)
+    assert max(float((half[name] - plain[name]).abs().max()) for name in floats) > 1e-4
+
+
 @pytest.mark.real_data
 def test_predict_a_real_scan_from_another_site(pipeline):
     if not UNLABELLED.is_file():

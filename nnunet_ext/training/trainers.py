@@ -64,15 +64,17 @@ from nnunet_ext.training.seeding import (
 )
 from nnunet_ext.training.time_budget import TimeBudget
 from nnunet_ext.training.union_loss import UnionBoundaryLoss, UnionDiceLoss
+from nnunet_ext.training.weight_average import WeightAverage
 
 _NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer.__init__'s default
 
 
-class nnUNetTrainerSpine(ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
+class nnUNetTrainerSpine(WeightAverage, ProgressPlots, TimeBudget, nnUNetTrainer):  # noqa: N801 - nnU-Net's naming convention
     """Common base: the paper's augmentation, schedule and stage wiring as class attributes (a wall-time budget for
     the schedule, :attr:`~nnunet_ext.training.time_budget.TimeBudget.time_budget_s`, none by default; the progress
     plot every :attr:`~nnunet_ext.training.progress_plot.ProgressPlots.progress_plot_every` epochs, every one by
-    default)."""
+    default; an exponential moving average of the weights to end training with,
+    :attr:`~nnunet_ext.training.weight_average.WeightAverage.weight_average_decay`, none by default)."""
 
     rotation_max_deg: float = 5.0
     scaling_range: tuple[float, float] = (0.95, 1.05)
