@@ -601,7 +601,7 @@ def is_cascade_stage(trainer) -> bool:
     return bool(trainer.is_cascaded)
 
 
-def trained_module(trainer):
+def trained_module(trainer) -> Any:
     """The network module whose state dict a trainer's checkpoints hold (``save_checkpoint``'s ``mod``): the
     trainer's network without its DDP and ``torch.compile`` wrappers."""
     from torch._dynamo import OptimizedModule

@@ -315,12 +315,13 @@ class nnUNetTrainerSpineFineSmokeAverage(nnUNetTrainerSpineFineSmoke):
 def test_weight_average_through_nnunet_train(pipeline, tmp_path):
     """weight_average_decay in a user's trainer module, through nnUNetv2_train, seeded with the augmentation in the
     training process (so that the runs repeat): the averaging leaves training as it was (a decay of 1e-6 ends with
-    the seeded plain run's weights), a decay of 0.5 ends with other weights (the average), the average's file beside
-    checkpoint_latest.pth is gone when training ends, and the log says what was averaged."""
+    the seeded plain run's weights, checkpoint_best.pth holds the weights as trained), a decay of 0.5 ends with other
+    weights (the average), the average's file beside checkpoint_latest.pth is gone when training ends, and the log
+    says what was averaged over how many steps (2 epochs of 5)."""
     import torch
 
     env = {**pipeline.env, "SPINE_SEED": "9", "nnUNet_n_proc_DA": "0", "nnUNet_extTrainer": str(tmp_path)}
-    weights = {}
+    weights, best = {}, {}
     for decay in (None, 1e-6, 0.5):
         trainer = "nnUNetTrainerSpineFineSmoke"
         if decay is not None:
@@ -332,8 +333,10 @@ def test_weight_average_through_nnunet_train(pipeline, tmp_path):
                                 trainer, "-device", "cpu", env=env)
             weights[decay] = torch.load(fold / "checkpoint_final.pth", map_location="cpu",
                                         weights_only=False)["network_weights"]
+            best[decay] = torch.load(fold / "checkpoint_best.pth", map_location="cpu",
+                                     weights_only=False)["network_weights"]
             assert not list(fold.glob("weight_average*")) and not (fold / "checkpoint_latest.pth").exists()
-            said = f"weight average (decay {decay}): the network now holds it" in done.stdout
+            said = f"weight average (decay {decay}, 10 steps): the network now holds it" in done.stdout
             assert said == (decay is not None)
         finally:  # out of the model folder: spine-predict takes every fold_* there as a fold
             if fold.exists():
@@ -343,6 +346,8 @@ def test_weight_average_through_nnunet_train(pipeline, tmp_path):
     floats = [name for name in plain if plain[name].is_floating_point()]
     assert all(torch.allclose(near_zero[name], plain[name], rtol=1e-5, atol=1e-6) for name in floats)
     assert max(float((half[name] - plain[name]).abs().max()) for name in floats) > 1e-4
+    # checkpoint_best.pth holds the weights as trained, the same in the three seeded runs
+    assert all(torch.equal(best[0.5][name], best[None][name]) for name in floats)
 
 
 @pytest.mark.real_data

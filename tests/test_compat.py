@@ -357,3 +357,25 @@ def test_train_step_phases_and_previous_stage_layout(tmp_path):
     assert compat.reference_as_previous_stage(trainer, previous) == previous
     loaded = nnUNetDatasetBlosc2(str(preprocessed), folder_with_segs_from_previous_stage=str(previous))
     np.testing.assert_array_equal(loaded.load_case("case_0")[2][:], seg[0])
+
+
+def test_checkpoint_hooks_the_weight_average_relies_on():
+    """WeightAverage (nnunet_ext/training/weight_average.py): nnU-Net's checkpoints hold the state dict of the network
+    without its DDP and torch.compile wrappers (compat.trained_module unwraps the same way), the end of training saves
+    checkpoint_final.pth before it removes checkpoint_latest.pth, and every training iteration is one train_step."""
+    pytest.importorskip("nnunetv2")
+    from types import SimpleNamespace
+
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    save = inspect.getsource(nnUNetTrainer.save_checkpoint)
+    assert "mod = self.network.module" in save and "mod = mod._orig_mod" in save
+    assert "'network_weights': mod.state_dict()" in save
+    end = inspect.getsource(nnUNetTrainer.on_train_end)
+    assert 0 <= end.find('"checkpoint_final.pth"') < end.find('os.remove(join(self.output_folder, "checkpoint_latest')
+    assert "self.train_step(next(self.dataloader_train))" in inspect.getsource(nnUNetTrainer.run_training)
+    network = torch.nn.Linear(1, 1)
+    assert compat.trained_module(SimpleNamespace(is_ddp=False, network=network)) is network
+    assert compat.trained_module(SimpleNamespace(is_ddp=False, network=torch.compile(network))) is network
+    assert compat.trained_module(SimpleNamespace(is_ddp=True, network=SimpleNamespace(module=network))) is network

@@ -16,16 +16,26 @@ from nnunet_ext.training.weight_average import (  # noqa: E402
     WeightAverage,
     check_decay,
     start_average,
+    step_decay,
     update_average,
 )
 
 
-def _expected(decay: float, start: float, steps: list[float]) -> float:
-    """d^n * w0 + (1 - d) * sum_k d^(n - k) * w_k: the average after the steps' weights w_1..w_n."""
+def _expected(decay: float, start: float, steps: list[float], warm_up: bool = False, first_step: int = 0) -> float:
+    """The average after the steps' weights w_1..w_n: d * average + (1 - d) * w_k each, d the decay or (with
+    ``warm_up``) min(decay, (1 + t) / (10 + t)) at step t counted from ``first_step``."""
     average = start
-    for value in steps:
-        average = decay * average + (1 - decay) * value
+    for t, value in enumerate(steps, start=first_step):
+        d = min(decay, (1 + t) / (10 + t)) if warm_up else decay
+        average = d * average + (1 - d) * value
     return average
+
+
+def test_step_decay_warms_up():
+    assert step_decay(0.997, 0) == pytest.approx(0.1)
+    assert step_decay(0.997, 8) == pytest.approx(0.5)
+    assert step_decay(0.997, 10 ** 6) == 0.997
+    assert step_decay(0.5, 100) == 0.5
 
 
 def test_update_average_analytic():
@@ -98,18 +108,20 @@ def _final_weight(folder: Path) -> float:
 
 
 def test_training_ends_with_the_average(tmp_path):
+    (tmp_path / AVERAGE_FILE).write_bytes(b"another run's")  # removed at a fresh start
     trainer = _Trainer(tmp_path)
     with torch.no_grad():
         trainer.network.weight.fill_(10.0)  # the initial weights the average starts from
     trainer.on_train_start()
+    assert not (tmp_path / AVERAGE_FILE).exists()
     for value in (1.0, 2.0, 3.0):
         trainer.train_step(value)
     trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
-    assert (tmp_path / AVERAGE_FILE).is_file()
+    assert torch.load(tmp_path / AVERAGE_FILE, weights_only=True)["steps"] == 3
     assert float(trainer.network.weight.detach()) == 3.0  # training itself sees its own weights
     trainer.on_train_end()
-    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 10.0, [1, 2, 3]))
-    assert float(trainer.network.weight.detach()) == pytest.approx(_expected(0.8, 10.0, [1, 2, 3]))
+    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 10.0, [1, 2, 3], warm_up=True))
+    assert float(trainer.network.weight.detach()) == pytest.approx(_expected(0.8, 10.0, [1, 2, 3], warm_up=True))
     assert not (tmp_path / AVERAGE_FILE).exists()  # gone with checkpoint_latest.pth
     assert any("started from the initial weights" in line for line in trainer.log)
 
@@ -128,8 +140,26 @@ def test_continued_training_resumes_the_average(tmp_path):
     resumed.on_train_start()
     resumed.train_step(3.0)
     resumed.on_train_end()
-    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 10.0, [1, 2, 3]))
+    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 10.0, [1, 2, 3], warm_up=True))
     assert any(f"read from {AVERAGE_FILE}" in line for line in resumed.log)
+
+
+def test_an_average_saved_with_another_checkpoint_is_not_resumed(tmp_path):
+    """A side file from the checkpoint of another epoch (a run killed between the two saves, or after
+    checkpoint_final.pth was written) or from another run is not paired with the resumed weights."""
+    first = _Trainer(tmp_path)
+    first.on_train_start()
+    first.train_step(1.0)
+    first.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))  # tagged epoch 1
+    resumed = _Trainer(tmp_path, current_epoch=2)
+    with torch.no_grad():
+        resumed.network.weight.fill_(2.0)
+    resumed.on_train_start()
+    assert not (tmp_path / AVERAGE_FILE).exists()  # the stale file is gone
+    resumed.train_step(3.0)
+    resumed.on_train_end()
+    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 2.0, [3], warm_up=True))
+    assert any("started from the resumed weights" in line for line in resumed.log)
 
 
 def test_continued_training_without_the_file_restarts_from_the_resumed_weights(tmp_path):
@@ -139,7 +169,7 @@ def test_continued_training_without_the_file_restarts_from_the_resumed_weights(t
     resumed.on_train_start()
     resumed.train_step(3.0)
     resumed.on_train_end()
-    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 2.0, [3]))
+    assert _final_weight(tmp_path) == pytest.approx(_expected(0.8, 2.0, [3], warm_up=True))
     assert any("started from the resumed weights" in line for line in resumed.log)
 
 
