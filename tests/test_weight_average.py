@@ -21,11 +21,11 @@ from nnunet_ext.training.weight_average import (  # noqa: E402
 )
 
 
-def _expected(decay: float, start: float, steps: list[float], warm_up: bool = False, first_step: int = 0) -> float:
+def _expected(decay: float, start: float, steps: list[float], warm_up: bool = False) -> float:
     """The average after the steps' weights w_1..w_n: d * average + (1 - d) * w_k each, d the decay or (with
-    ``warm_up``) min(decay, (1 + t) / (10 + t)) at step t counted from ``first_step``."""
+    ``warm_up``) min(decay, (1 + t) / (10 + t)) at step t = 0, 1, ..."""
     average = start
-    for t, value in enumerate(steps, start=first_step):
+    for t, value in enumerate(steps):
         d = min(decay, (1 + t) / (10 + t)) if warm_up else decay
         average = d * average + (1 - d) * value
     return average
