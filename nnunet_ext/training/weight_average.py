@@ -70,9 +70,10 @@ def resumed_average(saved: Path, epoch: int, state: Mapping[str, torch.Tensor]) 
     """The average and its step count from ``saved`` if it was written with the checkpoint of ``epoch`` (the epoch a
     run continued with ``--c`` starts at), on the devices of ``state`` (the resumed network's, whose names and shapes
     it must have); None where the file is missing or belongs to another checkpoint."""
-    if not saved.is_file():
+    try:
+        record = torch.load(saved, map_location="cpu", weights_only=True)
+    except FileNotFoundError:  # none, or (DDP) rank 0 removed another checkpoint's meanwhile
         return None
-    record = torch.load(saved, map_location="cpu", weights_only=True)
     if record.get("epoch") != epoch:
         return None
     average = {name: value.to(state[name].device) if name in state else value
