@@ -282,23 +282,35 @@ def test_continue_a_killed_training_run(pipeline):
            "nnUNet_n_proc_DA is not 0" in log
 
 
+def _train_fold_1_moved_out(pipeline, trainer: str, env: dict[str, str], out: Path) -> str:
+    """``nnUNetv2_train`` of stage 2's fold 1 with ``trainer``, its fold folder then moved to ``out``, out of the model
+    folder (spine-predict takes every fold_* there as a fold), whether or not training succeeded; its stdout."""
+    fold = pipeline.path("results", NAME, f"{trainer}__nnUNetPlans_spine__2d_cascade", "fold_1")
+    try:
+        return pipeline.run("nnUNetv2_train", DATASET, "2d_cascade", "1", "-p", "nnUNetPlans_spine", "-tr", trainer,
+                            "-device", "cpu", env=env).stdout
+    finally:
+        if fold.exists():
+            shutil.move(fold, out)
+
+
+def _weights(fold: Path, checkpoint: str = "checkpoint_final.pth") -> dict:
+    import torch
+
+    return torch.load(fold / checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+
+
 def test_seeded_training_repeats(pipeline):
     """SPINE_SEED with the augmentation in the training process: stage 2 trained twice gives the same weights."""
     import torch
 
     env = {**pipeline.env, "SPINE_SEED": "5", "nnUNet_n_proc_DA": "0"}
-    fold = pipeline.path("results", NAME, STAGE2, "fold_1")
     weights = []
     for run in range(2):
-        try:
-            done = pipeline.run("nnUNetv2_train", DATASET, "2d_cascade", "1", "-p", "nnUNetPlans_spine", "-tr",
-                                "nnUNetTrainerSpineFineSmoke", "-device", "cpu", env=env)
-            assert "SPINE_SEED=5: Python's, NumPy's and torch's generators seeded\n" in done.stdout  # no warning
-            weights.append(torch.load(fold / "checkpoint_final.pth", map_location="cpu",
-                                      weights_only=False)["network_weights"])
-        finally:  # out of the model folder: spine-predict takes every fold_* there as a fold
-            if fold.exists():
-                shutil.move(fold, pipeline.path(f"seeded_run{run}"))
+        out = pipeline.path(f"seeded_run{run}")
+        stdout = _train_fold_1_moved_out(pipeline, "nnUNetTrainerSpineFineSmoke", env, out)
+        assert "SPINE_SEED=5: Python's, NumPy's and torch's generators seeded\n" in stdout  # no warning
+        weights.append(_weights(out))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
@@ -327,20 +339,12 @@ def test_weight_average_through_nnunet_train(pipeline, tmp_path):
         if decay is not None:
             trainer = "nnUNetTrainerSpineFineSmokeAverage"
             (tmp_path / "user_trainers.py").write_text(AVERAGE_TRAINER.format(decay=decay))
-        fold = pipeline.path("results", NAME, f"{trainer}__nnUNetPlans_spine__2d_cascade", "fold_1")
-        try:
-            done = pipeline.run("nnUNetv2_train", DATASET, "2d_cascade", "1", "-p", "nnUNetPlans_spine", "-tr",
-                                trainer, "-device", "cpu", env=env)
-            weights[decay] = torch.load(fold / "checkpoint_final.pth", map_location="cpu",
-                                        weights_only=False)["network_weights"]
-            best[decay] = torch.load(fold / "checkpoint_best.pth", map_location="cpu",
-                                     weights_only=False)["network_weights"]
-            assert not list(fold.glob("weight_average*")) and not (fold / "checkpoint_latest.pth").exists()
-            said = f"weight average (decay {decay}, 10 steps): the network now holds it" in done.stdout
-            assert said == (decay is not None)
-        finally:  # out of the model folder: spine-predict takes every fold_* there as a fold
-            if fold.exists():
-                shutil.move(fold, tmp_path / f"run_{decay}")
+        out = tmp_path / f"run_{decay}"
+        stdout = _train_fold_1_moved_out(pipeline, trainer, env, out)
+        weights[decay], best[decay] = _weights(out), _weights(out, "checkpoint_best.pth")
+        assert not list(out.glob("weight_average*")) and not (out / "checkpoint_latest.pth").exists()
+        said = f"weight average (decay {decay}, 10 steps): the network now holds it" in stdout
+        assert said == (decay is not None)
     plain, near_zero, half = weights[None], weights[1e-6], weights[0.5]
     assert plain.keys() == near_zero.keys() == half.keys()
     floats = [name for name in plain if plain[name].is_floating_point()]

@@ -88,6 +88,7 @@ class WeightAverage:
 
     weight_average_decay: float | None = None
     """The average's decay per training step (None: no average, the weights as trained)."""
+    _average: dict[str, torch.Tensor] | None = None  # while training with a decay
 
     def on_train_start(self) -> None:
         self._average = None
@@ -112,7 +113,7 @@ class WeightAverage:
 
     def train_step(self, batch: dict) -> dict:
         outputs = super().train_step(batch)
-        if getattr(self, "_average", None) is not None:
+        if self._average is not None:
             update_average(self._average, trained_module(self).state_dict(),
                            step_decay(self._average_decay, self._average_steps))
             self._average_steps += 1
@@ -120,7 +121,7 @@ class WeightAverage:
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
-        if (getattr(self, "_average", None) is None or self.local_rank != 0
+        if (self._average is None or self.local_rank != 0
                 or getattr(self, "disable_checkpointing", False) or Path(filename).name != "checkpoint_latest.pth"):
             return
         record = {"epoch": self.current_epoch + 1, "steps": self._average_steps,  # nnU-Net's epoch in the checkpoint
@@ -128,7 +129,7 @@ class WeightAverage:
         atomic_write(Path(filename).with_name(AVERAGE_FILE), lambda path: torch.save(record, path))
 
     def on_train_end(self) -> None:
-        if getattr(self, "_average", None) is not None:
+        if self._average is not None:
             module = trained_module(self)
             current = module.state_dict()
             module.load_state_dict({name: value.to(current[name].dtype) for name, value in self._average.items()})
