@@ -217,6 +217,17 @@ def test_cpu_autocast_only_for_the_cascade_networks():
     assert set_cpu_autocast(wrapped, None) and wrapped._orig_mod.cpu_autocast_dtype is None
 
 
+def test_cpu_autocast_reaches_a_compiled_network_inside_ddp():
+    # nnU-Net's order: torch.compile first, then DistributedDataParallel around it (its .module)
+    net = tiny_fine((32, 32))
+    compiled = torch.nn.Module()
+    compiled._orig_mod = net
+    ddp = torch.nn.Module()
+    ddp.module = compiled
+    assert set_cpu_channels_last(ddp, False) and not net.cpu_channels_last
+    assert set_cpu_autocast(ddp, None) and net.cpu_autocast_dtype is None
+
+
 @pytest.mark.parametrize("norm_class, shape", [(InstanceNorm2d, (3, 5, 9, 7)), (InstanceNorm2d, (1, 4, 6, 6)),
                                                (InstanceNorm3d, (2, 5, 4, 9, 7)), (InstanceNorm3d, (1, 3, 2, 5, 4))])
 def test_instance_norm_keeps_a_channels_last_input_channels_last(norm_class, shape):

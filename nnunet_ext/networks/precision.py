@@ -91,9 +91,15 @@ def cpu_channels_last_preferred() -> bool:
 
 
 def _inner(network: nn.Module) -> nn.Module:
-    for wrapper in ("_orig_mod", "module"):
-        network = getattr(network, wrapper, network)
-    return network
+    """``network`` without ``torch.compile``'s ``_orig_mod`` and DDP's ``module`` wrappers, in whichever order they
+    were put on (nnU-Net wraps a compiled network in DDP)."""
+    while True:
+        inner = getattr(network, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(network, "module", None)
+        if not isinstance(inner, nn.Module):
+            return network
+        network = inner
 
 
 def set_cpu_channels_last(network: nn.Module, on: bool) -> bool:
