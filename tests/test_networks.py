@@ -217,15 +217,18 @@ def test_cpu_autocast_only_for_the_cascade_networks():
     assert set_cpu_autocast(wrapped, None) and wrapped._orig_mod.cpu_autocast_dtype is None
 
 
-def test_cpu_autocast_reaches_a_compiled_network_inside_ddp():
-    # nnU-Net's order: torch.compile first, then DistributedDataParallel around it (its .module)
+@pytest.mark.parametrize("order", [("module", "_orig_mod"), ("_orig_mod", "module")])
+def test_cpu_switches_reach_a_network_inside_ddp_and_compile(order):
+    # ("module", "_orig_mod"): nnU-Net's order, DistributedDataParallel (.module) around a compiled network
     net = tiny_fine((32, 32))
-    compiled = torch.nn.Module()
-    compiled._orig_mod = net
-    ddp = torch.nn.Module()
-    ddp.module = compiled
-    assert set_cpu_channels_last(ddp, False) and not net.cpu_channels_last
-    assert set_cpu_autocast(ddp, None) and net.cpu_autocast_dtype is None
+    inner = torch.nn.Module()
+    setattr(inner, order[1], net)
+    outer = torch.nn.Module()
+    setattr(outer, order[0], inner)
+    assert set_cpu_channels_last(outer, True) and net.cpu_channels_last
+    assert set_cpu_channels_last(outer, False) and not net.cpu_channels_last
+    net.cpu_autocast_dtype = torch.float16  # a stand-in value, so that None below is a change
+    assert set_cpu_autocast(outer, None) and net.cpu_autocast_dtype is None
 
 
 @pytest.mark.parametrize("norm_class, shape", [(InstanceNorm2d, (3, 5, 9, 7)), (InstanceNorm2d, (1, 4, 6, 6)),

@@ -92,14 +92,15 @@ def cpu_channels_last_preferred() -> bool:
 
 def _inner(network: nn.Module) -> nn.Module:
     """``network`` without ``torch.compile``'s ``_orig_mod`` and DDP's ``module`` wrappers, in whichever order they
-    were put on (nnU-Net wraps a compiled network in DDP)."""
-    while True:
+    were put on (nnU-Net wraps a compiled network in DDP); a cascade network is never unwrapped further."""
+    while not isinstance(network, CpuAutocast):
         inner = getattr(network, "_orig_mod", None)
         if inner is None:
             inner = getattr(network, "module", None)
         if not isinstance(inner, nn.Module):
             return network
         network = inner
+    return network
 
 
 def set_cpu_channels_last(network: nn.Module, on: bool) -> bool:
