@@ -24,7 +24,10 @@ What it runs:
   M_SC's with ``--models binary``; wall: the sum of every step's recorded wall time).
 
 Profiles:
-* ``cpu`` (reduced, for a 2-core machine): 2 folds; the cascade with the ``cpu`` preset and the ``Cpu`` /
+* ``cpu`` (reduced, for a 2-core machine): 2 folds (3 folds, each stage's budget per fold cut to two thirds to stay
+  inside 75 minutes, lost in both trainings: cross-validation multiclass / binary 0.832-0.839 / 0.894, 251 of 271
+  levels, against 0.879 / 0.902, 267, for two folds at the same iterations per second; docs/benchmarks.md,
+  "Thirty-fifth" and "Forty-eighth session"); the cascade with the ``cpu`` preset and the ``Cpu`` /
   ``BinaryCpu`` trainers (M_SC's schedule is shorter, 800 + 1400 iterations against at most 3200 + 4200: its 45-minute
   budget); nnU-Net's default plans (its own planner, nothing overwritten) in its ``2d``
   configuration, trained with ``nnUNetTrainerTimeBudget`` (nnU-Net's trainer, only the schedule fitted) for the
