@@ -184,6 +184,24 @@ def test_mixed_precision_on_cpu():
     assert output.shape == (1, 10, 8, 24, 24) and torch.isfinite(output.float()).all()
 
 
+@pytest.mark.parametrize("machine, onednn, avx512_bf16, amx, expected", [
+    ("x86_64", True, False, False, False),  # AVX512 without BF16 or AMX: oneDNN emulates bfloat16, slower than float32
+    ("x86_64", True, True, False, True),  # AMD Zen 4
+    ("x86_64", True, False, True, True),  # Intel with AMX
+    ("AMD64", True, True, False, True),
+    ("x86_64", False, True, True, False),  # a torch whose oneDNN has no bfloat16
+    ("aarch64", True, False, False, True),  # oneDNN's check is the CPU's own bfloat16 instructions there
+    ("aarch64", False, False, False, False)])
+def test_cpu_bfloat16_supported_needs_native_instructions(monkeypatch, machine, onednn, avx512_bf16, amx, expected):
+    monkeypatch.setattr(precision.platform, "machine", lambda: machine)
+    monkeypatch.setattr(precision, "_onednn_bfloat16_supported", lambda: onednn)
+    monkeypatch.setattr(precision, "cpu_capability", lambda name: avx512_bf16 and name == "avx512_bf16")
+    monkeypatch.setattr(precision, "cpu_amx_supported", lambda: amx)
+    assert precision.cpu_bfloat16_supported() is expected
+    network = tiny_fine((64, 48))
+    assert set_cpu_autocast(network, torch.bfloat16) is expected
+
+
 @pytest.mark.skipif(not cpu_bfloat16_supported(), reason="this CPU has no native bfloat16")
 @pytest.mark.parametrize("build, shape", [
     (lambda: tiny_coarse((16, 48, 48), deep_supervision=True), (2, 1, 16, 48, 48)),

@@ -14,6 +14,7 @@ convolutions work in there.
 
 from __future__ import annotations
 
+import platform
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -21,9 +22,27 @@ from torch import nn
 
 from .blocks import channels_last_format
 
+_X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+
 
 def cpu_bfloat16_supported() -> bool:
-    """Whether this CPU computes bfloat16 natively (oneDNN's check); emulated bfloat16 would be slower than float32."""
+    """Whether this CPU computes bfloat16 natively; emulated bfloat16 is slower than float32.
+
+    oneDNN's check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) comes first, but on x86 it accepts any CPU with
+    AVX512 (BW, VL, DQ), where oneDNN emulates bfloat16 on float32 units: on a 2-core Intel Xeon with AVX512 but
+    neither AVX512-BF16 nor AMX (Ice Lake's instruction sets) a training step of the recipe's 16-128 stage 2 took
+    1.47 s in bfloat16 against 0.68 s in float32 and 0.45 s for its 8-96 float32 width (docs/benchmarks.md,
+    "Fifty-second session"). So on x86 the CPU must also have AVX512-BF16 or AMX; elsewhere (aarch64) oneDNN's check
+    is the CPU's own bfloat16 instructions and is kept as it is."""
+    if not _onednn_bfloat16_supported():
+        return False
+    if platform.machine().lower() in _X86_MACHINES:
+        return cpu_capability("avx512_bf16") or cpu_amx_supported()
+    return True
+
+
+def _onednn_bfloat16_supported() -> bool:
+    """oneDNN's own check (native or emulated bfloat16); False for a torch without it."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
