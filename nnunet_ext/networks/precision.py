@@ -29,11 +29,11 @@ def cpu_bfloat16_supported() -> bool:
     """Whether this CPU computes bfloat16 natively; emulated bfloat16 is slower than float32.
 
     oneDNN's check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) comes first, but on x86 it accepts any CPU with
-    AVX512 (BW, VL, DQ), where oneDNN emulates bfloat16 on float32 units: on a 2-core Intel Xeon with AVX512 but
-    neither AVX512-BF16 nor AMX (Ice Lake's instruction sets) a training step of the recipe's 16-128 stage 2 took
-    1.47 s in bfloat16 against 0.68 s in float32 and 0.45 s for its 8-96 float32 width (docs/benchmarks.md,
-    "Fifty-second session"). So on x86 the CPU must also have AVX512-BF16 or AMX; elsewhere (aarch64) oneDNN's check
-    is the CPU's own bfloat16 instructions and is kept as it is."""
+    AVX512 (BW, VL, DQ), where oneDNN emulates bfloat16 on float32 units: on a 2-core Intel Xeon VM with AVX512 but
+    neither AVX512-BF16 nor AMX a training step of the recipe's 16-128 stage 2 took 1.34 s in bfloat16 against
+    0.60 s in float32 and 0.28 s for its 8-96 float32 width (docs/benchmarks.md, "Fifty-second session"). So on
+    x86 the CPU must also have AVX512-BF16 or AMX; elsewhere (aarch64) oneDNN's check is the CPU's own bfloat16
+    instructions and is kept as it is."""
     if not _onednn_bfloat16_supported():
         return False
     if platform.machine().lower() in _X86_MACHINES:
