@@ -37,7 +37,7 @@ def cpu_bfloat16_supported() -> bool:
     if not _onednn_bfloat16_supported():
         return False
     if platform.machine().lower() in _X86_MACHINES:
-        return cpu_capability("avx512_bf16") or cpu_amx_supported()
+        return x86_bfloat16_instructions()
     return True
 
 
@@ -106,6 +106,12 @@ def cpu_channels_last_preferred() -> bool:
     Measured (docs/benchmarks.md) on two: a 2-core Intel Xeon with AMX, 1.4-1.9x per tile ("Thirty-first session"); a
     2-core AMD EPYC (Zen 4, AVX512-BF16, no AMX), 1.17-1.19x per tile of the default preset's stage 2 and 1.12-1.25x
     per training step of the recipe's two networks ("Thirty-seventh session")."""
+    return x86_bfloat16_instructions()
+
+
+def x86_bfloat16_instructions() -> bool:
+    """Whether this CPU has x86's own bfloat16 instructions: AMX (:func:`cpu_amx_supported`) or AVX512-BF16; False
+    on other architectures, whose instruction sets torch's capability map names otherwise."""
     return cpu_amx_supported() or cpu_capability("avx512_bf16")
 
 
