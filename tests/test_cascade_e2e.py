@@ -239,11 +239,18 @@ def test_stage_two_with_neighbour_slices(pipeline, tmp_path, monkeypatch):
     class ChannelsLast(nnUNetTrainerSpineFine):  # channels-last where it trains in bfloat16 (AMX or AVX512-BF16)
         cpu_bfloat16 = True
         cpu_channels_last = True
+        network_features = (16, 24, 32, 48, 64)  # every strided 1x1 shortcut from 16 channels or more
 
-    plans["continue_training"] = False
-    trainer = ChannelsLast(plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
-    trainer.initialize()
-    assert trainer.network.cpu_channels_last is (bfloat16 and cpu_channels_last_preferred())
+    class ChannelsLastNarrow(ChannelsLast):  # the plans' 6-72: the shortcut from 6 channels at stride 2 keeps it off
+        network_features = None
+
+    for trainer_class, expected in ((ChannelsLast, bfloat16 and cpu_channels_last_preferred()),
+                                    (ChannelsLastNarrow, False)):
+        own_plans = {**json.loads(json.dumps(plans)), "continue_training": False}  # a trainer writes its widths in
+        trainer = trainer_class(own_plans, "2d_cascade", 0, dataset_json, torch.device("cpu"))
+        trainer.initialize()
+        assert trainer.network.cpu_channels_last is expected, trainer_class.__name__
+        assert trainer.network.cpu_autocast_dtype == (torch.bfloat16 if bfloat16 else None)
 
     class WrongStages(nnUNetTrainerSpineFine):  # widths for another number of stages than the plans' network
         network_features = (8, 16, 32)

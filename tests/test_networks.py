@@ -401,6 +401,32 @@ def test_predictor_loads_the_network_in_the_precision_asked(tmp_path):
             load_predictor(tmp_path, [0], precision="bfloat16")
 
 
+@pytest.mark.parametrize("widths, expected", [
+    ((8, 16, 32, 64, 96), ["encoder.1.0.shortcut.0"]),  # the float32 recipe's and "small"'s stage 2
+    ((6, 12, 24, 48, 72), ["encoder.1.0.shortcut.0", "encoder.2.0.shortcut.0"]),  # the smoke tests' (6 and 12)
+    ((16, 32, 64, 96, 128), []),  # the recipe's bfloat16 stage 2
+    ((32, 64, 128, 256, 512), [])])  # the default preset's
+def test_channels_last_training_hazards_are_strided_1x1_convolutions_from_2_to_15_channels(widths, expected):
+    """oneDNN's weight gradient of a strided 1x1 convolution with 2-15 input channels is unsafe on channels-last
+    tensors (it crashed a training step here): found by name in the stage-2 network, through a compile-like wrapper,
+    and in a lone convolution of each kind."""
+    net = ResidualUNet2D(14, len(NAMES), features_per_stage=widths)
+    assert precision.channels_last_training_hazards(net) == expected
+
+    class Compiled(torch.nn.Module):  # torch.compile's wrapper holds the network as _orig_mod
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+    assert precision.channels_last_training_hazards(Compiled(net)) == expected
+    nn = torch.nn
+    for conv, unsafe in ((nn.Conv2d(8, 16, 1, stride=2), True), (nn.Conv3d(15, 16, 1, stride=(1, 2, 2)), True),
+                         (nn.Conv2d(16, 32, 1, stride=2), False), (nn.Conv2d(1, 8, 1, stride=2), False),
+                         (nn.Conv2d(8, 16, 1), False), (nn.Conv2d(8, 16, 3, stride=2), False),
+                         (nn.Conv2d(32, 32, 1, stride=2, groups=4), True)):
+        assert (precision.channels_last_training_hazards(conv) == [""]) is unsafe, conv
+
+
 def test_channels_last_is_preferred_on_x86_cpus_with_amx_or_avx512_bf16(monkeypatch):
     """The instruction sets read from torch's capability map (a key missing, or holding a number or a name, is not
     there; a torch without the map has none), and channels-last preferred with AMX or AVX512-BF16 only."""

@@ -109,6 +109,33 @@ def cpu_channels_last_preferred() -> bool:
     return x86_bfloat16_instructions()
 
 
+CHANNELS_LAST_SAFE_INPUT_CHANNELS = 16
+"""oneDNN's input-channel block on AVX512 (8 on AVX2): a strided 1x1 convolution with fewer input channels (per
+group, more than one) is what :func:`channels_last_training_hazards` looks for."""
+
+
+def channels_last_training_hazards(network: nn.Module) -> list[str]:
+    """Names of the convolutions whose weight gradient oneDNN gets wrong on channels-last tensors: a 1x1 (1x1x1)
+    kernel with a stride above 1 and 2-15 input channels per group.
+
+    oneDNN's 1x1 backward-weights kernel then writes past its strided-input workspace (uxlfoundation/oneDNN issue
+    6035, open: depending on the machine a segmentation fault, a hang or silently wrong weight gradients). Measured
+    with torch 2.15.0 (oneDNN 3.13.3) on a 2-core Intel Xeon with AVX512-BF16 and no AMX (docs/benchmarks.md,
+    "Fifty-third session"): a training step of the 8-96 stage 2 (the shortcut from 8 channels to 16 at stride 2)
+    crashes on channels-last tensors in float32 and in bfloat16, a lone such convolution at 4, 8 and 14 input
+    channels too (not at 1, 16, 20, 24 or 32). The forward pass, which prediction runs, is not affected. Empty for
+    networks without such a convolution (the recipe's 16-128 stage 2, the default preset's 32-512)."""
+    hazards = []
+    for name, module in _inner(network).named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            continue
+        per_group = module.in_channels // module.groups
+        if (all(k == 1 for k in module.kernel_size) and any(s > 1 for s in module.stride)
+                and 1 < per_group < CHANNELS_LAST_SAFE_INPUT_CHANNELS):
+            hazards.append(name)
+    return hazards
+
+
 def x86_bfloat16_instructions() -> bool:
     """Whether this CPU has x86's own bfloat16 instructions: AMX (:func:`cpu_amx_supported`) or AVX512-BF16; False
     on other architectures, whose instruction sets torch's capability map names otherwise."""

@@ -40,6 +40,8 @@ from nnunet_ext.compat import (
     unwrap_deep_supervision,
 )
 from nnunet_ext.networks.precision import (
+    CHANNELS_LAST_SAFE_INPUT_CHANNELS,
+    channels_last_training_hazards,
     cpu_bfloat16_supported,
     cpu_channels_last_preferred,
     set_cpu_autocast,
@@ -147,8 +149,10 @@ class nnUNetTrainerSpine(WeightAverage, ProgressPlots, TimeBudget, nnUNetTrainer
     (:func:`~nnunet_ext.networks.precision.set_cpu_channels_last`). Measured on a 2-core Xeon with AMX
     (docs/benchmarks.md, "Thirty-first session"): the recipe's stage 2 fits 17 % more iterations in its time budget
     (63 against 54 per epoch), its stage 1 is slower so (3D, 8-48 channels); on a 2-core AMD EPYC (Zen 4, no AMX) the
-    stage-2 training step is 1.12-1.21x faster ("Thirty-seventh session"). Ignored elsewhere; checkpoints are the
-    same. On in the recipe's multiclass stage 2
+    stage-2 training step is 1.12-1.21x faster ("Thirty-seventh session"). Ignored elsewhere, and for a network with
+    a strided 1x1 convolution from 2-15 channels, whose weight gradient oneDNN gets wrong in that layout
+    (:func:`~nnunet_ext.networks.precision.channels_last_training_hazards`: the 8-96 and 6-72 widths); checkpoints are
+    the same. On in the recipe's multiclass stage 2
     (:class:`~nnunet_ext.training.variants.nnUNetTrainerSpineFineCpu`)."""
     neighbour_slices: int = 0
     """2D stages: this many neighbouring sagittal slices each side come with each slice as extra image channels
@@ -248,8 +252,15 @@ class nnUNetTrainerSpine(WeightAverage, ProgressPlots, TimeBudget, nnUNetTrainer
             used = set_cpu_autocast(self.network, torch.bfloat16)
             self.print_to_log_file(f"bfloat16 autocast on the CPU: {'on' if used else 'not available, float32'}")
             if used and self.cpu_channels_last and cpu_channels_last_preferred():
-                set_cpu_channels_last(self.network, True)
-                self.print_to_log_file("channels-last tensors on the CPU (AMX or AVX512-BF16)")
+                hazards = channels_last_training_hazards(self.network)
+                if hazards:  # oneDNN's weight gradient of such a convolution crashes or is wrong on channels-last
+                    self.print_to_log_file(
+                        "channels-last tensors off: oneDNN's weight gradient of a strided 1x1 convolution with fewer "
+                        f"than {CHANNELS_LAST_SAFE_INPUT_CHANNELS} input channels is unsafe in that layout "
+                        f"(uxlfoundation/oneDNN issue 6035): {', '.join(hazards)}")
+                else:
+                    set_cpu_channels_last(self.network, True)
+                    self.print_to_log_file("channels-last tensors on the CPU (AMX or AVX512-BF16)")
         for entry in self._configuration_entries(self.configuration_name):
             record_cpu_precision(entry, "bfloat16" if used else "float32")
 
