@@ -413,12 +413,9 @@ def test_channels_last_training_hazards_are_strided_1x1_convolutions_from_2_to_1
     net = ResidualUNet2D(14, len(NAMES), features_per_stage=widths)
     assert precision.channels_last_training_hazards(net) == expected
 
-    class Compiled(torch.nn.Module):  # torch.compile's wrapper holds the network as _orig_mod
-        def __init__(self, inner):
-            super().__init__()
-            self._orig_mod = inner
-
-    assert precision.channels_last_training_hazards(Compiled(net)) == expected
+    wrapped = torch.nn.Module()
+    wrapped._orig_mod = net  # what torch.compile leaves
+    assert precision.channels_last_training_hazards(wrapped) == expected
     nn = torch.nn
     for conv, unsafe in ((nn.Conv2d(8, 16, 1, stride=2), True), (nn.Conv3d(15, 16, 1, stride=(1, 2, 2)), True),
                          (nn.Conv2d(16, 32, 1, stride=2), False), (nn.Conv2d(1, 8, 1, stride=2), False),
